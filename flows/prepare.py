@@ -1,0 +1,64 @@
+"""Flow: load → validate → split → featurize (sharded) → assemble."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows.settings import PipelineSettings, get_settings
+from tasks.features import shard
+from tasks.prepare_steps import (
+    PreparedData,
+    assemble_task,
+    featurize_shard_task,
+    load_dataset_task,
+    split_task,
+    validate_task,
+)
+from tasks.split import SplitFractions
+from tasks.validation import SHA_COLUMN, ValidationConfig
+from vehicle_model.featurizer import Featurizer
+
+
+@flow(name="prepare-data")
+def prepare_data(
+    data: str,
+    seed: int = 0,
+    min_per_class: int = 5,
+    attribute: str = "label",
+    settings: PipelineSettings | None = None,
+) -> PreparedData:
+    """Validates a dataset, splits it and caches its features.
+
+    Args:
+        data: a CSV manifest, a folder with ``labels.csv``, or an ImageFolder.
+        seed: the split seed.
+        min_per_class: fewest images allowed per class.
+        attribute: the label name for an ImageFolder dataset.
+        settings: paths and runner settings; built from the environment when omitted.
+    """
+    settings = settings or get_settings()
+    dataset = load_dataset_task(data, attribute)
+    frame = validate_task(dataset, ValidationConfig(min_per_class=min_per_class))
+    frame, data_id, manifest = split_task(frame, dataset.attributes, seed, SplitFractions(), settings.prepared_dir)
+
+    shards = shard(frame, settings.shard_size)
+    threads = max(1, settings.workers // min(settings.workers, len(shards)))
+    futures = [
+        featurize_shard_task.submit(
+            list(part["image"]), list(part[SHA_COLUMN]), str(settings.feature_cache_dir), threads, i, len(shards)
+        )
+        for i, part in enumerate(shards)
+    ]
+    computed = sum(future.result() for future in futures)
+    get_run_logger().info("Featurized %d new images; %d from cache", computed, frame[SHA_COLUMN].nunique() - computed)
+
+    features = assemble_task(frame, dataset.attributes, str(settings.feature_cache_dir), manifest.with_suffix(".npz"))
+    return PreparedData(
+        source=str(data),
+        fingerprint=data_id,
+        manifest=manifest,
+        features=features,
+        attributes=dataset.attributes,
+        counts=frame["split"].value_counts().to_dict(),
+        featurizer_version=Featurizer().version,
+    )

@@ -1,0 +1,1 @@
+"""Pipeline steps: pure functions first, thin Prefect ``@task`` wrappers over them."""

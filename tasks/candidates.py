@@ -1,0 +1,91 @@
+"""The six candidate heads: one registry mapping name -> factory.
+
+Each factory returns an unfitted estimator with calibrated ``predict_proba`` and a small
+hyperparameter grid searched by cross-validation within the candidate's time budget.
+Adding a seventh candidate is one entry in ``CANDIDATES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.decomposition import PCA
+from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """An unfitted estimator and the grid its search explores (Pipeline step__param names)."""
+
+    estimator: BaseEstimator
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def logistic_regression(seed: int) -> CandidateSpec:
+    model = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=3000, random_state=seed))])
+    return CandidateSpec(model, {"clf__C": [0.01, 0.1, 1.0]})
+
+
+def linear_svm(seed: int) -> CandidateSpec:
+    svm = LinearSVC(dual="auto", max_iter=5000, random_state=seed)
+    model = Pipeline([("scale", StandardScaler()), ("clf", CalibratedClassifierCV(svm, cv=3, method="sigmoid"))])
+    return CandidateSpec(model, {"clf__estimator__C": [0.001, 0.01, 0.1]})
+
+
+def rbf_svm(seed: int) -> CandidateSpec:
+    model = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("pca", PCA(n_components=128, random_state=seed)),
+            ("clf", SVC(kernel="rbf", probability=True, random_state=seed)),
+        ]
+    )
+    return CandidateSpec(model, {"clf__C": [1.0, 10.0], "clf__gamma": ["scale"]})
+
+
+def extra_trees(seed: int) -> CandidateSpec:
+    model = ExtraTreesClassifier(n_estimators=300, n_jobs=1, random_state=seed)
+    return CandidateSpec(model, {"max_features": ["sqrt", 0.05], "min_samples_leaf": [1, 2]})
+
+
+def hist_gradient_boosting(seed: int) -> CandidateSpec:
+    # Boosting over 1.4k raw dimensions is slow and overfits on a few thousand images;
+    # 64 principal components keep it in budget.
+    model = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("pca", PCA(n_components=64, random_state=seed)),
+            ("clf", HistGradientBoostingClassifier(max_iter=200, early_stopping=True, random_state=seed)),
+        ]
+    )
+    return CandidateSpec(model, {"clf__learning_rate": [0.1, 0.2], "clf__max_leaf_nodes": [15, 31]})
+
+
+def k_nearest_neighbors(seed: int) -> CandidateSpec:
+    model = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("pca", PCA(n_components=64, random_state=seed)),
+            ("clf", KNeighborsClassifier(weights="distance")),
+        ]
+    )
+    return CandidateSpec(model, {"clf__n_neighbors": [5, 15]})
+
+
+CANDIDATES: dict[str, Callable[[int], CandidateSpec]] = {
+    "logistic_regression": logistic_regression,
+    "linear_svm": linear_svm,
+    "rbf_svm": rbf_svm,
+    "extra_trees": extra_trees,
+    "hist_gradient_boosting": hist_gradient_boosting,
+    "knn": k_nearest_neighbors,
+}

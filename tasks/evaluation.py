@@ -1,0 +1,88 @@
+"""Metrics, reports and figures for fitted heads; one naming scheme for every candidate.
+
+Metric names are ``<split>.<attribute>.<metric>`` and the attribute mean ``<split>.<metric>``,
+so MLflow's compare view lines candidates up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, classification_report, f1_score, log_loss
+
+SELECTION_METRICS = ("macro_f1", "accuracy", "log_loss", "ece")
+LOWER_IS_BETTER = {"log_loss", "ece"}
+
+
+def expected_calibration_error(proba: np.ndarray, y_true_index: np.ndarray, bins: int = 10) -> float:
+    """Top-label ECE: the gap between confidence and accuracy, averaged over confidence bins."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_true_index
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    error = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        in_bin = (confidence > low) & (confidence <= high)
+        if in_bin.any():
+            error += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(error)
+
+
+def attribute_metrics(classes: np.ndarray, proba: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro-F1, log loss and ECE for one attribute's probabilities."""
+    classes = np.asarray(classes).astype(str)
+    y_true = np.asarray(y_true).astype(str)
+    predicted = classes[proba.argmax(axis=1)]
+    index = {label: i for i, label in enumerate(classes)}
+    known = np.array([label in index for label in y_true])
+    true_index = np.array([index.get(label, -1) for label in y_true])
+    clipped = np.clip(proba, 1e-15, 1.0)
+    return {
+        "accuracy": float(accuracy_score(y_true, predicted)),
+        "macro_f1": float(f1_score(y_true, predicted, average="macro", labels=np.unique(y_true), zero_division=0)),
+        # An unseen label has probability 0: cost it as the clip floor rather than fail.
+        "log_loss": float(
+            np.mean(-np.log(np.where(known, clipped[np.arange(len(y_true)), np.maximum(true_index, 0)], 1e-15)))
+        ),
+        "ece": expected_calibration_error(proba, true_index),
+    }
+
+
+def evaluate_heads(
+    heads: Mapping[str, object], X: np.ndarray, ys: Mapping[str, np.ndarray], split: str
+) -> dict[str, float]:
+    """Per-attribute metrics and their means, named ``<split>.<attribute>.<metric>``."""
+    metrics: dict[str, float] = {}
+    for attribute, head in heads.items():
+        for name, value in attribute_metrics(head.classes_, head.predict_proba(X), ys[attribute]).items():
+            metrics[f"{split}.{attribute}.{name}"] = value
+    for name in SELECTION_METRICS:
+        metrics[f"{split}.{name}"] = float(np.mean([metrics[f"{split}.{a}.{name}"] for a in heads]))
+    return metrics
+
+
+def class_report(head, X: np.ndarray, y: np.ndarray) -> dict:
+    """scikit-learn's per-class precision/recall/F1/support as a dict."""
+    predicted = np.asarray(head.classes_)[head.predict_proba(X).argmax(axis=1)]
+    return classification_report(y, predicted, output_dict=True, zero_division=0)
+
+
+def confusion_figure(head, X: np.ndarray, y: np.ndarray, title: str) -> Figure:
+    """A confusion-matrix figure, built without pyplot so no global backend is touched."""
+    predicted = np.asarray(head.classes_)[head.predict_proba(X).argmax(axis=1)]
+    labels = sorted(set(map(str, head.classes_)) | set(map(str, y)))
+    figure = Figure(figsize=(1.0 + 0.7 * len(labels), 0.8 + 0.6 * len(labels)))
+    axes = figure.subplots()
+    ConfusionMatrixDisplay.from_predictions(
+        y, predicted, labels=labels, ax=axes, colorbar=False, xticks_rotation=45
+    )
+    axes.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def score(metrics: Mapping[str, float], split: str, metric: str) -> float:
+    """The selection score: higher is better, so error metrics are negated."""
+    value = metrics[f"{split}.{metric}"]
+    return -value if metric in LOWER_IS_BETTER else value

@@ -1,0 +1,149 @@
+"""Logging the one-artifact model, registering versions and moving aliases.
+
+Alias policy: ``champion`` is what serving loads; on promotion the old champion becomes
+``previous`` (what ``rollback`` restores); a version that loses the gate becomes
+``challenger``.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import joblib
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types.schema import ColSpec, Schema
+from PIL import Image
+
+import vehicle_model
+from vehicle_model.model import VehicleClassifier
+from vehicle_model.pyfunc import BACKBONE_ARTIFACT, HEADS_ARTIFACT, INPUT_COLUMN, VehiclePyfunc
+
+MODEL_ARTIFACT = "model"
+CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+# What the model needs at inference time, pinned to what it was trained with.
+RUNTIME_PACKAGES = ("numpy", "pandas", "pillow", "onnxruntime", "scikit-learn", "joblib", "mlflow")
+
+
+def pip_requirements() -> list[str]:
+    """Explicit pins: MLflow's inference of requirements costs 12-16 s per model here."""
+    return [f"{name}=={package_version(name)}" for name in RUNTIME_PACKAGES]
+
+
+def example_image_bytes(size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small PNG used as the logged input example."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (180, 40, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def signature() -> ModelSignature:
+    """Input: a column of image bytes. Output: one record per image (attribute -> label, probabilities)."""
+    return ModelSignature(inputs=Schema([ColSpec("binary", INPUT_COLUMN)]))
+
+
+def log_classifier(classifier: VehicleClassifier, metadata: dict | None = None) -> ModelInfo:
+    """Logs featurizer + heads as one pyfunc in the active run, with ``vehicle_model`` as code."""
+    with tempfile.TemporaryDirectory() as tmp:
+        heads_path = Path(tmp) / "heads.joblib"
+        joblib.dump(dict(classifier.heads), heads_path)
+        return mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=VehiclePyfunc(),
+            artifacts={BACKBONE_ARTIFACT: str(classifier.featurizer.backbone_path), HEADS_ARTIFACT: str(heads_path)},
+            code_paths=[str(Path(vehicle_model.__file__).parent)],
+            pip_requirements=pip_requirements(),
+            signature=signature(),
+            input_example=pd.DataFrame({INPUT_COLUMN: [example_image_bytes()]}),
+            metadata={"attributes": classifier.classes(), "featurizer": classifier.featurizer.describe(), **(metadata or {})},
+        )
+
+
+def register_version(model_uri: str, name: str, tags: dict[str, str]) -> ModelVersion:
+    """Registers a new version of ``name`` and tags it."""
+    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    return version
+
+
+def version_for_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version behind an alias, or None when the model or the alias does not exist."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """The gate's verdict and the numbers it was based on."""
+
+    promote: bool
+    candidate_score: float
+    champion_score: float | None
+    min_improvement: float
+    reason: str
+
+
+def decide(candidate_score: float, champion_score: float | None, min_improvement: float) -> PromotionDecision:
+    """Promotes when there is no champion or the candidate beats it by the margin."""
+    if champion_score is None:
+        return PromotionDecision(True, candidate_score, None, min_improvement, "no current champion")
+    gain = candidate_score - champion_score
+    if gain >= min_improvement:
+        reason = f"beats champion by {gain:+.4f} (>= {min_improvement})"
+        return PromotionDecision(True, candidate_score, champion_score, min_improvement, reason)
+    reason = f"improvement {gain:+.4f} is below the required {min_improvement}"
+    return PromotionDecision(False, candidate_score, champion_score, min_improvement, reason)
+
+
+def apply_decision(client: MlflowClient, name: str, version: str, decision: PromotionDecision) -> None:
+    """Moves aliases per the decision and records it as version tags."""
+    if decision.promote:
+        promote(client, name, version)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+    client.set_model_version_tag(name, version, "promotion.decision", "promoted" if decision.promote else "rejected")
+    client.set_model_version_tag(name, version, "promotion.reason", decision.reason)
+    client.set_model_version_tag(name, version, "promotion.candidate_score", f"{decision.candidate_score:.6f}")
+    if decision.champion_score is not None:
+        client.set_model_version_tag(name, version, "promotion.champion_score", f"{decision.champion_score:.6f}")
+
+
+def promote(client: MlflowClient, name: str, version: str) -> str | None:
+    """Makes ``version`` the champion; the old champion becomes ``previous``. Returns the old one."""
+    client.get_model_version(name, version)  # raises a clear error for an unknown version
+    old = version_for_alias(client, name, CHAMPION)
+    if old is not None and old.version == str(version):
+        return old.version
+    if old is not None:
+        client.set_registered_model_alias(name, PREVIOUS, old.version)
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    current = version_for_alias(client, name, CHALLENGER)
+    if current is not None and current.version == str(version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+    return old.version if old else None
+
+
+def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
+    """Swaps ``champion`` and ``previous``. Returns (new champion, new previous).
+
+    Raises:
+        LookupError: there is no ``previous`` version to go back to.
+    """
+    previous = version_for_alias(client, name, PREVIOUS)
+    champion = version_for_alias(client, name, CHAMPION)
+    if previous is None:
+        raise LookupError(f"model '{name}' has no '{PREVIOUS}' version to roll back to")
+    client.set_registered_model_alias(name, CHAMPION, previous.version)
+    if champion is not None:
+        client.set_registered_model_alias(name, PREVIOUS, champion.version)
+    return previous.version, champion.version if champion else ""

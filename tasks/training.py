@@ -1,0 +1,116 @@
+"""Fitting one candidate: a budgeted cross-validated search, then a refit per attribute."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import joblib
+import numpy as np
+from sklearn.base import BaseEstimator, clone
+from sklearn.decomposition import PCA
+from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_val_score
+
+from tasks.candidates import CANDIDATES, CandidateSpec
+
+CV_FOLDS = 3
+
+
+@dataclass
+class FittedCandidate:
+    """A candidate's fitted heads and how they were chosen.
+
+    Attributes:
+        name: the registry name.
+        heads: attribute -> fitted estimator.
+        params: attribute -> chosen hyperparameters.
+        cv_scores: attribute -> best cross-validated macro-F1.
+        trials: attribute -> number of grid points evaluated within the budget.
+        fit_seconds: wall time of search plus refit, all attributes.
+    """
+
+    name: str
+    heads: dict[str, BaseEstimator]
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cv_scores: dict[str, float] = field(default_factory=dict)
+    trials: dict[str, int] = field(default_factory=dict)
+    fit_seconds: float = 0.0
+
+    def model_bytes(self) -> int:
+        buffer = io.BytesIO()
+        joblib.dump(self.heads, buffer)
+        return buffer.getbuffer().nbytes
+
+    def predict_ms_per_image(self, X: np.ndarray, repeats: int = 3) -> float:
+        """Head latency per image on precomputed features (the backbone is shared by all)."""
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for head in self.heads.values():
+                head.predict_proba(X)
+            best = min(best, time.perf_counter() - started)
+        return 1000.0 * best / max(len(X), 1)
+
+
+def fit_candidate(
+    name: str, X: np.ndarray, ys: Mapping[str, np.ndarray], seed: int = 0, budget_seconds: float = 120.0
+) -> FittedCandidate:
+    """Searches and fits one head per attribute, sharing the time budget between attributes."""
+    factory = CANDIDATES[name]
+    fitted = FittedCandidate(name=name, heads={})
+    started = time.perf_counter()
+    for i, (attribute, y) in enumerate(ys.items()):
+        remaining = budget_seconds - (time.perf_counter() - started)
+        share = max(remaining / (len(ys) - i), 0.0)
+        head, params, cv_score, trials = search(factory(seed), X, np.asarray(y).astype(str), seed, share)
+        fitted.heads[attribute] = head
+        fitted.params[attribute] = params
+        fitted.cv_scores[attribute] = cv_score
+        fitted.trials[attribute] = trials
+    fitted.fit_seconds = time.perf_counter() - started
+    return fitted
+
+
+def search(
+    spec: CandidateSpec, X: np.ndarray, y: np.ndarray, seed: int, budget_seconds: float
+) -> tuple[BaseEstimator, dict[str, Any], float, int]:
+    """Tries grid points in a seeded order until the budget runs out (at least one), then refits.
+
+    Returns:
+        The refitted estimator, its parameters, its CV macro-F1 (nan when there was one
+        point and no search) and the number of points tried.
+    """
+    grid = list(ParameterGrid(spec.grid)) or [{}]
+    order = np.random.default_rng(seed).permutation(len(grid))
+    best_params, best_score, trials = grid[order[0]], float("nan"), 0
+    if len(grid) > 1:
+        deadline = time.perf_counter() + budget_seconds
+        folds = StratifiedKFold(n_splits=_folds(y), shuffle=True, random_state=seed)
+        for index in order:
+            estimator = fit_ready(spec.estimator, grid[index], int(len(y) * (1 - 1 / folds.n_splits)))
+            value = float(np.mean(cross_val_score(estimator, X, y, cv=folds, scoring="f1_macro")))
+            trials += 1
+            if not value <= best_score:  # also true for the first (nan) comparison
+                best_params, best_score = grid[index], value
+            if time.perf_counter() > deadline:
+                break
+    final = fit_ready(spec.estimator, best_params, len(y)).fit(X, y)
+    return final, dict(best_params), best_score, trials
+
+
+def fit_ready(estimator: BaseEstimator, params: dict[str, Any], n_samples: int) -> BaseEstimator:
+    """A fresh clone with ``params`` set and any PCA shrunk to fit ``n_samples`` rows."""
+    model = clone(estimator).set_params(**params)
+    steps = model.steps if hasattr(model, "steps") else []
+    for step_name, step in steps:
+        if isinstance(step, PCA) and isinstance(step.n_components, int):
+            model.set_params(**{f"{step_name}__n_components": min(step.n_components, max(n_samples - 1, 1))})
+    return model
+
+
+def _folds(y: np.ndarray) -> int:
+    smallest = int(np.min(np.unique(y, return_counts=True)[1]))
+    return max(2, min(CV_FOLDS, smallest))

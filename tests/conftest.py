@@ -1,0 +1,56 @@
+"""Shared fixtures: real images, a pre-migrated MLflow SQLite store copied per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasks.synthetic import generate_dataset
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """84 synthetic images (12 per vehicle type, every colour present), CSV layout."""
+    root = tmp_path_factory.mktemp("tiny")
+    generate_dataset(root, n=84, seed=7)
+    return root
+
+
+@pytest.fixture(scope="session")
+def _migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite tracking store migrated once per session (migrations cost seconds)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    db = folder / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{db}", str(folder / "artifacts"))
+    return db
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, _migrated_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh MLflow store for one test: a copy of the migrated DB, artifacts in tmp_path.
+
+    Sets ``MLFLOW_TRACKING_URI`` (settings read it) and the active tracking URI.
+    """
+    import mlflow
+
+    store = tmp_path / "mlruns"
+    store.mkdir()
+    shutil.copy(_migrated_mlflow_db, store / "mlflow.db")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", str(store / "artifacts"))
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The real Redis the tests use; ``make test`` exports REDIS_TEST_URL (it starts one if needed)."""
+    return os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/0")

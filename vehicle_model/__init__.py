@@ -1,0 +1,1 @@
+"""Everything that runs at inference time; logged with each model as ``code_paths``."""

@@ -1,0 +1,192 @@
+"""Image features: EfficientNet-Lite0 embedding (ONNX Runtime) plus HSV colour histograms.
+
+The backbone is strong on shape and weak on colour, so the pooled 1280-d embedding is
+concatenated with colour histograms of the whole image and of its centre (where the
+vehicle usually is).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vehicle_model.images import ImageLimits, decode_image
+
+ASSETS = Path(__file__).parent / "assets"
+DEFAULT_BACKBONE = ASSETS / "efficientnet_lite0.onnx"
+INPUT_SIZE = 224
+EMBEDDING_DIM = 1280
+HIST_BINS = (12, 3, 3)  # hue, saturation, value
+HIST_DIM = 2 * int(np.prod(HIST_BINS))
+FEATURE_DIM = EMBEDDING_DIM + HIST_DIM
+# Bump when preprocessing changes: it is part of every feature-cache key.
+PREPROCESSING_VERSION = "resize224-bilinear+hsv12x3x3-global-centre-v1"
+
+
+def preprocess(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Turns one RGB image into the backbone input and its colour histogram.
+
+    Returns:
+        A float32 CHW array in [0, 1] of size 224x224 and a float32 histogram vector.
+    """
+    resized = image.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return pixels, colour_histogram(resized)
+
+
+def colour_histogram(image: Image.Image) -> np.ndarray:
+    """HSV histograms of the whole image and of its central half, each summing to 1."""
+    small = image.resize((64, 64), Image.Resampling.BILINEAR)
+    hsv = np.asarray(small.convert("HSV"), dtype=np.int32)
+    centre = hsv[16:48, 16:48]
+    return np.concatenate([_hsv_histogram(hsv), _hsv_histogram(centre)])
+
+
+def _hsv_histogram(hsv: np.ndarray) -> np.ndarray:
+    h_bins, s_bins, v_bins = HIST_BINS
+    h = hsv[..., 0] * h_bins // 256
+    s = hsv[..., 1] * s_bins // 256
+    v = hsv[..., 2] * v_bins // 256
+    index = (h * s_bins + s) * v_bins + v
+    counts = np.bincount(index.ravel(), minlength=h_bins * s_bins * v_bins)
+    return (counts / counts.sum()).astype(np.float32)
+
+
+class Featurizer:
+    """Batched feature extraction with decoding overlapped with inference.
+
+    Args:
+        backbone_path: the ONNX file; defaults to the one shipped in ``assets/``.
+        threads: ONNX Runtime intra-op threads; defaults to the usable cores.
+        batch_size: images per backbone call.
+        limits: decoding limits for byte inputs.
+    """
+
+    def __init__(
+        self,
+        backbone_path: Path | str = DEFAULT_BACKBONE,
+        threads: int | None = None,
+        batch_size: int = 32,
+        limits: ImageLimits = ImageLimits(),
+    ) -> None:
+        self.backbone_path = Path(backbone_path)
+        self.threads = threads or len(os.sched_getaffinity(0))
+        self.batch_size = batch_size
+        self.limits = limits
+
+    def __getstate__(self) -> dict:
+        # The ONNX session is not picklable; a copy in another process opens its own.
+        return {k: v for k, v in self.__dict__.items() if k not in ("session", "_io_names")}
+
+    @cached_property
+    def version(self) -> str:
+        """Identifies backbone weights and preprocessing; changes invalidate cached features."""
+        digest = hashlib.sha256(self.backbone_path.read_bytes()).hexdigest()[:16]
+        return f"effnet-lite0-{digest}-{PREPROCESSING_VERSION}"
+
+    @cached_property
+    def session(self):  # onnxruntime.InferenceSession; imported lazily to keep import cheap
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(
+            str(self.backbone_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+
+    @cached_property
+    def _io_names(self) -> tuple[str, str]:
+        return self.session.get_inputs()[0].name, self.session.get_outputs()[0].name
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """Runs the backbone on a float32 [N, 3, 224, 224] batch; returns [N, 1280]."""
+        input_name, output_name = self._io_names
+        return self.session.run([output_name], {input_name: pixels})[0]
+
+    def transform_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Features for RGB images already decoded; returns float32 [N, FEATURE_DIM]."""
+        return self._run(iter(images), len(images), decode=lambda image: image)
+
+    def transform_bytes(self, blobs: Sequence[bytes]) -> np.ndarray:
+        """Features for encoded images; raises ImageDecodeError on the first bad one."""
+        return self._run(iter(blobs), len(blobs), decode=lambda blob: decode_image(blob, self.limits))
+
+    def transform_paths(
+        self, paths: Sequence[Path | str], progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """Features for image files, calling ``progress(n)`` after each batch of n."""
+        return self._run(
+            iter(paths),
+            len(paths),
+            decode=lambda path: decode_image(Path(path).read_bytes(), self.limits),
+            progress=progress,
+        )
+
+    def _run(
+        self,
+        items: Iterator,
+        count: int,
+        decode: Callable[[object], Image.Image],
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Decodes batch k+1 on a worker thread while the backbone runs batch k."""
+        out = np.empty((count, FEATURE_DIM), dtype=np.float32)
+        if count == 0:
+            return out
+
+        def prepare(batch: list) -> tuple[np.ndarray, np.ndarray]:
+            prepared = [preprocess(decode(item)) for item in batch]
+            return np.stack([p for p, _ in prepared]), np.stack([h for _, h in prepared])
+
+        batches = _chunks(items, self.batch_size)
+        start = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+            pending = pool.submit(prepare, next(batches))
+            for batch in batches:
+                pixels, hists = pending.result()
+                pending = pool.submit(prepare, batch)
+                start = self._fill(out, start, pixels, hists, progress)
+            pixels, hists = pending.result()
+            self._fill(out, start, pixels, hists, progress)
+        return out
+
+    def _fill(self, out, start, pixels, hists, progress) -> int:
+        end = start + len(pixels)
+        out[start:end, :EMBEDDING_DIM] = self.embed(pixels)
+        out[start:end, EMBEDDING_DIM:] = hists
+        if progress:
+            progress(len(pixels))
+        return end
+
+    def describe(self) -> dict:
+        """A JSON-able description for model metadata."""
+        meta_path = self.backbone_path.with_suffix(".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        return {
+            "backbone": "EfficientNet-Lite0 (ImageNet), ONNX Runtime",
+            "version": self.version,
+            "input_size": INPUT_SIZE,
+            "feature_dim": FEATURE_DIM,
+            "source": meta.get("source_packages"),
+        }
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

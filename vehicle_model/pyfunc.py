@@ -1,0 +1,43 @@
+"""The MLflow pyfunc wrapper: a list of image bytes in, one record per image out.
+
+Only this module touches MLflow, and only the model-loading side of it.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import joblib
+import mlflow.pyfunc
+
+from vehicle_model.featurizer import Featurizer
+from vehicle_model.model import Prediction, VehicleClassifier
+
+BACKBONE_ARTIFACT = "backbone"
+HEADS_ARTIFACT = "heads"
+INPUT_COLUMN = "image"
+
+
+class VehiclePyfunc(mlflow.pyfunc.PythonModel):
+    """Loads the ONNX backbone and the fitted heads from the model's own artifacts."""
+
+    def load_context(self, context) -> None:
+        featurizer = Featurizer(Path(context.artifacts[BACKBONE_ARTIFACT]))
+        heads = joblib.load(context.artifacts[HEADS_ARTIFACT])
+        self.classifier = VehicleClassifier(featurizer=featurizer, heads=heads)
+
+    def predict(self, context, model_input, params=None) -> list[Prediction]:
+        """Classifies images given as a DataFrame column ``image`` or a list of bytes."""
+        blobs = _as_blobs(model_input)
+        return self.classifier.predict_bytes(blobs)
+
+
+def _as_blobs(model_input) -> list[bytes]:
+    if hasattr(model_input, "columns"):
+        values = list(model_input[INPUT_COLUMN])
+    elif isinstance(model_input, dict):
+        values = list(model_input[INPUT_COLUMN])
+    else:
+        values = list(model_input)
+    return [v if isinstance(v, (bytes, bytearray)) else base64.b64decode(v) for v in values]
