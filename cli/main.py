@@ -93,10 +93,47 @@ def prepare(
     """Validate, split and featurize a dataset (the data stage of training)."""
     from flows.prefect_api import prefect_api
     from flows.prepare import prepare_data
-    from flows.runners import make_task_runner
     from flows.settings import get_settings
 
-    settings = get_settings()
     with prefect_api():
-        prepared = prepare_data.with_options(task_runner=make_task_runner(settings))(data, seed=seed, settings=settings)
+        prepared = prepare_data(data, seed=seed, settings=get_settings())
     console.print(f"Prepared {prepared.counts} (fingerprint {prepared.fingerprint[:16]}) -> {prepared.features}")
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="Dataset path, or 'synthetic' for the generated default.")] = "synthetic",
+    candidate: Annotated[
+        list[str] | None, typer.Option("--candidate", "-c", help="Candidate to train (repeatable); default all six.")
+    ] = None,
+    metric: Annotated[str, typer.Option(help="Selection metric: macro_f1, accuracy, log_loss, ece.")] = "macro_f1",
+    min_improvement: Annotated[float, typer.Option(help="Margin over the champion needed to promote.")] = 0.005,
+    seed: Annotated[int, typer.Option(help="Seed for split, search and models.")] = 0,
+    time_budget: Annotated[float, typer.Option(help="Per-candidate search budget in seconds.")] = 120.0,
+) -> None:
+    """Run the training flow: prepare, train candidates, evaluate, register, promote."""
+    from flows.prefect_api import prefect_api
+    from flows.training import train_pipeline
+
+    with prefect_api():
+        summary = train_pipeline(
+            data=data, candidates=candidate or None, metric=metric, min_improvement=min_improvement,
+            seed=seed, time_budget_seconds=time_budget,
+        )
+    _print_summary(summary, metric)
+
+
+def _print_summary(summary, metric: str) -> None:
+    table = Table(title="Leaderboard (validation)")
+    columns = ["rank", "candidate", f"val.{metric}", "val.accuracy", "val.log_loss", "fit_seconds", "predict_ms_per_image"]
+    for column in columns:
+        table.add_column(column)
+    for row in summary.leaderboard:
+        table.add_row(*(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+    console.print(table)
+    for name, error in summary.failed.items():
+        console.print(f"[red]failed[/red] {name}: {error}")
+    tests = ", ".join(f"{k} {v:.4f}" for k, v in summary.test_metrics.items() if k.endswith("macro_f1"))
+    console.print(f"Winner [bold]{summary.winner}[/bold] registered as version {summary.version}; test: {tests}")
+    verdict = "[green]promoted to champion[/green]" if summary.promoted else "[yellow]kept as challenger[/yellow]"
+    console.print(f"Decision: {verdict}: {summary.reason}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.settings import PipelineSettings, get_settings
-from tasks.features import shard
+from flows.runners import make_task_runner
+from tasks.features import FeatureCache, shard
 from tasks.prepare_steps import (
     PreparedData,
     assemble_task,
@@ -41,15 +42,7 @@ def prepare_data(
     frame = validate_task(dataset, ValidationConfig(min_per_class=min_per_class))
     frame, data_id, manifest = split_task(frame, dataset.attributes, seed, SplitFractions(), settings.prepared_dir)
 
-    shards = shard(frame, settings.shard_size)
-    threads = max(1, settings.workers // min(settings.workers, len(shards)))
-    futures = [
-        featurize_shard_task.submit(
-            list(part["image"]), list(part[SHA_COLUMN]), str(settings.feature_cache_dir), threads, i, len(shards)
-        )
-        for i, part in enumerate(shards)
-    ]
-    computed = sum(future.result() for future in futures)
+    computed = featurize_shards(frame, settings)
     get_run_logger().info("Featurized %d new images; %d from cache", computed, frame[SHA_COLUMN].nunique() - computed)
 
     features = assemble_task(frame, dataset.attributes, str(settings.feature_cache_dir), manifest.with_suffix(".npz"))
@@ -62,3 +55,30 @@ def prepare_data(
         counts=frame["split"].value_counts().to_dict(),
         featurizer_version=Featurizer().version,
     )
+
+
+def featurize_shards(frame, settings: PipelineSettings) -> int:
+    """Maps the featurizer over shards of uncached images on the configured task runner."""
+    cache = FeatureCache(settings.feature_cache_dir, Featurizer().version)
+    todo = frame[~frame[SHA_COLUMN].map(cache.has)]
+    if todo.empty:
+        return 0
+    shards = shard(todo, settings.shard_size)
+    workers = max(1, min(settings.workers, len(shards)))
+    threads = max(1, settings.workers // workers)
+    with make_task_runner(settings, workers) as runner:
+        futures = [
+            runner.submit(
+                featurize_shard_task,
+                {
+                    "paths": list(part["image"]),
+                    "sha256s": list(part[SHA_COLUMN]),
+                    "cache_dir": str(settings.feature_cache_dir),
+                    "threads": threads,
+                    "index": i,
+                    "total": len(shards),
+                },
+            )
+            for i, part in enumerate(shards)
+        ]
+        return sum(future.result() for future in futures)

@@ -17,6 +17,7 @@ class PipelineSettings(BaseSettings):
     mlflow_tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     mlflow_artifact_root: str = Field("mlruns/artifacts", description="used only for a local tracking store")
     mlflow_experiment: str = "vehicle-classification"
+    mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="where reviewers open MLflow; used in links")
     model_name: str = "vehicle-classifier"
     model_alias: str = "champion"
     data_dir: Path = Path("data")

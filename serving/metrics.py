@@ -1,0 +1,73 @@
+"""Prometheus metrics of one app: predictions, model version, cache, Redis, reloads.
+
+Litestar's Prometheus middleware records requests and latency by route and status in the
+process-wide registry; these app-level metrics live in a registry of their own so several
+apps in one process (tests) never collide. ``/metrics`` exposes both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from vehicle_model.model import Prediction
+
+
+class ServingMetrics:
+    """The app's own metrics, in a dedicated registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.predictions = Counter(
+            "vehicle_predictions_total", "Predicted labels by attribute and class.",
+            ["attribute", "label"], registry=self.registry,
+        )
+        self.model_info = Gauge(
+            "vehicle_model_info", "The model version being served (value 1).",
+            ["name", "version", "alias"], registry=self.registry,
+        )
+        self.model_loaded = Gauge("vehicle_model_loaded", "1 when a model is loaded.", registry=self.registry)
+        self.model_reloads = Counter(
+            "vehicle_model_reloads_total", "Model versions loaded and swapped in.", registry=self.registry
+        )
+        self.model_reload_failures = Counter(
+            "vehicle_model_reload_failures_total", "Model versions that failed to load or warm up.",
+            registry=self.registry,
+        )
+        self.cache_hits = Counter(
+            "vehicle_classify_cache_hits_total", "Images answered from the classification cache.",
+            registry=self.registry,
+        )
+        self.cache_misses = Counter(
+            "vehicle_classify_cache_misses_total", "Images that needed inference.", registry=self.registry
+        )
+        self.redis_up = Gauge(
+            "vehicle_redis_up", "1 while Redis answers, 0 while the in-memory fallback is used.",
+            registry=self.registry,
+        )
+        self.rejected_uploads = Counter(
+            "vehicle_rejected_uploads_total", "Uploads rejected, by error code.", ["code"], registry=self.registry
+        )
+        self.inference_seconds = Histogram(
+            "vehicle_inference_seconds", "Decode plus model time of one inference call.",
+            ["kind"], registry=self.registry,
+        )
+        self._served: tuple[str, str, str] | None = None
+
+    def serving(self, name: str, version: str, alias: str) -> None:
+        """Marks ``version`` as the one served, dropping the previous version's series."""
+        if self._served is not None:
+            self.model_info.remove(*self._served)
+        self._served = (name, version, alias)
+        self.model_info.labels(name, version, alias).set(1)
+        self.model_loaded.set(1)
+
+    def count_predictions(self, predictions: Iterable[Prediction]) -> None:
+        for prediction in predictions:
+            for attribute, result in prediction.items():
+                self.predictions.labels(attribute, str(result["label"])).inc()
+
+    def render(self) -> bytes:
+        """Text exposition of the process-wide registry (requests, process) and this app's."""
+        return generate_latest(REGISTRY) + generate_latest(self.registry)

@@ -1,0 +1,107 @@
+"""Settings of the serving process, read from the environment by ``get_settings()``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (respects CPU affinity, unlike ``os.cpu_count``)."""
+    return len(os.sched_getaffinity(0))
+
+
+class ServingSettings(BaseSettings):
+    """Everything the app needs; each field maps to the upper-case environment variable.
+
+    Attributes:
+        mlflow_tracking_uri: registry to load models from.
+        model_name: registered model name.
+        model_alias: alias whose version is served; polled for moves.
+        redis_url: Redis for reports, stats, cache and rate limits; unset keeps them in memory.
+        redis_key_prefix: prefix of every Redis key, so several deployments can share a Redis.
+        redis_timeout_seconds: socket connect/read timeout; short so an outage costs little.
+        redis_retry_after_seconds: after a Redis failure, how long to use memory before retrying.
+        memory_fallback_max_items: bound of each in-memory fallback store.
+        poll_interval_seconds: how often the alias is checked.
+        registry_timeout_seconds: longest wait for one registry call before it counts as unreachable.
+        retry_failed_version_seconds: how long a version that failed to load is left alone.
+        max_batch_files: most files in one classify-batch request.
+        max_file_bytes: largest single upload.
+        max_body_bytes: largest request body.
+        max_image_pixels: largest width*height decoded (decompression-bomb guard).
+        report_ttl_seconds: how long reports are kept.
+        classify_cache_ttl_seconds: how long classification results are cached per image and model version.
+        low_confidence_threshold: a top probability below this is flagged in reports.
+        low_margin_threshold: a top-1 minus top-2 gap below this is flagged in reports.
+        api_key: key for ``/admin/*`` (``X-API-Key``); unset disables the check.
+        rate_limit_per_minute: requests per client address per minute; 0 disables the limit.
+        cors_origins: allowed CORS origins; empty disables CORS.
+        inference_threads: concurrent inference calls; each gets cores // threads ONNX threads.
+        log_dir: folder of the rotating ``api.log``.
+        log_level: level of the ``serving`` logger.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", protected_namespaces=())
+
+    mlflow_tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    model_name: str = "vehicle-classifier"
+    model_alias: str = "champion"
+
+    redis_url: str | None = None
+    redis_key_prefix: str = "vehicles"
+    redis_timeout_seconds: float = Field(0.25, gt=0)
+    redis_retry_after_seconds: float = Field(5.0, ge=0)
+    memory_fallback_max_items: int = Field(10_000, ge=1)
+
+    poll_interval_seconds: float = Field(30.0, gt=0)
+    registry_timeout_seconds: float = Field(30.0, gt=0)
+    retry_failed_version_seconds: float = Field(300.0, ge=0)
+
+    max_batch_files: int = Field(64, ge=1)
+    max_file_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+
+    report_ttl_seconds: int = Field(3600, ge=1)
+    classify_cache_ttl_seconds: int = Field(3600, ge=1)
+    low_confidence_threshold: float = Field(0.6, ge=0, le=1)
+    low_margin_threshold: float = Field(0.15, ge=0, le=1)
+
+    api_key: SecretStr | None = None
+    rate_limit_per_minute: int = Field(600, ge=0)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    inference_threads: int = Field(default_factory=usable_cores, ge=1)
+    log_dir: Path = Path("logs")
+    log_level: str = "INFO"
+
+    @field_validator("redis_url", "api_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # Accept "https://a,https://b" as well as a JSON list.
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @property
+    def onnx_threads(self) -> int:
+        """ONNX Runtime threads per inference call, so all calls together fit the cores."""
+        return max(1, usable_cores() // self.inference_threads)
+
+
+def get_settings() -> ServingSettings:
+    """Builds the settings from the environment (call it in the process entry point)."""
+    return ServingSettings()

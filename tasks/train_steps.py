@@ -1,0 +1,162 @@
+"""Prefect tasks of the training flow: thin wrappers that add runs, logs and artifacts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import joblib
+import mlflow
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from threadpoolctl import threadpool_limits
+
+from tasks.evaluation import LOWER_IS_BETTER, class_report, confusion_figure, evaluate_heads, score
+from tasks.features import load_split
+from tasks.training import CV_FOLDS, fit_candidate
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One trained candidate as the flow sees it: small, picklable, paths not arrays."""
+
+    name: str
+    run_id: str
+    heads_path: str
+    params: dict
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CandidateFailure:
+    name: str
+    error: str
+
+
+@task(name="train-candidate", retries=1, retry_delay_seconds=1, task_run_name="train-{name}")
+def train_candidate_task(
+    name: str,
+    features: str,
+    attributes: list[str],
+    seed: int,
+    budget_seconds: float,
+    tracking_uri: str,
+    experiment_id: str,
+    parent_run_id: str,
+    out_dir: str,
+    threads: int = 1,
+) -> CandidateResult:
+    """Fits one candidate in its own MLflow child run and evaluates it on validation.
+
+    An exception leaves the child run FAILED with an ``error`` tag and fails the task.
+    """
+    logger = get_run_logger()
+    mlflow.set_tracking_uri(tracking_uri)
+    X, ys = load_split(features, "train", attributes)
+    X_val, ys_val = load_split(features, "validation", attributes)
+    tags = {"candidate": name, "stage": "candidate"}
+    with threadpool_limits(threads), mlflow.start_run(
+        experiment_id=experiment_id, run_name=name, parent_run_id=parent_run_id, tags=tags
+    ) as run:
+        try:
+            fitted = fit_candidate(name, X, ys, seed=seed, budget_seconds=budget_seconds)
+        except Exception as exc:
+            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            raise
+        mlflow.log_params(_flat_params(fitted, budget_seconds, seed))
+        metrics = evaluate_heads(fitted.heads, X_val, ys_val, "val")
+        metrics |= {
+            "fit_seconds": fitted.fit_seconds,
+            "predict_ms_per_image": fitted.predict_ms_per_image(X_val),
+            "model_bytes": float(fitted.model_bytes()),
+        }
+        metrics |= {f"cv.{a}.macro_f1": s for a, s in fitted.cv_scores.items() if not math.isnan(s)}
+        mlflow.log_metrics(metrics)
+        for attribute, head in fitted.heads.items():
+            mlflow.log_figure(
+                confusion_figure(head, X_val, ys_val[attribute], f"{name}: {attribute} (validation)"),
+                f"confusion_matrix/{attribute}.png",
+            )
+            mlflow.log_dict(class_report(head, X_val, ys_val[attribute]), f"class_report/{attribute}.json")
+        heads_path = Path(out_dir) / f"{name}.joblib"
+        heads_path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(fitted.heads, heads_path)
+    logger.info(
+        "%s: val macro-F1 %.4f in %.1f s (params %s)", name, metrics["val.macro_f1"], fitted.fit_seconds, fitted.params
+    )
+    return CandidateResult(name, run.info.run_id, str(heads_path), fitted.params, metrics)
+
+
+def _flat_params(fitted, budget_seconds: float, seed: int) -> dict[str, str]:
+    """Every hyperparameter of every head (simple values only), plus the search settings."""
+    params: dict[str, str] = {"budget_seconds": str(budget_seconds), "seed": str(seed), "cv_folds": str(CV_FOLDS)}
+    for attribute, head in fitted.heads.items():
+        for key, value in head.get_params(deep=True).items():
+            if isinstance(value, (int, float, str, bool, type(None))):
+                params[f"{attribute}.{key}"] = str(value)[:500]
+        params[f"{attribute}.search_trials"] = str(fitted.trials[attribute])
+        for key, value in fitted.params[attribute].items():
+            params[f"{attribute}.chosen.{key}"] = str(value)
+    return params
+
+
+def leaderboard(results: list[CandidateResult], metric: str) -> pd.DataFrame:
+    """Candidates best first by the validation metric; ties go to lower latency."""
+    rows = [
+        {
+            "rank": 0,
+            "candidate": r.name,
+            f"val.{metric}": r.metrics[f"val.{metric}"],
+            "val.macro_f1": r.metrics["val.macro_f1"],
+            "val.accuracy": r.metrics["val.accuracy"],
+            "val.log_loss": r.metrics["val.log_loss"],
+            "val.ece": r.metrics["val.ece"],
+            "fit_seconds": r.metrics["fit_seconds"],
+            "predict_ms_per_image": r.metrics["predict_ms_per_image"],
+            "model_bytes": int(r.metrics["model_bytes"]),
+            "run_id": r.run_id,
+            "_score": round(score(r.metrics, "val", metric), 6),
+        }
+        for r in results
+    ]
+    board = pd.DataFrame(rows).loc[:, lambda df: ~df.columns.duplicated()]
+    board = board.sort_values(["_score", "predict_ms_per_image"], ascending=[False, True]).drop(columns="_score")
+    board["rank"] = range(1, len(board) + 1)
+    return board.reset_index(drop=True)
+
+
+@task(name="publish-leaderboard")
+def publish_leaderboard_task(
+    board: pd.DataFrame, failures: list[CandidateFailure], parent_run_id: str, parent_url: str, metric: str
+) -> None:
+    """The leaderboard as an MLflow table on the parent run and as Prefect artifacts."""
+    mlflow.log_table(board, artifact_file="leaderboard.json", run_id=parent_run_id)
+    records = board.round(4).to_dict(orient="records")
+    records += [{"rank": "-", "candidate": f.name, "error": f.error[:300]} for f in failures]
+    direction = "lower" if metric in LOWER_IS_BETTER else "higher"
+    create_table_artifact(
+        key="leaderboard", table=records, description=f"Candidates by validation {metric} ({direction} is better)"
+    )
+    create_link_artifact(key="mlflow-run", link=parent_url, link_text="MLflow parent run", description="Compare candidates")
+    get_run_logger().info("Leaderboard:\n%s", board.drop(columns="run_id").round(4).to_string(index=False))
+
+
+@task(name="score-on-test")
+def score_on_test_task(result: CandidateResult, features: str, attributes: list[str], parent_run_id: str) -> dict[str, float]:
+    """Scores the winner once on the untouched test split; logged on its run and the parent."""
+    heads = joblib.load(result.heads_path)
+    X_test, ys_test = load_split(features, "test", attributes)
+    metrics = evaluate_heads(heads, X_test, ys_test, "test")
+    client = mlflow.MlflowClient()
+    for run_id in (result.run_id, parent_run_id):
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, value)
+    get_run_logger().info("Winner %s on test: macro-F1 %.4f", result.name, metrics["test.macro_f1"])
+    return metrics
+
+
+@task(name="report-decision")
+def report_decision_task(markdown: str) -> None:
+    create_markdown_artifact(key="promotion-decision", markdown=markdown, description="Registration and promotion")
