@@ -137,3 +137,112 @@ def _print_summary(summary, metric: str) -> None:
     console.print(f"Winner [bold]{summary.winner}[/bold] registered as version {summary.version}; test: {tests}")
     verdict = "[green]promoted to champion[/green]" if summary.promoted else "[yellow]kept as challenger[/yellow]"
     console.print(f"Decision: {verdict}: {summary.reason}")
+
+
+@app.command()
+def promote(version: Annotated[str, typer.Option("--version", help="Model version to make champion.")]) -> None:
+    """Make a registered version the champion (the old champion becomes 'previous')."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from flows.settings import get_settings
+    from tasks.registry import promote as promote_version
+    from tasks.tracking import use_tracking_store
+
+    settings = get_settings()
+    use_tracking_store(settings.mlflow_tracking_uri)
+    try:
+        old = promote_version(MlflowClient(), settings.model_name, version)
+    except MlflowException as exc:
+        console.print(f"[red]Cannot promote:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+    console.print(f"{settings.model_name}: champion is now v{version} (previous: {'v' + old if old else 'none'})")
+
+
+@app.command()
+def rollback() -> None:
+    """Make the 'previous' version champion again (champion and previous swap)."""
+    from mlflow import MlflowClient
+
+    from flows.settings import get_settings
+    from tasks.registry import rollback as rollback_versions
+    from tasks.tracking import use_tracking_store
+
+    settings = get_settings()
+    use_tracking_store(settings.mlflow_tracking_uri)
+    try:
+        champion, previous = rollback_versions(MlflowClient(), settings.model_name)
+    except LookupError as exc:
+        console.print(f"[red]Cannot roll back:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"{settings.model_name}: champion is now v{champion} (previous: v{previous})")
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files to classify.", exists=True, dir_okay=False)],
+    version: Annotated[str | None, typer.Option(help="Model version; default the champion alias.")] = None,
+) -> None:
+    """Classify image files with a registered model (no server needed)."""
+    import json
+
+    import mlflow
+
+    from flows.settings import get_settings
+    from tasks.tracking import use_tracking_store
+    from vehicle_model.images import ImageDecodeError
+
+    settings = get_settings()
+    use_tracking_store(settings.mlflow_tracking_uri)
+    ref = version or f"@{settings.model_alias}"
+    uri = f"models:/{settings.model_name}/{version}" if version else f"models:/{settings.model_name}@{settings.model_alias}"
+    try:
+        classifier = mlflow.pyfunc.load_model(uri).unwrap_python_model().classifier
+    except mlflow.exceptions.MlflowException as exc:
+        console.print(f"[red]No model at {settings.model_name} {ref}:[/red] {exc.message}. Run `vehicles train` first.")
+        raise typer.Exit(1) from exc
+    failed = False
+    for path in images:
+        try:
+            record = classifier.predict_bytes([path.read_bytes()])[0]
+        except ImageDecodeError as exc:
+            console.print(f"[red]{path}[/red]: {exc}")
+            failed = True
+            continue
+        labels = {attribute: value["label"] for attribute, value in record.items()}
+        console.print(f"{path}: {json.dumps(labels)}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def deploy(
+    work_pool: Annotated[str, typer.Option(help="Process work pool (created if missing).")] = "vehicles-process",
+) -> None:
+    """Register the 'train' and 'retrain-nightly' deployments on a Prefect server (PREFECT_API_URL)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.settings import get_current_settings
+
+    from flows.deploy import deploy_to_pool
+
+    if not get_current_settings().api.url:
+        console.print("[red]PREFECT_API_URL is not set[/red]: start `prefect server start` and export its API URL.")
+        raise typer.Exit(1)
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=work_pool, type="process"))
+        except ObjectAlreadyExists:
+            pass
+    ids = deploy_to_pool(work_pool)
+    console.print(f"Deployed train and retrain-nightly ({', '.join(ids)}) on pool '{work_pool}'.")
+    console.print(f"Start a worker: [bold]prefect worker start --pool {work_pool}[/bold]")
+
+
+@app.command("serve-flows")
+def serve_flows() -> None:
+    """Serve 'train' and 'retrain-nightly' from this process (one machine, no work pool)."""
+    from flows.deploy import serve_flows as run
+
+    run()

@@ -10,24 +10,28 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class PipelineSettings(BaseSettings):
-    """Where the pipeline reads and writes; every default works on a fresh checkout."""
+    """Where the pipeline reads and writes; every default works on a fresh checkout.
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", protected_namespaces=())
+    Shared names (``MLFLOW_TRACKING_URI``, ``MODEL_NAME``, ``MODEL_ALIAS``) are read as-is;
+    the rest take the ``PIPELINE_`` prefix (e.g. ``PIPELINE_DATA_DIR``).
+    """
 
-    mlflow_tracking_uri: str = "sqlite:///mlruns/mlflow.db"
-    mlflow_artifact_root: str = Field("mlruns/artifacts", description="used only for a local tracking store")
-    mlflow_experiment: str = "vehicle-classification"
-    mlflow_ui_url: str = Field("http://127.0.0.1:5000", description="where reviewers open MLflow; used in links")
-    model_name: str = "vehicle-classifier"
-    model_alias: str = "champion"
+    model_config = SettingsConfigDict(env_prefix="PIPELINE_", extra="ignore", protected_namespaces=(), populate_by_name=True)
+
+    mlflow_tracking_uri: str = Field("sqlite:///mlruns/mlflow.db", alias="MLFLOW_TRACKING_URI")
+    mlflow_artifact_root: str = Field("mlruns/artifacts", alias="MLFLOW_ARTIFACT_ROOT", description="local stores only")
+    mlflow_experiment: str = Field("vehicle-classification", alias="MLFLOW_EXPERIMENT_NAME")
+    mlflow_ui_url: str = Field("http://127.0.0.1:5000", alias="MLFLOW_UI_URL", description="used in links")
+    model_name: str = Field("vehicle-classifier", alias="MODEL_NAME")
+    model_alias: str = Field("champion", alias="MODEL_ALIAS")
     data_dir: Path = Path("data")
     prepared_dir: Path = Path("data/prepared")
     feature_cache_dir: Path = Path("data/features")
     log_dir: Path = Path("logs")
-    task_runner: str = Field("process", alias="PIPELINE_TASK_RUNNER", description="process | thread | dask")
-    workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), alias="PIPELINE_WORKERS")
-    dask_address: str | None = Field(None, alias="PIPELINE_DASK_ADDRESS")
-    shard_size: int = Field(512, alias="PIPELINE_SHARD_SIZE")
+    task_runner: str = Field("process", description="process | thread (dask when dask_address is set)")
+    workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    dask_address: str | None = None
+    shard_size: int = 512
 
 
 def get_settings() -> PipelineSettings:

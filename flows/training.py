@@ -120,7 +120,7 @@ def train_candidates(
         futures = {name: runner.submit(train_candidate_task, {"name": name, **common}) for name in names}
         outcomes = {name: future.result(raise_on_failure=False) for name, future in futures.items()}
     results = [o for o in outcomes.values() if isinstance(o, CandidateResult)]
-    failures = [CandidateFailure(n, f"{type(o).__name__}: {o}") for n, o in outcomes.items() if not isinstance(o, CandidateResult)]
+    failures = [CandidateFailure(n, _one_line(o)) for n, o in outcomes.items() if not isinstance(o, CandidateResult)]
     logger, training_log = get_run_logger(), file_logger("training", settings.log_dir)
     for failure in failures:
         logger.error("Candidate %s failed after retries: %s", failure.name, failure.error)
@@ -131,6 +131,12 @@ def train_candidates(
         raise RuntimeError(f"only {len(results)} of {len(names)} candidates succeeded; failed: "
                            + "; ".join(f"{f.name}: {f.error}" for f in failures))
     return results, failures
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's type and its last message line (scikit-learn puts the cause last)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:500]
 
 
 def _candidate_names(candidates: list[str] | None) -> list[str]:

@@ -17,15 +17,18 @@ from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
     NotFoundException,
-    RequestEntityTooLarge,
     TooManyRequestsException,
     ValidationException,
 )
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap
 
 from serving.logs import request_id
+from serving.model_service import ModelUnavailable
 
 logger = logging.getLogger("serving.errors")
+# What Litestar's multipart parser says (as a 400) when a part count or header size limit is hit.
+MULTIPART_LIMIT_DETAIL = "Request Entity Too Large"
 
 
 class ApiError(Exception):
@@ -62,10 +65,6 @@ class ApiError(Exception):
         }
 
 
-def _response(request: Request, error: ApiError) -> Response:
-    return Response(content=error.body(request_id(request.scope)), status_code=error.status, headers=error.headers)
-
-
 def _code_for(status: int) -> str:
     try:
         return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
@@ -73,11 +72,29 @@ def _code_for(status: int) -> str:
         return "error"
 
 
-def exception_handlers(max_body_bytes: int) -> ExceptionHandlersMap:
-    """Handlers mapping Litestar's own exceptions and any bug onto the error shape."""
+def exception_handlers(
+    max_body_bytes: int, retry_after_seconds: float, on_error: Callable[[ApiError], None] | None = None
+) -> ExceptionHandlersMap:
+    """Handlers mapping our errors, Litestar's own exceptions and any bug onto the error shape.
+
+    Args:
+        max_body_bytes: the body limit, quoted in 413 answers.
+        retry_after_seconds: ``Retry-After`` of 503 answers while no model is loaded.
+        on_error: called with every error answered (metrics).
+    """
+
+    def _response(request: Request, error: ApiError) -> Response:
+        if on_error is not None:
+            on_error(error)
+        body = error.body(request_id(request.scope))
+        return Response(content=body, status_code=error.status, headers=error.headers)
 
     def api_error(request: Request, exc: ApiError) -> Response:
         return _response(request, exc)
+
+    def model_unavailable(request: Request, exc: ModelUnavailable) -> Response:
+        headers = {"Retry-After": str(max(1, round(retry_after_seconds)))}
+        return _response(request, ApiError(503, "model_unavailable", str(exc), headers=headers))
 
     def validation(request: Request, exc: ValidationException) -> Response:
         problems = exc.extra if isinstance(exc.extra, list) else []
@@ -107,6 +124,12 @@ def exception_handlers(max_body_bytes: int) -> ExceptionHandlersMap:
 
     def http_exception(request: Request, exc: HTTPException) -> Response:
         status = exc.status_code
+        if status == 400 and exc.detail == MULTIPART_LIMIT_DETAIL:
+            message = (
+                "the multipart body exceeds a parser limit (too many parts, or part headers such as the "
+                "filename too long)"
+            )
+            return _response(request, ApiError(400, "multipart_limit", message))
         if status >= 500:
             logger.error("server error: %s", exc.detail, extra={"request_id": request_id(request.scope)})
         return _response(request, ApiError(status, _code_for(status), exc.detail, headers=exc.headers))
@@ -119,6 +142,7 @@ def exception_handlers(max_body_bytes: int) -> ExceptionHandlersMap:
 
     handlers: dict[type[Exception], Callable[[Request, Any], Response]] = {
         ApiError: api_error,
+        ModelUnavailable: model_unavailable,
         ValidationException: validation,
         NotFoundException: not_found,
         MethodNotAllowedException: method_not_allowed,

@@ -46,8 +46,9 @@ class ServingMetrics:
             "vehicle_redis_up", "1 while Redis answers, 0 while the in-memory fallback is used.",
             registry=self.registry,
         )
-        self.rejected_uploads = Counter(
-            "vehicle_rejected_uploads_total", "Uploads rejected, by error code.", ["code"], registry=self.registry
+        self.errors = Counter(
+            "vehicle_errors_total", "Error answers by status and error code.", ["status", "code"],
+            registry=self.registry,
         )
         self.inference_seconds = Histogram(
             "vehicle_inference_seconds", "Decode plus model time of one inference call.",

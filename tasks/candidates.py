@@ -64,7 +64,7 @@ def hist_gradient_boosting(seed: int) -> CandidateSpec:
         [
             ("scale", StandardScaler()),
             ("pca", PCA(n_components=64, random_state=seed)),
-            ("clf", HistGradientBoostingClassifier(max_iter=200, early_stopping=True, random_state=seed)),
+            ("clf", HistGradientBoostingClassifier(max_iter=150, random_state=seed)),
         ]
     )
     return CandidateSpec(model, {"clf__learning_rate": [0.1, 0.2], "clf__max_leaf_nodes": [15, 31]})

@@ -79,11 +79,16 @@ def load_image_folder(root: Path, attribute: str = "label") -> Dataset:
         {IMAGE_COLUMN: str(file), attribute: class_dir.name}
         for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         for file in sorted(class_dir.rglob("*"))
-        if file.is_file() and not file.name.startswith(".")
+        if file.is_file() and not _hidden(file.relative_to(class_dir))
     ]
     if not rows:
         raise ValueError(f"{root}: no '{MANIFEST_NAME}' and no class folders with files (expected root/<class>/<image>)")
     return Dataset(root=root, frame=pd.DataFrame(rows), attributes=[attribute])
+
+
+def _hidden(relative: Path) -> bool:
+    """True for dot-files and anything under a dot-folder (``.ipynb_checkpoints``, ``.thumbnails``)."""
+    return any(part.startswith(".") for part in relative.parts)
 
 
 def _resolve(root: Path, image: str) -> str:

@@ -66,19 +66,20 @@ def champion_score_task(
     current = version_for_alias(MlflowClient(), model_name, CHAMPION)
     if current is None:
         return None, None, "no champion yet"
+    champion_version = str(current.version)
     classifier: VehicleClassifier = mlflow.pyfunc.load_model(
-        f"models:/{model_name}/{current.version}"
+        f"models:/{model_name}/{champion_version}"
     ).unwrap_python_model().classifier
     if set(classifier.attributes) != set(attributes):
-        return current.version, None, f"champion predicts {classifier.attributes}, this data has {attributes}"
+        return champion_version, None, f"champion predicts {classifier.attributes}, this data has {attributes}"
     X_test, ys_test = load_split(features, "test", attributes)
     if classifier.featurizer.version != Featurizer().version:
         frame = pd.read_csv(manifest)
         X_test = classifier.featurizer.transform_paths(list(frame.loc[frame["split"] == "test", "image"]))
     metrics = evaluate_heads(classifier.heads, X_test, ys_test, "test")
     value = score(metrics, "test", metric)
-    get_run_logger().info("Champion v%s re-scored on this test split: %s %.4f", current.version, metric, value)
-    return current.version, value, "re-scored on this run's test split"
+    get_run_logger().info("Champion v%s re-scored on this test split: %s %.4f", champion_version, metric, value)
+    return champion_version, value, "re-scored on this run's test split"
 
 
 @task(name="register-model")
@@ -92,7 +93,7 @@ def register_task(
     version_tags = {"candidate": winner.name, **tags, **{k: f"{v:.6f}" for k, v in test_metrics.items()}}
     version = register_version(info.model_uri, model_name, version_tags)
     get_run_logger().info("Registered %s version %s (%s)", model_name, version.version, winner.name)
-    return version.version
+    return str(version.version)
 
 
 @task(name="promotion-gate")

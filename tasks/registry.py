@@ -122,15 +122,15 @@ def promote(client: MlflowClient, name: str, version: str) -> str | None:
     """Makes ``version`` the champion; the old champion becomes ``previous``. Returns the old one."""
     client.get_model_version(name, version)  # raises a clear error for an unknown version
     old = version_for_alias(client, name, CHAMPION)
-    if old is not None and old.version == str(version):
-        return old.version
+    if old is not None and str(old.version) == str(version):
+        return str(old.version)
     if old is not None:
-        client.set_registered_model_alias(name, PREVIOUS, old.version)
+        client.set_registered_model_alias(name, PREVIOUS, str(old.version))
     client.set_registered_model_alias(name, CHAMPION, str(version))
     current = version_for_alias(client, name, CHALLENGER)
-    if current is not None and current.version == str(version):
+    if current is not None and str(current.version) == str(version):
         client.delete_registered_model_alias(name, CHALLENGER)
-    return old.version if old else None
+    return str(old.version) if old else None
 
 
 def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
@@ -143,7 +143,7 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
     champion = version_for_alias(client, name, CHAMPION)
     if previous is None:
         raise LookupError(f"model '{name}' has no '{PREVIOUS}' version to roll back to")
-    client.set_registered_model_alias(name, CHAMPION, previous.version)
+    client.set_registered_model_alias(name, CHAMPION, str(previous.version))
     if champion is not None:
-        client.set_registered_model_alias(name, PREVIOUS, champion.version)
-    return previous.version, champion.version if champion else ""
+        client.set_registered_model_alias(name, PREVIOUS, str(champion.version))
+    return str(previous.version), str(champion.version) if champion else ""

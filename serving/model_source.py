@@ -1,0 +1,135 @@
+"""Reading the MLflow Model Registry: which version an alias points to, and loading it.
+
+Only the loading side of MLflow is used. Every call is blocking; ``ModelService`` runs them
+on its own thread so the event loop never waits on the registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from vehicle_model.model import VehicleClassifier
+
+# Registry answers that mean "there is no such model or alias" rather than "cannot reach it".
+_ABSENT_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+class NoChampion(LookupError):
+    """The registry answered, but the model or its alias does not exist."""
+
+
+class RegistryUnavailable(ConnectionError):
+    """The registry could not be asked (down, unreachable, misconfigured)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A loaded, warmed-up model version and what the registry says about it.
+
+    Attributes:
+        name: registered model name.
+        version: registered version number.
+        alias: the alias it was loaded through.
+        classifier: featurizer and heads, used directly (no pyfunc overhead).
+        run_id: the training run.
+        tags: version tags (``candidate``, scores, promotion decision, ...).
+        metrics: the training run's metrics.
+        metadata: the ``metadata`` block of the MLmodel file.
+        loaded_at: when this process loaded it.
+    """
+
+    name: str
+    version: str
+    alias: str
+    classifier: VehicleClassifier
+    run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description for the metadata endpoint."""
+        featurizer = self.metadata.get("featurizer") or self.classifier.featurizer.describe()
+        return {
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "run_id": self.run_id,
+            "candidate": self.tags.get("candidate") or self.metadata.get("candidate"),
+            "metrics": self.metrics,
+            "tags": self.tags,
+            "attributes": self.classifier.classes(),
+            "featurizer": featurizer,
+            "loaded_at": self.loaded_at.isoformat(),
+        }
+
+
+class ModelSource:
+    """One registered model seen through one alias of one registry.
+
+    Args:
+        tracking_uri: the MLflow tracking (and registry) URI.
+        name: registered model name.
+        alias: the alias to follow.
+    """
+
+    def __init__(self, tracking_uri: str, name: str, alias: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.name = name
+        self.alias = alias
+        self._client = None
+
+    @property
+    def client(self):  # mlflow.MlflowClient; created on first use, never at construction
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    def alias_version(self) -> str:
+        """The version number ``models:/NAME@ALIAS`` resolves to.
+
+        Raises:
+            NoChampion: the model or the alias does not exist.
+            RegistryUnavailable: the registry could not be asked.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(self.name, self.alias).version)
+        except MlflowException as exc:
+            if exc.error_code in _ABSENT_CODES:
+                raise NoChampion(f"model '{self.name}' has no '{self.alias}' alias") from exc
+            raise RegistryUnavailable(f"registry error: {exc.message}") from exc
+        except Exception as exc:  # drivers and HTTP clients raise many types; all mean "unreachable"
+            self._client = None
+            raise RegistryUnavailable(f"registry unreachable: {type(exc).__name__}: {exc}") from exc
+
+    def load(self, version: str) -> LoadedModel:
+        """Loads version ``version`` by number (not by alias, which may move meanwhile)."""
+        import mlflow
+
+        model_version = self.client.get_model_version(self.name, version)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=self.client.get_model_version_download_uri(self.name, version),
+            tracking_uri=self.tracking_uri,
+        )
+        pyfunc = mlflow.pyfunc.load_model(local)
+        classifier = pyfunc.unwrap_python_model().classifier
+        metrics = {}
+        if model_version.run_id:
+            metrics = dict(self.client.get_run(model_version.run_id).data.metrics)
+        return LoadedModel(
+            name=self.name,
+            version=str(version),
+            alias=self.alias,
+            classifier=classifier,
+            run_id=model_version.run_id,
+            tags=dict(model_version.tags or {}),
+            metrics=metrics,
+            metadata=dict(pyfunc.metadata.metadata or {}),
+        )

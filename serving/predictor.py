@@ -1,0 +1,112 @@
+"""Classification with a result cache keyed by (image sha256, model version).
+
+A repeated upload under the same model version skips decoding and inference; a new version
+never sees another version's answers because the version is part of the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from litestar.stores.base import Store
+
+from serving.inference import decode_and_predict
+from serving.metrics import ServingMetrics
+from serving.model_service import ModelService
+from serving.model_source import LoadedModel
+from vehicle_model.images import ImageDecodeError, ImageLimits
+from vehicle_model.model import Prediction
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One image's result: a prediction or the reason it was rejected.
+
+    Attributes:
+        prediction: attribute -> label and class probabilities; None when rejected.
+        error: why ``decode_image`` rejected the file; None when predicted.
+        cached: the prediction came from the cache.
+    """
+
+    prediction: Prediction | None
+    error: ImageDecodeError | None = None
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class Classified:
+    """The outcomes of one request, all from one model version.
+
+    Attributes:
+        model: the model snapshot every outcome comes from.
+        outcomes: one per input, in input order.
+        inference_ms: time spent decoding and predicting the cache misses.
+    """
+
+    model: LoadedModel
+    outcomes: list[Outcome]
+    inference_ms: float
+
+    @property
+    def predictions(self) -> list[Prediction]:
+        return [o.prediction for o in self.outcomes if o.prediction is not None]
+
+
+class Predictor:
+    """Cache lookup, one batched inference over the misses, cache fill, metrics.
+
+    Args:
+        models: the model service (snapshot + inference pool).
+        cache: the store holding results (a ``ResilientStore`` in the app).
+        metrics: counters for cache hits/misses and predictions.
+        limits: decoding limits.
+        cache_ttl: seconds a cached result lives.
+    """
+
+    def __init__(
+        self, models: ModelService, cache: Store, metrics: ServingMetrics, limits: ImageLimits, cache_ttl: int
+    ) -> None:
+        self.models = models
+        self.cache = cache
+        self.metrics = metrics
+        self.limits = limits
+        self.cache_ttl = cache_ttl
+
+    async def classify(self, blobs: Sequence[bytes]) -> Classified:
+        """Predictions for every blob, from one model version.
+
+        Raises:
+            ModelUnavailable: no model is loaded.
+        """
+        model = self.models.require()
+        keys = [f"{model.version}:{hashlib.sha256(blob).hexdigest()}" for blob in blobs]
+        outcomes: list[Outcome | None] = [await self._cached(key) for key in keys]
+        misses = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        self.metrics.cache_hits.inc(len(blobs) - len(misses))
+        self.metrics.cache_misses.inc(len(misses))
+        inference_ms = 0.0
+        if misses:
+            started = time.perf_counter()
+            results = await self.models.infer(
+                decode_and_predict, model.classifier, [blobs[i] for i in misses], self.limits
+            )
+            elapsed = time.perf_counter() - started
+            self.metrics.inference_seconds.labels("batch" if len(misses) > 1 else "single").observe(elapsed)
+            inference_ms = elapsed * 1000
+            for i, result in zip(misses, results, strict=True):
+                if isinstance(result, ImageDecodeError):
+                    outcomes[i] = Outcome(prediction=None, error=result)
+                else:
+                    outcomes[i] = Outcome(prediction=result)
+                    await self.cache.set(keys[i], json.dumps(result), expires_in=self.cache_ttl)
+        done = [outcome for outcome in outcomes if outcome is not None]
+        self.metrics.count_predictions(o.prediction for o in done if o.prediction is not None)
+        return Classified(model=model, outcomes=done, inference_ms=inference_ms)
+
+    async def _cached(self, key: str) -> Outcome | None:
+        raw = await self.cache.get(key)
+        return None if raw is None else Outcome(prediction=json.loads(raw), cached=True)

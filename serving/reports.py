@@ -1,0 +1,107 @@
+"""Vehicle reports: predictions, a confidence analysis and what to do about doubtful ones.
+
+Reports are JSON in the report store under the vehicle id, expiring after the report TTL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from litestar.stores.base import Store
+
+from serving.inference import present
+from serving.model_source import LoadedModel
+from vehicle_model.model import Prediction
+
+VEHICLE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+VEHICLE_ID_RULE = "1-64 characters from A-Z, a-z, 0-9, '_' and '-'"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Below ``min_probability`` or ``min_margin`` an attribute is flagged for review."""
+
+    min_probability: float = 0.6
+    min_margin: float = 0.15
+
+
+def new_vehicle_id() -> str:
+    return uuid.uuid4().hex
+
+
+def build_report(
+    vehicle_id: str,
+    prediction: Prediction,
+    model: LoadedModel,
+    thresholds: Thresholds,
+    ttl_seconds: int,
+    top_k: int = 3,
+) -> dict[str, Any]:
+    """The report for one image; JSON-able."""
+    predictions = present(prediction, top_k)
+    flagged = {
+        attribute: reason
+        for attribute, result in predictions.items()
+        if (reason := _doubt(attribute, result, thresholds)) is not None
+    }
+    created = datetime.now(UTC)
+    confidences = [r["confidence"]["max_probability"] for r in predictions.values()]
+    return {
+        "vehicle_id": vehicle_id,
+        "created_at": created.isoformat(timespec="seconds"),
+        "expires_at": (created + timedelta(seconds=ttl_seconds)).isoformat(timespec="seconds"),
+        "model": {"name": model.name, "version": model.version},
+        "predictions": predictions,
+        "analysis": {
+            "overall_confidence": round(min(confidences), 6) if confidences else 0.0,
+            "low_confidence": sorted(flagged),
+            "thresholds": {"min_probability": thresholds.min_probability, "min_margin": thresholds.min_margin},
+        },
+        "recommendations": list(flagged.values())
+        or ["Every attribute is above the confidence thresholds; no manual review needed."],
+    }
+
+
+def _doubt(attribute: str, result: dict[str, Any], thresholds: Thresholds) -> str | None:
+    """A recommendation when one attribute's prediction is doubtful, else None."""
+    confidence, ranked = result["confidence"], result["top_k"]
+    label, top = ranked[0]["label"], confidence["max_probability"]
+    if top < thresholds.min_probability:
+        alternatives = ", ".join(f"{r['label']} {r['probability']:.0%}" for r in ranked[1:])
+        return (
+            f"{attribute}: low confidence in '{label}' ({top:.0%}, below "
+            f"{thresholds.min_probability:.0%}); alternatives {alternatives or 'none'}. Confirm manually "
+            "or upload a sharper, well-lit photo showing the whole vehicle."
+        )
+    if len(ranked) > 1 and confidence["margin"] < thresholds.min_margin:
+        runner_up = ranked[1]
+        return (
+            f"{attribute}: '{label}' ({top:.0%}) and '{runner_up['label']}' "
+            f"({runner_up['probability']:.0%}) are close; review before relying on it."
+        )
+    return None
+
+
+class ReportStore:
+    """Reports by vehicle id, with a time to live.
+
+    Args:
+        store: the underlying key/value store (a ``ResilientStore`` in the app).
+        ttl_seconds: how long a report is kept.
+    """
+
+    def __init__(self, store: Store, ttl_seconds: int) -> None:
+        self.store = store
+        self.ttl_seconds = ttl_seconds
+
+    async def save(self, report: dict[str, Any]) -> None:
+        await self.store.set(report["vehicle_id"], json.dumps(report), expires_in=self.ttl_seconds)
+
+    async def get(self, vehicle_id: str) -> dict[str, Any] | None:
+        raw = await self.store.get(vehicle_id)
+        return None if raw is None else json.loads(raw)

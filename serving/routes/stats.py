@@ -1,0 +1,48 @@
+"""Per-region statistics under ``/api/stats``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import PathParameter
+
+from serving.errors import ApiError
+from serving.schemas import RegionsBody, RegionStatsBody, error_responses
+from serving.deps import valid_region
+from serving.stats import RegionStats, RegionSummary
+
+
+class StatsController(Controller):
+    """Request counts per endpoint and predicted-class distribution, per ``X-Region``."""
+
+    path = "/api/stats"
+    tags = ["stats"]
+
+    @get("/regions", responses=error_responses(429))
+    async def regions(self, stats: NamedDependency[RegionStats]) -> RegionsBody:
+        """Every region seen, with its counts (``storage`` says whether they come from Redis)."""
+        summaries, storage = await stats.all()
+        return {"storage": storage, "regions": [_body(summary) for summary in summaries]}
+
+    @get("/regions/{region:str}", responses=error_responses(400, 404, 429))
+    async def region(
+        self,
+        region: Annotated[str, PathParameter(description="A region name as sent in X-Region.")],
+        stats: NamedDependency[RegionStats],
+    ) -> RegionStatsBody:
+        """One region's counts."""
+        summary, _ = await stats.one(valid_region(region))
+        if summary is None:
+            raise ApiError(404, "region_not_found", f"no requests recorded for region '{region}'")
+        return _body(summary)
+
+
+def _body(summary: RegionSummary) -> RegionStatsBody:
+    return {
+        "region": summary.region,
+        "total_requests": summary.total_requests,
+        "requests": summary.requests,
+        "predictions": summary.predictions,
+    }

@@ -1,0 +1,198 @@
+"""Classification and report endpoints under ``/api/vehicle``."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import MultipartBody, PathParameter, QueryParameter
+from litestar.response import Template
+
+from serving.errors import ApiError
+from serving.inference import class_counts, present
+from serving.logs import request_id
+from serving.predictor import Outcome, Predictor
+from serving.reports import VEHICLE_ID_PATTERN, VEHICLE_ID_RULE, ReportStore, Thresholds, build_report, new_vehicle_id
+from serving.schemas import (
+    BatchItem,
+    BatchResponse,
+    BatchUpload,
+    ClassifyResponse,
+    ImageUpload,
+    Report,
+    ReportFormat,
+    ReportUpload,
+    error_responses,
+)
+from serving.settings import ServingSettings
+from serving.stats import RegionStats
+from serving.uploads import decode_error, display_name, read_upload
+
+TopK = Annotated[int, QueryParameter(ge=1, le=100, description="Classes listed per attribute, most probable first.")]
+
+
+UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 429, 503)
+
+
+class VehicleController(Controller):
+    """Classify one image, a batch, or build a stored report."""
+
+    path = "/api/vehicle"
+    tags = ["vehicle"]
+
+    @post("/classify", status_code=200, responses=UPLOAD_ERRORS)
+    async def classify(
+        self,
+        request: Request,
+        data: MultipartBody[ImageUpload],
+        predictor: NamedDependency[Predictor],
+        stats: NamedDependency[RegionStats],
+        caller_region: NamedDependency[str],
+        top_k: TopK = 3,
+    ) -> ClassifyResponse:
+        """Per attribute: the top-k classes with probabilities and the prediction's confidence."""
+        started = time.perf_counter()
+        predictions: list[Any] = []
+        try:
+            result = await predictor.classify([await read_upload(data.file)])
+            outcome = result.outcomes[0]
+            if outcome.prediction is None:
+                raise decode_error(outcome.error, predictor.limits)
+            predictions = [outcome.prediction]
+            return {
+                "model": {"name": result.model.name, "version": result.model.version},
+                "predictions": present(outcome.prediction, top_k),
+                "cached": outcome.cached,
+                "timing": _timing(started, result.inference_ms),
+                "request_id": request_id(request.scope),
+            }
+        finally:
+            await stats.record(caller_region, "classify", predictions)
+
+    @post("/classify-batch", status_code=200, responses=UPLOAD_ERRORS)
+    async def classify_batch(
+        self,
+        request: Request,
+        data: MultipartBody[BatchUpload],
+        settings: NamedDependency[ServingSettings],
+        predictor: NamedDependency[Predictor],
+        stats: NamedDependency[RegionStats],
+        caller_region: NamedDependency[str],
+        top_k: TopK = 3,
+    ) -> BatchResponse:
+        """One batched inference over the good files; each bad file gets its own error entry."""
+        started = time.perf_counter()
+        predictions: list[Any] = []
+        try:
+            if len(data.files) > settings.max_batch_files:
+                raise ApiError(
+                    413, "too_many_files",
+                    f"{len(data.files)} files sent; the limit is {settings.max_batch_files} per request",
+                    limit_files=settings.max_batch_files,
+                )
+            result = await predictor.classify([await read_upload(upload) for upload in data.files])
+            predictions = result.predictions
+            items = [
+                _batch_item(i, upload.filename, outcome, predictor, top_k)
+                for i, (upload, outcome) in enumerate(zip(data.files, result.outcomes, strict=True))
+            ]
+            return {
+                "model": {"name": result.model.name, "version": result.model.version},
+                "results": items,
+                "summary": {
+                    "total": len(items),
+                    "ok": len(predictions),
+                    "failed": len(items) - len(predictions),
+                    "cache_hits": sum(1 for outcome in result.outcomes if outcome.cached),
+                    "class_counts": class_counts(predictions),
+                },
+                "timing": _timing(started, result.inference_ms),
+                "request_id": request_id(request.scope),
+            }
+        finally:
+            await stats.record(caller_region, "classify-batch", predictions)
+
+    @post("/report", status_code=201, responses=error_responses(400, 413, 415, 422, 429, 503))
+    async def create_report(
+        self,
+        data: MultipartBody[ReportUpload],
+        settings: NamedDependency[ServingSettings],
+        predictor: NamedDependency[Predictor],
+        reports: NamedDependency[ReportStore],
+        stats: NamedDependency[RegionStats],
+        caller_region: NamedDependency[str],
+        output: Annotated[
+            ReportFormat | None, QueryParameter(name="format", description="Overrides the form's `format`.")
+        ] = None,
+    ) -> Response[Report]:
+        """Classifies the image, stores the report under its vehicle id (TTL) and returns it."""
+        predictions: list[Any] = []
+        try:
+            vehicle_id = _valid_vehicle_id(data.vehicle_id) if data.vehicle_id else new_vehicle_id()
+            result = await predictor.classify([await read_upload(data.file)])
+            outcome = result.outcomes[0]
+            if outcome.prediction is None:
+                raise decode_error(outcome.error, predictor.limits)
+            predictions = [outcome.prediction]
+            thresholds = Thresholds(settings.low_confidence_threshold, settings.low_margin_threshold)
+            report = build_report(vehicle_id, outcome.prediction, result.model, thresholds, reports.ttl_seconds)
+            await reports.save(report)
+            location = {"Location": f"/api/vehicle/report/{vehicle_id}"}
+            return _render(report, output or data.format or "json", status_code=201, headers=location)
+        finally:
+            await stats.record(caller_region, "report", predictions)
+
+    @get("/report/{vehicle_id:str}", responses=error_responses(400, 404, 429))
+    async def get_report(
+        self,
+        vehicle_id: Annotated[str, PathParameter(description=f"Vehicle id: {VEHICLE_ID_RULE}.")],
+        reports: NamedDependency[ReportStore],
+        stats: NamedDependency[RegionStats],
+        caller_region: NamedDependency[str],
+        output: Annotated[ReportFormat, QueryParameter(name="format")] = "json",
+    ) -> Response[Report]:
+        """A stored report, while it has not expired."""
+        try:
+            report = await reports.get(_valid_vehicle_id(vehicle_id))
+            if report is None:
+                raise ApiError(
+                    404, "report_not_found",
+                    f"no report for vehicle_id '{vehicle_id}': it was never created or has expired "
+                    f"(reports are kept {reports.ttl_seconds} s). Create one with POST /api/vehicle/report.",
+                )
+            return _render(report, output)
+        finally:
+            await stats.record(caller_region, "report-get")
+
+
+def _valid_vehicle_id(vehicle_id: str) -> str:
+    if not VEHICLE_ID_PATTERN.match(vehicle_id):
+        raise ApiError(400, "invalid_vehicle_id", f"invalid vehicle_id; expected {VEHICLE_ID_RULE}")
+    return vehicle_id
+
+
+def _render(report: dict[str, Any], output: str, status_code: int = 200, headers: dict | None = None) -> Response:
+    if output == "html":
+        return Template("report.html", context={"report": report}, status_code=status_code, headers=headers)
+    return Response(report, status_code=status_code, headers=headers)
+
+
+def _batch_item(index: int, filename: str | None, outcome: Outcome, predictor: Predictor, k: int) -> BatchItem:
+    item: BatchItem = {
+        "index": index,
+        "filename": display_name(filename),
+        "status": "ok" if outcome.prediction is not None else "error",
+        "cached": outcome.cached,
+        "predictions": present(outcome.prediction, k) if outcome.prediction is not None else None,
+        "error": None,
+    }
+    if outcome.error is not None:
+        error = decode_error(outcome.error, predictor.limits)
+        item["error"] = {"status": error.status, "code": error.code, "message": error.message, **error.details}
+    return item
+
+
+def _timing(started: float, inference_ms: float) -> dict[str, float]:
+    return {"total_ms": round((time.perf_counter() - started) * 1000, 3), "inference_ms": round(inference_ms, 3)}

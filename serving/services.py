@@ -1,0 +1,86 @@
+"""The app's collaborators, built from settings without touching the network.
+
+Construction does no I/O (no Redis connection, no registry call): ``start`` and ``stop``,
+run from the app's lifespan, do that.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from serving.metrics import ServingMetrics
+from serving.model_service import ModelService
+from serving.model_source import ModelSource
+from serving.predictor import Predictor
+from serving.reports import ReportStore, Thresholds
+from serving.settings import ServingSettings
+from serving.stats import RegionStats
+from serving.stores import RedisGuard, ResilientStore, redis_client
+from vehicle_model.images import ImageLimits
+
+logger = logging.getLogger("serving.app")
+
+
+@dataclass
+class Services:
+    """Everything the handlers use, shared by all requests of one app."""
+
+    settings: ServingSettings
+    metrics: ServingMetrics
+    limits: ImageLimits
+    thresholds: Thresholds
+    guard: RedisGuard
+    models: ModelService
+    predictor: Predictor
+    reports: ReportStore
+    stats: RegionStats
+    rate_limit_store: ResilientStore
+
+    async def start(self) -> None:
+        state = await self.guard.probe()
+        logger.info("redis: %s", state)
+        if self.settings.api_key is None:
+            logger.warning("API_KEY is not set: admin endpoints are open")
+        await self.models.start(wait=self.settings.registry_timeout_seconds)
+
+    async def stop(self) -> None:
+        await self.models.close()
+        await self.guard.close()
+
+
+def build_services(settings: ServingSettings, models: ModelService | None = None) -> Services:
+    """Wires the services for ``settings``; ``models`` replaces the registry-backed one (tests)."""
+    metrics = models.metrics if models is not None else ServingMetrics()
+    redis = redis_client(settings.redis_url, settings.redis_timeout_seconds) if settings.redis_url else None
+    guard = RedisGuard(
+        redis, settings.redis_retry_after_seconds, on_change=lambda up: metrics.redis_up.set(1 if up else 0)
+    )
+    prefix = settings.redis_key_prefix
+
+    def store(name: str) -> ResilientStore:
+        return ResilientStore(guard, f"{prefix}:{name}", settings.memory_fallback_max_items)
+
+    if models is None:
+        models = ModelService(
+            ModelSource(settings.mlflow_tracking_uri, settings.model_name, settings.model_alias),
+            inference_threads=settings.inference_threads,
+            onnx_threads=settings.onnx_threads,
+            metrics=metrics,
+            poll_interval=settings.poll_interval_seconds,
+            registry_timeout=settings.registry_timeout_seconds,
+            retry_failed_after=settings.retry_failed_version_seconds,
+        )
+    limits = ImageLimits(max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels)
+    return Services(
+        settings=settings,
+        metrics=metrics,
+        limits=limits,
+        thresholds=Thresholds(settings.low_confidence_threshold, settings.low_margin_threshold),
+        guard=guard,
+        models=models,
+        predictor=Predictor(models, store("classify"), metrics, limits, settings.classify_cache_ttl_seconds),
+        reports=ReportStore(store("reports"), settings.report_ttl_seconds),
+        stats=RegionStats(guard, prefix),
+        rate_limit_store=store("rate_limit"),
+    )

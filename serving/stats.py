@@ -1,0 +1,158 @@
+"""Per-region request counts and predicted-class distribution, in Redis hashes.
+
+Layout under ``<prefix>:stats``: a set ``regions`` of region names and, per region, hashes
+``region:<name>:requests`` (endpoint -> count) and ``region:<name>:predictions``
+(``attribute:label`` -> count), all updated with HINCRBY in one pipeline. While Redis is
+away the increments accumulate in memory and are flushed into Redis when it answers again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from serving.stores import RedisGuard, RedisUnavailable
+from vehicle_model.model import Prediction
+
+REGION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+DEFAULT_REGION = "unknown"
+OVERFLOW_REGION = "other"
+
+Delta = tuple[str, str, str]  # (region, "requests" | "predictions", field)
+
+
+@dataclass
+class RegionSummary:
+    """What one region has asked for and been told.
+
+    Attributes:
+        region: the ``X-Region`` value.
+        requests: endpoint name -> number of requests.
+        predictions: attribute -> predicted label -> count.
+    """
+
+    region: str
+    requests: dict[str, int] = field(default_factory=dict)
+    predictions: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+
+class RegionStats:
+    """Counts per region, in Redis when it answers, in memory otherwise.
+
+    Args:
+        guard: the shared Redis circuit breaker.
+        prefix: the deployment's Redis key prefix.
+        max_regions: distinct regions one process tracks; later ones are counted as ``other``
+            (region names come from clients, so their number must be bounded).
+    """
+
+    def __init__(self, guard: RedisGuard, prefix: str, max_regions: int = 1000) -> None:
+        self.guard = guard
+        self.prefix = f"{prefix}:stats"
+        self.max_regions = max_regions
+        self._seen: set[str] = set()
+        self._pending: Counter[Delta] = Counter()
+
+    def _admit(self, region: str) -> str:
+        if region not in self._seen:
+            if len(self._seen) >= self.max_regions:
+                return OVERFLOW_REGION
+            self._seen.add(region)
+        return region
+
+    def _key(self, region: str, kind: str) -> str:
+        return f"{self.prefix}:region:{region}:{kind}"
+
+    async def record(self, region: str, endpoint: str, predictions: Iterable[Prediction] = ()) -> None:
+        """Counts one request to ``endpoint`` and the labels it predicted."""
+        region = self._admit(region)
+        deltas: Counter[Delta] = Counter({(region, "requests", endpoint): 1})
+        for prediction in predictions:
+            for attribute, result in prediction.items():
+                deltas[(region, "predictions", f"{attribute}:{result['label']}")] += 1
+        self._pending.update(deltas)
+        try:
+            await self.guard.run(self._flush)
+        except RedisUnavailable:
+            pass
+
+    async def _flush(self, redis: Redis) -> None:
+        pending, self._pending = self._pending, Counter()
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                for region in {region for region, _, _ in pending}:
+                    pipe.sadd(f"{self.prefix}:regions", region)
+                for (region, kind, name), count in pending.items():
+                    pipe.hincrby(self._key(region, kind), name, count)
+                await pipe.execute()
+        except BaseException:
+            self._pending.update(pending)  # nothing is lost: retried with the next record
+            raise
+
+    async def all(self) -> tuple[list[RegionSummary], str]:
+        """Every region's summary and where the numbers come from (``redis`` or ``memory``)."""
+        try:
+            regions = await self.guard.run(lambda redis: redis.smembers(f"{self.prefix}:regions"))
+        except RedisUnavailable:
+            names = {region for region, _, _ in self._pending}
+            return [self._from_pending(name) for name in sorted(names)], "memory"
+        names = {r.decode() if isinstance(r, bytes) else r for r in regions} | {r for r, _, _ in self._pending}
+        summaries = [await self.one(name) for name in sorted(names)]
+        return [s for s, _ in summaries if s is not None], "redis"
+
+    async def one(self, region: str) -> tuple[RegionSummary | None, str]:
+        """One region's summary (None when it has made no requests) and its source."""
+        try:
+            requests, predictions = await self.guard.run(lambda redis: self._read(redis, region))
+        except RedisUnavailable:
+            summary = self._from_pending(region)
+            return (summary if summary.requests else None), "memory"
+        summary = RegionSummary(region)
+        _add(summary, "requests", requests)
+        _add(summary, "predictions", predictions)
+        _add_pending(summary, self._pending)
+        return (summary if summary.requests else None), "redis"
+
+    async def _read(self, redis: Redis, region: str) -> tuple[dict, dict]:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._key(region, "requests"))
+            pipe.hgetall(self._key(region, "predictions"))
+            requests, predictions = await pipe.execute()
+        return requests, predictions
+
+    def _from_pending(self, region: str) -> RegionSummary:
+        summary = RegionSummary(region)
+        _add_pending(summary, self._pending)
+        return summary
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _add(summary: RegionSummary, kind: str, counts: dict) -> None:
+    for name, count in counts.items():
+        _increment(summary, kind, _text(name), int(count))
+
+
+def _add_pending(summary: RegionSummary, pending: Counter[Delta]) -> None:
+    for (region, kind, name), count in pending.items():
+        if region == summary.region:
+            _increment(summary, kind, name, count)
+
+
+def _increment(summary: RegionSummary, kind: str, name: str, count: int) -> None:
+    if kind == "requests":
+        summary.requests[name] = summary.requests.get(name, 0) + count
+        return
+    attribute, _, label = name.partition(":")
+    by_label = summary.predictions.setdefault(attribute, {})
+    by_label[label] = by_label.get(label, 0) + count

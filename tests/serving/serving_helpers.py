@@ -1,0 +1,87 @@
+"""Helpers shared by the serving tests (imported as a module: tests/serving is on sys.path)."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import time
+
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
+from redis.exceptions import RedisError
+
+CLASSIFY = "/api/vehicle/classify"
+BATCH = "/api/vehicle/classify-batch"
+REPORT = "/api/vehicle/report"
+
+
+def unique_png(seed: int) -> bytes:
+    """A small PNG no other call returns (so it is never a cache hit)."""
+    image = Image.new("RGB", (48, 32), ((seed * 37) % 256, (seed * 91) % 256, (seed * 13) % 256))
+    image.putpixel((seed % 48, (seed // 48) % 32), (255 - seed % 256, 0, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ThrowawayRedis:
+    """A private ``redis-server`` on a free loopback port that tests may stop and restart."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = Redis.from_url(self.url, socket_connect_timeout=0.2)
+        for _ in range(200):
+            try:
+                if client.ping():
+                    break
+            except RedisError:
+                time.sleep(0.025)
+        else:
+            raise RuntimeError(f"redis-server on port {self.port} did not start")
+        client.close()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def client(self) -> Redis:
+        return Redis.from_url(self.url)
+
+
+def metric(text: str, sample_name: str, /, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition (0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == sample_name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    """Checks the one error shape and returns its ``error`` object."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["status"] == status
+    assert isinstance(error["message"], str) and error["message"]
+    assert error["request_id"] == response.headers["x-request-id"]
+    if code is not None:
+        assert error["code"] == code, error
+    return error

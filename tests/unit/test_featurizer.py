@@ -1,0 +1,173 @@
+"""``Featurizer``: backbone embedding plus colour histograms, the same from paths, bytes or
+images, in batches or one at a time."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.data import load_dataset
+from vehicle_model.featurizer import (
+    DEFAULT_BACKBONE,
+    EMBEDDING_DIM,
+    FEATURE_DIM,
+    HIST_DIM,
+    INPUT_SIZE,
+    PREPROCESSING_VERSION,
+    Featurizer,
+    colour_histogram,
+    preprocess,
+)
+from vehicle_model.images import ImageDecodeError, decode_image
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def featurizer() -> Featurizer:
+    return Featurizer(batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def paths(tiny_dataset: Path) -> list[str]:
+    """Eight synthetic images of several sizes and formats."""
+    frame = load_dataset(tiny_dataset).frame
+    chosen = list(frame["image"][:8])
+    assert {Path(p).suffix for p in chosen} >= {".png", ".jpg"}
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def features(featurizer: Featurizer, paths: list[str]) -> np.ndarray:
+    return featurizer.transform_paths(paths)
+
+
+def test_features_have_the_documented_shape(features: np.ndarray) -> None:
+    assert features.shape == (8, FEATURE_DIM)
+    assert FEATURE_DIM == EMBEDDING_DIM + HIST_DIM
+    assert features.dtype == np.float32
+    assert np.isfinite(features).all()
+    assert len({row.tobytes() for row in features}) == 8  # distinct images, distinct rows
+
+
+def test_features_are_the_embedding_of_preprocess_then_the_histograms(
+    featurizer: Featurizer, paths: list[str], features: np.ndarray
+) -> None:
+    prepared = [preprocess(decode_image(Path(p).read_bytes())) for p in paths]
+    pixels = np.stack([p for p, _ in prepared])
+    assert pixels.shape == (8, 3, INPUT_SIZE, INPUT_SIZE)
+    assert pixels.dtype == np.float32 and 0 <= pixels.min() and pixels.max() <= 1
+
+    np.testing.assert_allclose(features[:, :EMBEDDING_DIM], featurizer.embed(pixels), atol=1e-4)
+    np.testing.assert_array_equal(features[:, EMBEDDING_DIM:], np.stack([h for _, h in prepared]))
+
+
+def test_bytes_and_decoded_images_give_the_same_features_as_paths(
+    featurizer: Featurizer, paths: list[str], features: np.ndarray
+) -> None:
+    blobs = [Path(p).read_bytes() for p in paths]
+
+    np.testing.assert_allclose(featurizer.transform_bytes(blobs), features, atol=1e-5)
+    np.testing.assert_allclose(featurizer.transform_images([decode_image(b) for b in blobs]), features, atol=1e-5)
+
+
+def test_batches_give_the_single_image_results_in_order(
+    featurizer: Featurizer, paths: list[str], features: np.ndarray
+) -> None:
+    singles = np.concatenate([featurizer.transform_paths([p]) for p in paths])
+
+    np.testing.assert_allclose(features, singles, atol=1e-4)
+
+
+def test_progress_is_reported_per_batch(featurizer: Featurizer, paths: list[str]) -> None:
+    done: list[int] = []
+
+    featurizer.transform_paths(paths, progress=done.append)
+
+    assert done == [3, 3, 2]
+
+
+def test_empty_input_gives_an_empty_matrix(featurizer: Featurizer) -> None:
+    assert featurizer.transform_bytes([]).shape == (0, FEATURE_DIM)
+
+
+def test_a_bad_image_raises_the_decode_error(featurizer: Featurizer, paths: list[str]) -> None:
+    blobs = [Path(p).read_bytes() for p in paths[:4]] + [b"not an image"]
+
+    with pytest.raises(ImageDecodeError) as error:
+        featurizer.transform_bytes(blobs)
+
+    assert error.value.reason == "unsupported_format"
+
+
+def test_each_histogram_sums_to_one(features: np.ndarray) -> None:
+    half = HIST_DIM // 2
+    whole = features[:, EMBEDDING_DIM : EMBEDDING_DIM + half]
+    centre = features[:, EMBEDDING_DIM + half :]
+
+    np.testing.assert_allclose(whole.sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(centre.sum(axis=1), 1, atol=1e-5)
+    assert (whole >= 0).all() and (centre >= 0).all()
+
+
+def test_histograms_tell_colours_apart() -> None:
+    red = colour_histogram(Image.new("RGB", (50, 40), (220, 20, 20)))
+    blue = colour_histogram(Image.new("RGB", (50, 40), (20, 20, 220)))
+    half = HIST_DIM // 2
+
+    for hist in (red, blue):
+        assert np.count_nonzero(hist[:half]) == 1  # a flat colour fills one bin
+        np.testing.assert_array_equal(hist[:half], hist[half:])  # and the centre looks the same
+    assert np.argmax(red) != np.argmax(blue)
+
+
+def test_histogram_centre_is_the_middle_of_the_image() -> None:
+    image = Image.new("RGB", (64, 64), (20, 20, 220))
+    image.paste((220, 20, 20), (16, 16, 48, 48))
+    hist = colour_histogram(image)
+    half = HIST_DIM // 2
+    red_bin = np.argmax(colour_histogram(Image.new("RGB", (8, 8), (220, 20, 20)))[:half])
+
+    assert hist[half + red_bin] == pytest.approx(1.0)
+    assert hist[red_bin] == pytest.approx(0.25)
+
+
+def test_version_names_the_backbone_bytes_and_the_preprocessing(tmp_path: Path) -> None:
+    version = Featurizer().version
+    assert hashlib.sha256(DEFAULT_BACKBONE.read_bytes()).hexdigest()[:16] in version
+    assert PREPROCESSING_VERSION in version
+
+    other = tmp_path / "other.onnx"
+    other.write_bytes(DEFAULT_BACKBONE.read_bytes() + b"\0")
+
+    # Only the bytes are hashed; the altered file is never opened as a model.
+    assert Featurizer(other).version != version
+
+
+def test_featurizer_pickles_after_use_without_its_session(
+    featurizer: Featurizer, paths: list[str], features: np.ndarray
+) -> None:
+    assert "session" in featurizer.__dict__  # opened by the fixtures above
+
+    copy = pickle.loads(pickle.dumps(featurizer))
+
+    assert "session" not in copy.__dict__
+    assert copy.version == featurizer.version
+    np.testing.assert_allclose(copy.transform_paths(paths[:3]), features[:3], atol=1e-5)
+
+
+def test_png_and_its_decoded_pixels_agree_exactly(featurizer: Featurizer) -> None:
+    array = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+
+    from_bytes = featurizer.transform_bytes([buffer.getvalue()])
+    from_image = featurizer.transform_images([Image.fromarray(array)])
+
+    np.testing.assert_array_equal(from_bytes, from_image)
