@@ -46,10 +46,10 @@ def rbf_svm(seed: int) -> CandidateSpec:
         [
             ("scale", StandardScaler()),
             ("pca", PCA(n_components=128, random_state=seed)),
-            ("clf", SVC(kernel="rbf", probability=True, random_state=seed)),
+            ("clf", CalibratedClassifierCV(SVC(kernel="rbf"), ensemble=False, cv=3, method="sigmoid")),
         ]
     )
-    return CandidateSpec(model, {"clf__C": [1.0, 10.0], "clf__gamma": ["scale"]})
+    return CandidateSpec(model, {"clf__estimator__C": [1.0, 10.0]})
 
 
 def extra_trees(seed: int) -> CandidateSpec:

@@ -8,6 +8,7 @@ Alias policy: ``champion`` is what serving loads; on promotion the old champion 
 from __future__ import annotations
 
 import io
+import shutil
 import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -56,16 +57,24 @@ def log_classifier(classifier: VehicleClassifier, metadata: dict | None = None) 
     with tempfile.TemporaryDirectory() as tmp:
         heads_path = Path(tmp) / "heads.joblib"
         joblib.dump(dict(classifier.heads), heads_path)
+        code = _python_sources(Path(vehicle_model.__file__).parent, Path(tmp) / "code")
         return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=VehiclePyfunc(),
             artifacts={BACKBONE_ARTIFACT: str(classifier.featurizer.backbone_path), HEADS_ARTIFACT: str(heads_path)},
-            code_paths=[str(Path(vehicle_model.__file__).parent)],
+            code_paths=[str(code)],
             pip_requirements=pip_requirements(),
             signature=signature(),
             input_example=pd.DataFrame({INPUT_COLUMN: [example_image_bytes()]}),
             metadata={"attributes": classifier.classes(), "featurizer": classifier.featurizer.describe(), **(metadata or {})},
         )
+
+
+def _python_sources(package: Path, out: Path) -> Path:
+    """Copies a package's Python files only: the ONNX asset already travels as an artifact."""
+    target = out / package.name
+    shutil.copytree(package, target, ignore=shutil.ignore_patterns("assets", "__pycache__", "*.pyc"))
+    return target
 
 
 def register_version(model_uri: str, name: str, tags: dict[str, str]) -> ModelVersion:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import joblib
 import mlflow.pyfunc
+import pandas as pd
 
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.model import Prediction, VehicleClassifier
@@ -27,8 +28,10 @@ class VehiclePyfunc(mlflow.pyfunc.PythonModel):
         heads = joblib.load(context.artifacts[HEADS_ARTIFACT])
         self.classifier = VehicleClassifier(featurizer=featurizer, heads=heads)
 
-    def predict(self, context, model_input, params=None) -> list[Prediction]:
-        """Classifies images given as a DataFrame column ``image`` or a list of bytes."""
+    # The DataFrame hint tells MLflow not to infer a schema from hints: the logged
+    # signature (a binary ``image`` column) is the contract.
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[Prediction]:
+        """Classifies images given as a DataFrame column ``image`` (or a list of bytes)."""
         blobs = _as_blobs(model_input)
         return self.classifier.predict_bytes(blobs)
 
