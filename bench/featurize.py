@@ -90,10 +90,10 @@ def _cases(
         assert computed == 0, f"the cached pass computed {computed} images"
 
     return {
-        "(a) raw backbone: embed on random arrays": raw,
+        "(a) raw backbone: embed": raw,
         "(b) end to end: transform_paths": lambda: featurizer.transform_paths(paths),
-        "(c) read + decode + preprocess, 1 thread": decode_only,
-        "(d) cached: featurize_into_cache, 2nd pass": cached,
+        "(c) decode+preprocess, 1 thread": decode_only,
+        "(d) cached: 2nd pass": cached,
     }
 
 
@@ -119,7 +119,7 @@ def _report(console: Console, seconds: dict[str, list[float]], n: int, featurize
             f"{len(os.sched_getaffinity(0))} cores; {args.repeats} interleaved repeats"
         )
     )
-    for column in ("measurement", "best img/s", "median img/s", "% of raw (best)", "% of raw (median)"):
+    for column in ("measurement", "img/s best", "img/s median", "% raw best", "% raw median"):
         table.add_column(column, justify="left" if column == "measurement" else "right")
     for name in seconds:
         share = name == e2e_name

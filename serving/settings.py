@@ -45,6 +45,9 @@ class ServingSettings(BaseSettings):
         inference_threads: concurrent inference calls; each gets cores // threads ONNX threads.
         log_dir: folder of the rotating ``api.log``.
         log_level: level of the ``serving`` logger.
+        serving_host: interface ``python -m serving`` binds.
+        serving_port: port ``python -m serving`` listens on.
+        serving_workers: uvicorn worker processes (each loads its own model copy).
     """
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", protected_namespaces=())
@@ -80,6 +83,10 @@ class ServingSettings(BaseSettings):
     inference_threads: int = Field(default_factory=usable_cores, ge=1)
     log_dir: Path = Path("logs")
     log_level: str = "INFO"
+
+    serving_host: str = "127.0.0.1"
+    serving_port: int = Field(8000, ge=1, le=65535)
+    serving_workers: int = Field(1, ge=1)
 
     @field_validator("redis_url", "api_key", mode="before")
     @classmethod

@@ -37,9 +37,19 @@ def preprocess(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         A float32 CHW array in [0, 1] of size 224x224 and a float32 histogram vector.
     """
+    pixels = np.empty((3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+    return pixels, _preprocess_into(image, pixels)
+
+
+def _preprocess_into(image: Image.Image, pixels: np.ndarray) -> np.ndarray:
+    """Writes the backbone input into ``pixels`` (a CHW float32 slot) and returns the histogram.
+
+    Converting uint8 to float32 while dividing, straight into the batch, is the same
+    arithmetic as ``asarray(float32) / 255`` without two temporary arrays and a stack.
+    """
     resized = image.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return pixels, colour_histogram(resized)
+    np.divide(np.asarray(resized).transpose(2, 0, 1), np.float32(255.0), out=pixels, dtype=np.float32)
+    return colour_histogram(resized)
 
 
 def colour_histogram(image: Image.Image) -> np.ndarray:
@@ -139,22 +149,29 @@ class Featurizer:
         decode: Callable[[object], Image.Image],
         progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
-        """Decodes batch k+1 on a worker thread while the backbone runs batch k."""
+        """Decodes batch k+1 on a worker thread while the backbone runs batch k.
+
+        Two input buffers alternate: the worker fills one while the backbone reads the
+        other, so no batch-sized array is allocated (and page-faulted in) per batch.
+        """
         out = np.empty((count, FEATURE_DIM), dtype=np.float32)
         if count == 0:
             return out
+        size = min(self.batch_size, count)
+        buffers = [np.empty((size, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32) for _ in range(2)]
 
-        def prepare(batch: list) -> tuple[np.ndarray, np.ndarray]:
-            prepared = [preprocess(decode(item)) for item in batch]
-            return np.stack([p for p, _ in prepared]), np.stack([h for _, h in prepared])
+        def prepare(batch: list, buffer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pixels = buffer[: len(batch)]
+            hists = np.stack([_preprocess_into(decode(item), slot) for item, slot in zip(batch, pixels)])
+            return pixels, hists
 
         batches = _chunks(items, self.batch_size)
         start = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-            pending = pool.submit(prepare, next(batches))
-            for batch in batches:
+            pending = pool.submit(prepare, next(batches), buffers[0])
+            for index, batch in enumerate(batches, start=1):
                 pixels, hists = pending.result()
-                pending = pool.submit(prepare, batch)
+                pending = pool.submit(prepare, batch, buffers[index % 2])
                 start = self._fill(out, start, pixels, hists, progress)
             pixels, hists = pending.result()
             self._fill(out, start, pixels, hists, progress)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import uvicorn
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
@@ -85,3 +89,27 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
     if code is not None:
         assert error["code"] == code, error
     return error
+
+
+@contextmanager
+def running_server(app) -> Iterator[str]:
+    """Serves ``app`` with uvicorn on a free loopback port in a thread; yields its base URL.
+
+    Litestar's test clients hand requests to the app one at a time, so tests that need
+    requests truly in flight together go through a real server.
+    """
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    for _ in range(600):
+        if server.started or not thread.is_alive():
+            break
+        time.sleep(0.05)
+    if not server.started:
+        raise RuntimeError("uvicorn did not start")
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

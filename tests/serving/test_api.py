@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -363,12 +362,3 @@ async def test_logs_are_json_lines_with_the_request_id_and_no_image_bytes(make_s
     assert {"time", "level", "logger", "message", "duration_ms"} <= set(access[0])
     assert "secret-name" not in log
     assert sample_images["jpeg"][:64].hex() not in log and len(log) < 20_000
-
-
-def test_entropy_of_a_certain_prediction_is_zero():
-    from serving.inference import confidence
-
-    assert confidence({"a": 1.0, "b": 0.0}) == {
-        "max_probability": 1.0, "margin": 1.0, "entropy": 0.0, "normalized_entropy": 0.0}
-    even = confidence({"a": 0.5, "b": 0.5})
-    assert even["normalized_entropy"] == pytest.approx(1.0) and even["entropy"] == pytest.approx(math.log(2))
