@@ -44,6 +44,7 @@ test: $(VENV)/.installed-export
 bench: $(VENV)/.installed
 	$(BIN)/python bench/featurize.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/serving.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache logs

@@ -246,3 +246,17 @@ def serve_flows() -> None:
     from flows.deploy import serve_flows as run
 
     run()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default SERVING_HOST or 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default SERVING_PORT or 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes (default SERVING_WORKERS or 1).")] = None,
+) -> None:
+    """Serve the champion model over HTTP (docs at /docs, metrics at /metrics)."""
+    from serving.__main__ import run
+    from serving.settings import get_settings
+
+    overrides = {"serving_host": host, "serving_port": port, "serving_workers": workers}
+    run(get_settings().model_copy(update={k: v for k, v in overrides.items() if v is not None}))

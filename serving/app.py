@@ -6,8 +6,8 @@ logging, probes Redis and loads the model (and undoes all that on shutdown).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from litestar import Litestar, Router
@@ -20,7 +20,13 @@ from litestar.template import TemplateConfig
 
 from serving.deps import API_KEY_HEADER, api_key_guard, dependencies
 from serving.errors import ApiError, exception_handlers
-from serving.logs import REQUEST_ID_HEADER, AccessLogMiddleware, add_request_id_header, configure_logging, stop_logging
+from serving.logs import (
+    REQUEST_ID_HEADER,
+    AccessLogMiddleware,
+    add_request_id_header,
+    configure_logging,
+    stop_logging,
+)
 from serving.model_service import ModelService
 from serving.ratelimit import RATE_LIMIT_STORE, rate_limit_config
 from serving.routes.stats import StatsController
@@ -42,7 +48,7 @@ def create_app(settings: ServingSettings, model_service: ModelService | None = N
             by default one following ``MODEL_NAME@MODEL_ALIAS`` in the registry is built.
     """
     services = build_services(settings, model_service)
-    middleware = [AccessLogMiddleware(), _prometheus(services).middleware]
+    middleware = [AccessLogMiddleware(), _prometheus().middleware]
     if settings.rate_limit_per_minute:
         middleware.append(rate_limit_config(settings.rate_limit_per_minute, SKIP_RATE_LIMIT).middleware)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -85,7 +91,7 @@ def app_factory() -> Litestar:
     return create_app(get_settings())
 
 
-def _lifespan(services: Services):
+def _lifespan(services: Services) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         listener = configure_logging(services.settings.log_dir, services.settings.log_level)
@@ -99,12 +105,12 @@ def _lifespan(services: Services):
     return lifespan
 
 
-def _prometheus(services: Services) -> PrometheusConfig:
+def _prometheus() -> PrometheusConfig:
     # Route templates, not raw paths, as labels: report ids must not explode the series count.
     return PrometheusConfig(app_name="vehicle-serving", prefix="litestar", group_path=True, exclude=["^/metrics"])
 
 
-def _count_error(services: Services):
+def _count_error(services: Services) -> Callable[[ApiError], None]:
     def count(error: ApiError) -> None:
         services.metrics.errors.labels(str(error.status), error.code).inc()
 
@@ -118,5 +124,7 @@ def _cors(settings: ServingSettings) -> CORSConfig | None:
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Content-Type", "X-Region", API_KEY_HEADER, REQUEST_ID_HEADER],
-        expose_headers=[REQUEST_ID_HEADER, "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"],
+        expose_headers=[
+            REQUEST_ID_HEADER, "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"
+        ],
     )

@@ -10,6 +10,7 @@ from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import HeaderParameter
+from litestar.types import Guard
 
 from serving.errors import ApiError
 from serving.services import Services
@@ -33,7 +34,8 @@ def valid_region(region: str) -> str:
 def provide_region(
     request: Request,
     x_region: Annotated[
-        str | None, HeaderParameter(name="X-Region", description=f"Caller's region ({REGION_RULE}); default 'unknown'.")
+        str | None,
+        HeaderParameter(name="X-Region", description=f"Caller's region ({REGION_RULE}); default 'unknown'."),
     ] = None,
 ) -> str:
     """The caller's region from ``X-Region`` (``unknown`` when absent), validated."""
@@ -59,7 +61,7 @@ def dependencies(services: Services) -> dict[str, Provide]:
     }
 
 
-def api_key_guard(api_key: str | None):
+def api_key_guard(api_key: str | None) -> Guard:
     """A guard requiring ``X-API-Key`` to equal ``api_key``; no check when ``api_key`` is None."""
 
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:

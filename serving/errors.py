@@ -108,7 +108,9 @@ def exception_handlers(
 
     def method_not_allowed(request: Request, exc: MethodNotAllowedException) -> Response:
         allowed = (exc.headers or {}).get("allow", "")
-        message = f"{request.method} is not allowed on {request.url.path}" + (f"; allowed: {allowed}" if allowed else "")
+        message = f"{request.method} is not allowed on {request.url.path}"
+        if allowed:
+            message += f"; allowed: {allowed}"
         return _response(request, ApiError(405, "method_not_allowed", message, headers=exc.headers))
 
     def too_large(request: Request, exc: RequestEntityTooLarge) -> Response:

@@ -6,6 +6,7 @@ never sees another version's answers because the version is part of the key.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -84,7 +85,7 @@ class Predictor:
         """
         model = self.models.require()
         keys = [f"{model.version}:{hashlib.sha256(blob).hexdigest()}" for blob in blobs]
-        outcomes: list[Outcome | None] = [await self._cached(key) for key in keys]
+        outcomes: list[Outcome | None] = list(await asyncio.gather(*(self._cached(key) for key in keys)))
         misses = [i for i, outcome in enumerate(outcomes) if outcome is None]
         self.metrics.cache_hits.inc(len(blobs) - len(misses))
         self.metrics.cache_misses.inc(len(misses))
@@ -97,12 +98,14 @@ class Predictor:
             elapsed = time.perf_counter() - started
             self.metrics.inference_seconds.labels("batch" if len(misses) > 1 else "single").observe(elapsed)
             inference_ms = elapsed * 1000
+            fills = []
             for i, result in zip(misses, results, strict=True):
                 if isinstance(result, ImageDecodeError):
                     outcomes[i] = Outcome(prediction=None, error=result)
                 else:
                     outcomes[i] = Outcome(prediction=result)
-                    await self.cache.set(keys[i], json.dumps(result), expires_in=self.cache_ttl)
+                    fills.append(self.cache.set(keys[i], json.dumps(result), expires_in=self.cache_ttl))
+            await asyncio.gather(*fills)
         done = [outcome for outcome in outcomes if outcome is not None]
         self.metrics.count_predictions(o.prediction for o in done if o.prediction is not None)
         return Classified(model=model, outcomes=done, inference_ms=inference_ms)

@@ -13,7 +13,7 @@ from serving.metrics import ServingMetrics
 from serving.model_service import ModelService
 from serving.model_source import ModelSource
 from serving.predictor import Predictor
-from serving.reports import ReportStore, Thresholds
+from serving.reports import ReportStore
 from serving.settings import ServingSettings
 from serving.stats import RegionStats
 from serving.stores import RedisGuard, ResilientStore, redis_client
@@ -29,7 +29,6 @@ class Services:
     settings: ServingSettings
     metrics: ServingMetrics
     limits: ImageLimits
-    thresholds: Thresholds
     guard: RedisGuard
     models: ModelService
     predictor: Predictor
@@ -76,7 +75,6 @@ def build_services(settings: ServingSettings, models: ModelService | None = None
         settings=settings,
         metrics=metrics,
         limits=limits,
-        thresholds=Thresholds(settings.low_confidence_threshold, settings.low_margin_threshold),
         guard=guard,
         models=models,
         predictor=Predictor(models, store("classify"), metrics, limits, settings.classify_cache_ttl_seconds),

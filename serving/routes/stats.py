@@ -8,9 +8,9 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
+from serving.deps import valid_region
 from serving.errors import ApiError
 from serving.schemas import RegionsBody, RegionStatsBody, error_responses
-from serving.deps import valid_region
 from serving.stats import RegionStats, RegionSummary
 
 

@@ -29,6 +29,7 @@ from serving.schemas import (
 from serving.settings import ServingSettings
 from serving.stats import RegionStats
 from serving.uploads import decode_error, display_name, read_upload
+from vehicle_model.model import Prediction
 
 TopK = Annotated[int, QueryParameter(ge=1, le=100, description="Classes listed per attribute, most probable first.")]
 
@@ -54,7 +55,7 @@ class VehicleController(Controller):
     ) -> ClassifyResponse:
         """Per attribute: the top-k classes with probabilities and the prediction's confidence."""
         started = time.perf_counter()
-        predictions: list[Any] = []
+        predictions: list[Prediction] = []
         try:
             result = await predictor.classify([await read_upload(data.file)])
             outcome = result.outcomes[0]
@@ -84,7 +85,7 @@ class VehicleController(Controller):
     ) -> BatchResponse:
         """One batched inference over the good files; each bad file gets its own error entry."""
         started = time.perf_counter()
-        predictions: list[Any] = []
+        predictions: list[Prediction] = []
         try:
             if len(data.files) > settings.max_batch_files:
                 raise ApiError(
@@ -128,7 +129,7 @@ class VehicleController(Controller):
         ] = None,
     ) -> Response[Report]:
         """Classifies the image, stores the report under its vehicle id (TTL) and returns it."""
-        predictions: list[Any] = []
+        predictions: list[Prediction] = []
         try:
             vehicle_id = _valid_vehicle_id(data.vehicle_id) if data.vehicle_id else new_vehicle_id()
             result = await predictor.classify([await read_upload(data.file)])

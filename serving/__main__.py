@@ -1,0 +1,29 @@
+"""``python -m serving``: run the app with uvicorn, configured from the environment."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from serving.settings import ServingSettings, get_settings
+
+FACTORY = "serving.app:app_factory"
+
+
+def run(settings: ServingSettings) -> None:
+    """Serves the app until interrupted.
+
+    With one worker the app is built from ``settings``. With several, uvicorn starts worker
+    processes that each call ``serving.app:app_factory``, which reads the same environment
+    (so pass settings through the environment when using workers).
+    """
+    options = dict(host=settings.serving_host, port=settings.serving_port, access_log=False)
+    if settings.serving_workers > 1:
+        uvicorn.run(FACTORY, factory=True, workers=settings.serving_workers, **options)
+        return
+    from serving.app import create_app
+
+    uvicorn.run(create_app(settings), **options)
+
+
+if __name__ == "__main__":
+    run(get_settings())
