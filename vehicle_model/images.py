@@ -7,7 +7,6 @@ pixels prepared differently in training and in serving.
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,16 +59,16 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
         raise ImageDecodeError(
             "too_large", f"the file is {len(data)} bytes; the limit is {limits.max_bytes} bytes"
         )
+    # Our own pixel check runs on the header, before any pixel is decoded; Pillow's
+    # global bomb check stays as a second line (no thread-unsafe warning filters here).
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-            _check_pixels(image, limits)
-            image.seek(0)
-            image.load()
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        _check_pixels(image, limits)
+        image.seek(0)
+        image.load()
     except ImageDecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise ImageDecodeError(
             "too_many_pixels", f"the image is too large to decode ({exc}); the limit is {limits.max_pixels} pixels"
         ) from exc
