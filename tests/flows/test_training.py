@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
@@ -11,6 +13,8 @@ import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+from prefect.events.worker import EventsWorker
 
 from flows.training import train_pipeline
 from tasks import candidates as candidate_registry
@@ -79,7 +83,21 @@ def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_datas
     assert sum(record["color"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
 
 
+def _promotion_events(since: datetime, wait_for: int, timeout: float = 30.0) -> list:
+    """Promotion events stored since ``since``, waiting (bounded) until ``wait_for`` arrived."""
+    EventsWorker.drain_all(timeout=10)
+    deadline = time.monotonic() + timeout
+    query = EventFilter(event=EventNameFilter(name=["vehicle.model.promoted"]), occurred=EventOccurredFilter(since=since))
+    while True:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(query, limit=50)  # the server rejects the client's default of 100
+        if len(page.events) >= wait_for or time.monotonic() > deadline:
+            return page.events
+        time.sleep(0.5)
+
+
 def test_gate_keeps_champion_unless_better_by_margin(pipeline_env, tiny_dataset):
+    started = datetime.now(timezone.utc)
     first = _train(tiny_dataset, candidates=FAST)
     assert first.promoted
 
@@ -98,6 +116,8 @@ def test_gate_keeps_champion_unless_better_by_margin(pipeline_env, tiny_dataset)
 
     forced = _train(tiny_dataset, candidates=["knn"], min_improvement=-1.0)
     assert forced.promoted
+    promoted = sorted((e.payload["version"], e.payload["previous_champion"]) for e in _promotion_events(started, 2))
+    assert promoted == sorted([(first.version, None), (forced.version, first.version)]), "one event per promotion only"
     assert str(version_for_alias(client, MODEL, CHAMPION).version) == forced.version
     assert str(version_for_alias(client, MODEL, PREVIOUS).version) == first.version
 
