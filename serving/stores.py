@@ -222,7 +222,3 @@ class ResilientStore(NamespacedStore):
         except RedisUnavailable:
             ttl = None
         return ttl if ttl is not None else await self._memory.expires_in(key)
-
-    def key_in_redis(self, key: str) -> str:
-        """The Redis key a store key maps to (for operators and tests)."""
-        return f"{self.namespace}:{key}"
