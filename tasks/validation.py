@@ -153,24 +153,29 @@ def _status_check(name: str, *reasons: str) -> pa.Check:
 
 
 def _label_conflicts(facts: pd.DataFrame, attributes: Sequence[str]) -> list[str]:
-    """For each row whose content appears elsewhere with other labels, names the other file."""
-    return _group_disagreements(facts, list(attributes), "same content labelled differently in")
+    """For each row whose content appears elsewhere with other labels, names that row."""
+    return _group_disagreements(facts, list(attributes), "same content labelled")
 
 
 def _split_leaks(facts: pd.DataFrame) -> list[str]:
-    return _group_disagreements(facts, [SPLIT_COLUMN], "same content in another split:")
+    return _group_disagreements(facts, [SPLIT_COLUMN], "same content in")
 
 
 def _group_disagreements(facts: pd.DataFrame, columns: list[str], message: str) -> list[str]:
+    """Rows sharing a sha256 but not the values of ``columns``; each names one other row.
+
+    Rows are numbered as in the manifest (row 1 is the first data row).
+    """
     out = [""] * len(facts)
     hashed = facts[facts[SHA_COLUMN] != ""]
     for _, group in hashed.groupby(SHA_COLUMN):
         if len(group) < 2 or len(group[columns].drop_duplicates()) < 2:
             continue
         for index in group.index:
-            first_row = group.loc[index, columns]
-            others = group[(group[columns] != first_row).any(axis=1)]
-            out[index] = f"{message} {others.iloc[0][IMAGE_COLUMN]}"
+            others = group[(group[columns] != group.loc[index, columns]).any(axis=1)]
+            other = others.iloc[0]
+            values = ", ".join(f"{c}={other[c]!r}" for c in columns)
+            out[index] = f"{message} {values} at row {others.index[0] + 1} ({other[IMAGE_COLUMN]})"
     return out
 
 

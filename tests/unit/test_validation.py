@@ -191,6 +191,8 @@ def test_same_content_under_conflicting_labels(tmp_path: Path) -> None:
     original = builder.image("car")
     copy = builder.copy(original, "bus")
 
+    copy_row = len(builder.rows)  # manifest rows count from 1; the copy was added last
+
     found = problems(builder.validate())
 
     assert found == [
@@ -198,13 +200,13 @@ def test_same_content_under_conflicting_labels(tmp_path: Path) -> None:
             "image": str(original),
             "column": "label_conflict",
             "check": "same_content_same_labels",
-            "value": f"same content labelled differently in {copy}",
+            "value": f"same content labelled label='bus' at row {copy_row} ({copy})",
         },
         {
             "image": str(copy),
             "column": "label_conflict",
             "check": "same_content_same_labels",
-            "value": f"same content labelled differently in {original}",
+            "value": f"same content labelled label='car' at row {copy_row - 1} ({original})",
         },
     ]
 
@@ -227,7 +229,7 @@ def test_same_content_in_two_splits(tmp_path: Path) -> None:
         (str(original), "split_leak", "no_content_in_two_splits"),
         (str(copy), "split_leak", "no_content_in_two_splits"),
     ]
-    assert found[0]["value"] == f"same content in another split: {copy}"
+    assert found[0]["value"] == f"same content in split='test' at row {len(builder.rows)} ({copy})"
 
 
 def test_bad_split_value(tmp_path: Path) -> None:
