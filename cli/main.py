@@ -114,12 +114,18 @@ def train(
     """Run the training flow: prepare, train candidates, evaluate, register, promote."""
     from flows.prefect_api import prefect_api
     from flows.training import train_pipeline
+    from tasks.prepare_steps import DataValidationError
 
-    with prefect_api():
-        summary = train_pipeline(
-            data=data, candidates=candidate or None, metric=metric, min_improvement=min_improvement,
-            seed=seed, time_budget_seconds=time_budget,
-        )
+    try:
+        with prefect_api():
+            summary = train_pipeline(
+                data=data, candidates=candidate or None, metric=metric, min_improvement=min_improvement,
+                seed=seed, time_budget_seconds=time_budget,
+            )
+    except (DataValidationError, FileNotFoundError, ValueError) as exc:
+        # Input problems: the flow run already holds the details (logs, artifacts); no traceback here.
+        console.print(f"[red]Training stopped:[/red] {exc}")
+        raise typer.Exit(1) from exc
     _print_summary(summary, metric)
 
 
