@@ -158,7 +158,7 @@ def promote(version: Annotated[str, typer.Option("--version", help="Model versio
     settings = get_settings()
     use_tracking_store(settings.mlflow_tracking_uri)
     try:
-        old = promote_version(MlflowClient(), settings.model_name, version)
+        old = promote_version(MlflowClient(), settings.model_name, version, settings.model_alias)
     except MlflowException as exc:
         console.print(f"[red]Cannot promote:[/red] {exc.message}")
         raise typer.Exit(1) from exc
@@ -177,7 +177,7 @@ def rollback() -> None:
     settings = get_settings()
     use_tracking_store(settings.mlflow_tracking_uri)
     try:
-        champion, previous = rollback_versions(MlflowClient(), settings.model_name)
+        champion, previous = rollback_versions(MlflowClient(), settings.model_name, settings.model_alias)
     except LookupError as exc:
         console.print(f"[red]Cannot roll back:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -86,12 +86,12 @@ def train_pipeline(
         test_metrics = score_on_test_task(winner, str(prepared.features), prepared.attributes, parent.info.run_id)
         with registry_lock(settings.model_name):
             champion, champion_score, note = champion_score_task(
-                settings.model_name, str(prepared.features), str(prepared.manifest), prepared.attributes, metric
+                settings.model_name, settings.model_alias, str(prepared.features), str(prepared.manifest), prepared.attributes, metric
             )
             tags = {"fingerprint": prepared.fingerprint, "flow_run_id": str(flow_run.get_id()), "selection_metric": metric}
             version = register_task(winner, test_metrics, parent.info.run_id, settings.model_name, tags)
             decision = decide(score(test_metrics, "test", metric), champion_score, min_improvement)
-            promote_task(settings.model_name, version, decision, champion)
+            promote_task(settings.model_name, settings.model_alias, version, decision, champion)
     summary = TrainingSummary(
         winner=winner.name, version=version, promoted=decision.promote, reason=decision.reason,
         test_metrics=test_metrics, champion_version=champion, champion_score=champion_score,

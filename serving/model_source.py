@@ -120,6 +120,7 @@ class ModelSource:
         )
         pyfunc = mlflow.pyfunc.load_model(local)
         classifier = pyfunc.unwrap_python_model().classifier
+        _check_featurizer(version, dict(pyfunc.metadata.metadata or {}), classifier.featurizer.version)
         metrics = {}
         if model_version.run_id:
             metrics = dict(self.client.get_run(model_version.run_id).data.metrics)
@@ -132,4 +133,18 @@ class ModelSource:
             tags=dict(model_version.tags or {}),
             metrics=metrics,
             metadata=dict(pyfunc.metadata.metadata or {}),
+        )
+
+
+def _check_featurizer(version: str, metadata: dict, running: str) -> None:
+    """Refuses a version trained with other preprocessing than this process would apply.
+
+    The app runs its own ``vehicle_model`` code; if that code's preprocessing differs from
+    the code the heads were trained with, predictions would silently degrade (skew).
+    """
+    trained = (metadata.get("featurizer") or {}).get("version")
+    if trained and trained != running:
+        raise ValueError(
+            f"version {version} was trained with featurizer {trained!r} but this server applies {running!r}; "
+            "serve it with matching code (or `mlflow models serve`), or retrain"
         )

@@ -84,7 +84,7 @@ class Predictor:
             ModelUnavailable: no model is loaded.
         """
         model = self.models.require()
-        keys = [f"{model.version}:{hashlib.sha256(blob).hexdigest()}" for blob in blobs]
+        keys = [f"{model.name}:{model.version}:{hashlib.sha256(blob).hexdigest()}" for blob in blobs]
         outcomes: list[Outcome | None] = list(await asyncio.gather(*(self._cached(key) for key in keys)))
         misses = [i for i, outcome in enumerate(outcomes) if outcome is None]
         self.metrics.cache_hits.inc(len(blobs) - len(misses))

@@ -86,7 +86,11 @@ def assemble(frame: pd.DataFrame, attributes: Sequence[str], cache: FeatureCache
         for attribute in attributes:
             arrays[f"y_{split}__{attribute}"] = rows[attribute].to_numpy(dtype=str)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **arrays)
+    # Written aside and renamed, so a concurrent run never reads a half-written file.
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".npz.tmp")
+    with os.fdopen(fd, "wb") as handle:
+        np.savez(handle, **arrays)
+    os.replace(tmp, out)
     return out
 
 

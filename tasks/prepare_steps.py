@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,9 @@ def split_task(
     folder = prepared_dir / data_id[:16]
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / f"split-seed{seed}.csv"
-    frame[[IMAGE_COLUMN, *attributes, SHA_COLUMN, SPLIT_COLUMN]].to_csv(manifest, index=False)
+    partial = manifest.with_name(f".{manifest.name}.{os.getpid()}.tmp")
+    frame[[IMAGE_COLUMN, *attributes, SHA_COLUMN, SPLIT_COLUMN]].to_csv(partial, index=False)
+    os.replace(partial, manifest)  # concurrent runs on the same data never see half a file
     get_run_logger().info(
         "Fingerprint %s; split %s", data_id[:16], frame[SPLIT_COLUMN].value_counts().to_dict()
     )

@@ -20,7 +20,6 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from tasks.evaluation import evaluate_heads, score
 from tasks.features import load_split
 from tasks.registry import (
-    CHAMPION,
     PromotionDecision,
     apply_decision,
     decide,
@@ -56,14 +55,14 @@ def registry_lock(model_name: str, timeout_seconds: float = 1800) -> Iterator[No
 
 @task(name="score-champion")
 def champion_score_task(
-    model_name: str, features: str, manifest: str, attributes: list[str], metric: str
+    model_name: str, alias: str, features: str, manifest: str, attributes: list[str], metric: str
 ) -> tuple[str | None, float | None, str]:
     """Re-scores the current champion on this run's test split.
 
     Returns (champion version, score, note). A champion for other attributes is not
     comparable and scores None, so the new model can replace it.
     """
-    current = version_for_alias(MlflowClient(), model_name, CHAMPION)
+    current = version_for_alias(MlflowClient(), model_name, alias)
     if current is None:
         return None, None, "no champion yet"
     champion_version = str(current.version)
@@ -97,9 +96,11 @@ def register_task(
 
 
 @task(name="promotion-gate")
-def promote_task(model_name: str, version: str, decision: PromotionDecision, champion_version: str | None) -> None:
+def promote_task(
+    model_name: str, alias: str, version: str, decision: PromotionDecision, champion_version: str | None
+) -> None:
     """Moves the aliases per the gate and emits ``vehicle.model.promoted`` on promotion."""
-    apply_decision(MlflowClient(), model_name, version, decision)
+    apply_decision(MlflowClient(), model_name, version, decision, alias)
     logger = get_run_logger()
     if decision.promote:
         emit_event(

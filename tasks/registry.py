@@ -114,10 +114,12 @@ def decide(candidate_score: float, champion_score: float | None, min_improvement
     return PromotionDecision(False, candidate_score, champion_score, min_improvement, reason)
 
 
-def apply_decision(client: MlflowClient, name: str, version: str, decision: PromotionDecision) -> None:
+def apply_decision(
+    client: MlflowClient, name: str, version: str, decision: PromotionDecision, champion: str = CHAMPION
+) -> None:
     """Moves aliases per the decision and records it as version tags."""
     if decision.promote:
-        promote(client, name, version)
+        promote(client, name, version, champion)
     else:
         client.set_registered_model_alias(name, CHALLENGER, version)
     client.set_model_version_tag(name, version, "promotion.decision", "promoted" if decision.promote else "rejected")
@@ -127,32 +129,33 @@ def apply_decision(client: MlflowClient, name: str, version: str, decision: Prom
         client.set_model_version_tag(name, version, "promotion.champion_score", f"{decision.champion_score:.6f}")
 
 
-def promote(client: MlflowClient, name: str, version: str) -> str | None:
-    """Makes ``version`` the champion; the old champion becomes ``previous``. Returns the old one."""
+def promote(client: MlflowClient, name: str, version: str, champion: str = CHAMPION) -> str | None:
+    """Makes ``version`` the champion (alias ``champion``, i.e. MODEL_ALIAS); the old one
+    becomes ``previous``. Returns the old champion's version."""
     client.get_model_version(name, version)  # raises a clear error for an unknown version
-    old = version_for_alias(client, name, CHAMPION)
+    old = version_for_alias(client, name, champion)
     if old is not None and str(old.version) == str(version):
         return str(old.version)
     if old is not None:
         client.set_registered_model_alias(name, PREVIOUS, str(old.version))
-    client.set_registered_model_alias(name, CHAMPION, str(version))
+    client.set_registered_model_alias(name, champion, str(version))
     current = version_for_alias(client, name, CHALLENGER)
     if current is not None and str(current.version) == str(version):
         client.delete_registered_model_alias(name, CHALLENGER)
     return str(old.version) if old else None
 
 
-def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
+def rollback(client: MlflowClient, name: str, champion_alias: str = CHAMPION) -> tuple[str, str]:
     """Swaps ``champion`` and ``previous``. Returns (new champion, new previous).
 
     Raises:
         LookupError: there is no ``previous`` version to go back to.
     """
     previous = version_for_alias(client, name, PREVIOUS)
-    champion = version_for_alias(client, name, CHAMPION)
+    champion = version_for_alias(client, name, champion_alias)
     if previous is None:
         raise LookupError(f"model '{name}' has no '{PREVIOUS}' version to roll back to")
-    client.set_registered_model_alias(name, CHAMPION, str(previous.version))
+    client.set_registered_model_alias(name, champion_alias, str(previous.version))
     if champion is not None:
         client.set_registered_model_alias(name, PREVIOUS, str(champion.version))
     return str(previous.version), str(champion.version) if champion else ""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 
 def ensure_experiment(name: str, artifact_root: str | None) -> str:
@@ -22,7 +23,14 @@ def ensure_experiment(name: str, artifact_root: str | None) -> str:
     if existing is not None:
         return existing.experiment_id
     location = Path(artifact_root).resolve().as_uri() if artifact_root else None
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # Another flow run created it between our lookup and our create.
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id
 
 
 def use_tracking_store(uri: str) -> None:

@@ -91,9 +91,13 @@ def search(
         folds = StratifiedKFold(n_splits=_folds(y), shuffle=True, random_state=seed)
         for index in order:
             estimator = fit_ready(spec.estimator, grid[index], int(len(y) * (1 - 1 / folds.n_splits)))
-            value = float(np.mean(cross_val_score(estimator, X, y, cv=folds, scoring="f1_macro")))
+            try:
+                value = float(np.mean(cross_val_score(estimator, X, y, cv=folds, scoring="f1_macro")))
+            except ValueError:  # every fold failed at this point; the refit below reports a real error
+                value = float("nan")
             trials += 1
-            if not value <= best_score:  # also true for the first (nan) comparison
+            # A point whose folds all failed scores nan and never wins.
+            if not np.isnan(value) and (np.isnan(best_score) or value > best_score):
                 best_params, best_score = grid[index], value
             if time.perf_counter() > deadline:
                 break

@@ -66,6 +66,8 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
         _check_pixels(image, limits)
         image.seek(0)
         image.load()
+        # Inside the try: a malformed EXIF block only surfaces when orientation is applied.
+        return to_rgb(image)
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -77,9 +79,8 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
             "unsupported_format",
             f"not a recognised image; accepted formats: {', '.join(ACCEPTED_FORMATS)}",
         ) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, TypeError, KeyError, IndexError) as exc:
         raise ImageDecodeError("corrupt", f"the image could not be decoded: {exc}") from exc
-    return to_rgb(image)
 
 
 def _check_pixels(image: Image.Image, limits: ImageLimits) -> None:

@@ -56,7 +56,8 @@ async def test_reports_stats_cache_and_rate_limits_are_redis_keys(
     assert int(predictions[f"vehicle_type:{png_label}".encode()]) >= 1
 
     cache_keys = sorted(redis.scan_iter(match=f"{redis_prefix}:classify:*"))
-    assert len(cache_keys) == 3 and all(key.split(b":")[2] == b"1" for key in cache_keys)  # model version 1
+    # <prefix>:classify:<model name>:<version>:<sha256>
+    assert len(cache_keys) == 3 and all(key.split(b":")[2:4] == [b"vehicle-classifier", b"1"] for key in cache_keys)
     assert all(0 < redis.ttl(key) <= settings.classify_cache_ttl_seconds for key in cache_keys)
     assert list(redis.scan_iter(match=f"{redis_prefix}:rate_limit:*"))
     all_keys = b" ".join(redis.scan_iter(match=f"{redis_prefix}*"))

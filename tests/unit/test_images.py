@@ -220,3 +220,15 @@ def test_truncated_image_is_corrupt(fmt: str) -> None:
 
 def test_decode_error_is_a_value_error() -> None:
     assert issubclass(ImageDecodeError, ValueError)
+
+
+def test_malformed_exif_block_is_corrupt_not_a_crash() -> None:
+    """The EXIF block is parsed only when orientation is applied, after the pixels load."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    payload = b"garbage"
+    exif = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    with pytest.raises(ImageDecodeError) as raised:
+        decode_image(png[:33] + exif + png[33:])  # after the 33-byte signature + IHDR
+    assert raised.value.reason == "corrupt"
