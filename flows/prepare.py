@@ -42,10 +42,12 @@ def prepare_data(
     frame = validate_task(dataset, ValidationConfig(min_per_class=min_per_class))
     frame, data_id, manifest = split_task(frame, dataset.attributes, seed, SplitFractions(), settings.prepared_dir)
 
-    computed = featurize_shards(frame, settings)
+    # Hashing the 13 MB backbone names the cache; do it once per run, not per step.
+    cache = FeatureCache(settings.feature_cache_dir, Featurizer().version)
+    computed = featurize_shards(frame, cache, settings)
     get_run_logger().info("Featurized %d new images; %d from cache", computed, frame[SHA_COLUMN].nunique() - computed)
 
-    features = assemble_task(frame, dataset.attributes, str(settings.feature_cache_dir), manifest.with_suffix(".npz"))
+    features = assemble_task(frame, dataset.attributes, cache, manifest.with_suffix(".npz"))
     return PreparedData(
         source=str(data),
         fingerprint=data_id,
@@ -53,13 +55,12 @@ def prepare_data(
         features=features,
         attributes=dataset.attributes,
         counts=frame["split"].value_counts().to_dict(),
-        featurizer_version=Featurizer().version,
+        featurizer_version=cache.featurizer_version,
     )
 
 
-def featurize_shards(frame, settings: PipelineSettings) -> int:
+def featurize_shards(frame, cache: FeatureCache, settings: PipelineSettings) -> int:
     """Maps the featurizer over shards of uncached images on the configured task runner."""
-    cache = FeatureCache(settings.feature_cache_dir, Featurizer().version)
     todo = frame[~frame[SHA_COLUMN].map(cache.has)]
     if todo.empty:
         return 0

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, classification_report, f1_score, log_loss
+from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, classification_report, f1_score
 
 SELECTION_METRICS = ("macro_f1", "accuracy", "log_loss", "ece")
 LOWER_IS_BETTER = {"log_loss", "ece"}

@@ -28,6 +28,7 @@ class FeatureCache:
     """
 
     def __init__(self, root: Path | str, featurizer_version: str) -> None:
+        self.featurizer_version = featurizer_version
         version_key = hashlib.sha256(featurizer_version.encode()).hexdigest()[:16]
         self.root = Path(root) / version_key
 

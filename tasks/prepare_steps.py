@@ -105,6 +105,5 @@ def featurize_shard_task(
 
 
 @task(name="assemble-features")
-def assemble_task(frame: pd.DataFrame, attributes: list[str], cache_dir: str, out: Path) -> Path:
-    cache = FeatureCache(cache_dir, Featurizer().version)
+def assemble_task(frame: pd.DataFrame, attributes: list[str], cache: FeatureCache, out: Path) -> Path:
     return assemble(frame, attributes, cache, out)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import joblib
 import mlflow
@@ -22,7 +21,6 @@ from tasks.features import load_split
 from tasks.registry import (
     PromotionDecision,
     apply_decision,
-    decide,
     log_classifier,
     register_version,
     version_for_alias,

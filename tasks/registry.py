@@ -79,8 +79,7 @@ def _python_sources(package: Path, out: Path) -> Path:
 
 def register_version(model_uri: str, name: str, tags: dict[str, str]) -> ModelVersion:
     """Registers a new version of ``name`` and tags it."""
-    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
-    return version
+    return mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
 
 
 def version_for_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:

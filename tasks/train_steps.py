@@ -121,8 +121,7 @@ def leaderboard(results: list[CandidateResult], metric: str) -> pd.DataFrame:
         }
         for r in results
     ]
-    board = pd.DataFrame(rows).loc[:, lambda df: ~df.columns.duplicated()]
-    board = board.sort_values(["_score", "predict_ms_per_image"], ascending=[False, True]).drop(columns="_score")
+    board = pd.DataFrame(rows).sort_values(["_score", "predict_ms_per_image"], ascending=[False, True]).drop(columns="_score")
     board["rank"] = range(1, len(board) + 1)
     return board.reset_index(drop=True)
 

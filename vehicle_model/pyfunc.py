@@ -37,9 +37,7 @@ class VehiclePyfunc(mlflow.pyfunc.PythonModel):
 
 
 def _as_blobs(model_input) -> list[bytes]:
-    if hasattr(model_input, "columns"):
-        values = list(model_input[INPUT_COLUMN])
-    elif isinstance(model_input, dict):
+    if hasattr(model_input, "columns") or isinstance(model_input, dict):
         values = list(model_input[INPUT_COLUMN])
     else:
         values = list(model_input)
