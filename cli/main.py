@@ -165,7 +165,7 @@ def train(
         console.print(f"[red]Training stopped:[/red] {exc}")
         raise typer.Exit(1) from exc
     if isinstance(summary, SkippedRun):
-        console.print(f"Nothing to train: {summary.line}. Use --force to retrain anyway.")
+        console.print(f"Nothing to train: {summary.line}. Use --force to retrain anyway.", soft_wrap=True)
         return
     _print_summary(summary, metric)
 
@@ -201,37 +201,54 @@ def promote(
 
     from flows.prefect_api import prefect_api
     from flows.settings import get_settings
-    from tasks.gate import contract_changes
     from tasks.promotion_steps import registry_lock
     from tasks.registry import promote as promote_version
-    from tasks.registry import version_contract, version_for_alias
     from tasks.tracking import use_tracking_store
 
     settings = get_settings()
     use_tracking_store(settings.mlflow_tracking_uri)
     client = MlflowClient()
-    with prefect_api(), registry_lock(settings.model_name):
-        try:
-            client.get_model_version(settings.model_name, version)
-            champion = version_for_alias(client, settings.model_name, settings.model_alias)
-            changes = [] if champion is None else contract_changes(
-                version_contract(settings.model_name, str(champion.version)), version_contract(settings.model_name, version)
-            )
-            if changes:
-                console.print(f"Promoting v{version} changes what clients receive (champion is v{champion.version}):")
-                for change in changes:
-                    console.print(f"  - {change}")
-                if not yes:
-                    console.print("[yellow]Not promoted.[/yellow] Run again with --yes to promote anyway.")
-                    raise typer.Exit(1)
+    try:
+        # Checked before taking the lock, so a mistake fails at once; checked again under it.
+        champion, changes = _contract_check(client, settings, version)
+        _confirm(changes, champion, version, yes)
+        with prefect_api(), registry_lock(settings.model_name):
+            now, changes = _contract_check(client, settings, version)
+            if now != champion:  # the champion moved meanwhile
+                _confirm(changes, now, version, yes)
             old = promote_version(client, settings.model_name, version, settings.model_alias)
-        except MlflowException as exc:
-            console.print(f"[red]Cannot promote:[/red] {exc.message}")
-            raise typer.Exit(1) from exc
+    except MlflowException as exc:
+        console.print(f"[red]Cannot promote:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
     if old == version:
         console.print(f"{settings.model_name}: v{version} is already the champion; nothing changed")
         return
     console.print(f"{settings.model_name}: champion is now v{version} (previous: {'v' + old if old else 'none'})")
+
+
+def _contract_check(client, settings, version: str) -> tuple[str | None, list[str]]:
+    """The champion's version and what promoting ``version`` over it changes for clients."""
+    from tasks.gate import contract_changes
+    from tasks.registry import version_contract, version_for_alias
+
+    client.get_model_version(settings.model_name, version)  # a clear error for an unknown version
+    champion = version_for_alias(client, settings.model_name, settings.model_alias)
+    if champion is None or str(champion.version) == version:
+        return (None if champion is None else str(champion.version)), []
+    old, new = (version_contract(settings.model_name, v) for v in (str(champion.version), version))
+    return str(champion.version), contract_changes(old, new)
+
+
+def _confirm(changes: list[str], champion: str | None, version: str, yes: bool) -> None:
+    """Prints a contract change; stops unless ``--yes`` was given."""
+    if not changes:
+        return
+    console.print(f"Promoting v{version} changes what clients receive (champion is v{champion}):")
+    for change in changes:
+        console.print(f"  - {change}", soft_wrap=True)
+    if not yes:
+        console.print("[yellow]Not promoted.[/yellow] Run again with --yes to promote anyway.")
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -243,11 +260,13 @@ def rollback() -> None:
     from flows.settings import get_settings
     from tasks.promotion_steps import registry_lock
     from tasks.registry import rollback as rollback_versions
+    from tasks.registry import rollback_pair
     from tasks.tracking import use_tracking_store
 
     settings = get_settings()
     use_tracking_store(settings.mlflow_tracking_uri)
     try:
+        rollback_pair(MlflowClient(), settings.model_name, settings.model_alias)  # fail at once; rechecked under the lock
         with prefect_api(), registry_lock(settings.model_name):
             champion, previous = rollback_versions(MlflowClient(), settings.model_name, settings.model_alias)
     except LookupError as exc:

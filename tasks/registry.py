@@ -133,11 +133,11 @@ def promote(client: MlflowClient, name: str, version: str, champion: str = CHAMP
     return str(old.version) if old else None
 
 
-def rollback(client: MlflowClient, name: str, champion_alias: str = CHAMPION) -> tuple[str, str]:
-    """Swaps ``champion`` and ``previous``. Returns (new champion, new previous).
+def rollback_pair(client: MlflowClient, name: str, champion_alias: str = CHAMPION) -> tuple[ModelVersion, ModelVersion]:
+    """The (champion, previous) a rollback would swap.
 
     Raises:
-        LookupError: there is no ``previous`` version to go back to.
+        LookupError: there is no champion, no ``previous``, or ``previous`` is the champion itself.
     """
     previous = version_for_alias(client, name, PREVIOUS)
     champion = version_for_alias(client, name, champion_alias)
@@ -147,6 +147,16 @@ def rollback(client: MlflowClient, name: str, champion_alias: str = CHAMPION) ->
         raise LookupError(f"model '{name}' has no '{champion_alias}' to roll back from")
     if str(previous.version) == str(champion.version):
         raise LookupError(f"model '{name}': '{PREVIOUS}' is the {champion_alias} itself (v{champion.version}); nothing to roll back to")
+    return champion, previous
+
+
+def rollback(client: MlflowClient, name: str, champion_alias: str = CHAMPION) -> tuple[str, str]:
+    """Swaps ``champion`` and ``previous``. Returns (new champion, new previous).
+
+    Raises:
+        LookupError: there is no ``previous`` version to go back to.
+    """
+    champion, previous = rollback_pair(client, name, champion_alias)
     client.set_registered_model_alias(name, champion_alias, str(previous.version))
     client.set_registered_model_alias(name, PREVIOUS, str(champion.version))
     client.set_model_version_tag(name, str(previous.version), REPLACED_TAG, str(champion.version))
