@@ -71,8 +71,9 @@ def unchanged_since_task(model_name: str, alias: str, prepared: PreparedData) ->
     """The version already trained on this snapshot with this featurizer, if any (champion first)."""
     client = MlflowClient()
     champion = version_for_alias(client, model_name, alias)
-    judged = [(alias, v) for alias, v in ((alias, champion), (CHALLENGER, version_for_alias(client, model_name, CHALLENGER))) if v]
-    found = unchanged_since([(a, str(v.version), v.tags) for a, v in judged], prepared.fingerprint, prepared.featurizer_version)
+    challenger = version_for_alias(client, model_name, CHALLENGER)
+    judged = [(name, str(v.version), v.tags) for name, v in ((alias, champion), (CHALLENGER, challenger)) if v is not None]
+    found = unchanged_since(judged, prepared.fingerprint, prepared.featurizer_version)
     if found is None:
         return None
     found_alias, version, tags = found

@@ -64,7 +64,7 @@ def pipeline(sandbox: Sandbox, api_url: str, root: Path) -> Iterator[dict[str, s
         for key, value in settings.items():
             patch.setenv(key, value)
         mlflow.set_tracking_uri(sandbox.tracking_uri)
-        yield settings | {"PREFECT_API_URL": api_url}
+        yield settings | {"PREFECT_API_URL": api_url, "COLUMNS": "1000"}  # wide enough that rich never folds a cell
         mlflow.set_tracking_uri(None)
 
 
@@ -184,7 +184,7 @@ def other_attributes(tmp_path_factory: pytest.TempPathFactory, batch_b: Path, ti
     for source in (tiny_dataset, batch_b):
         for row in pd.read_csv(source / "labels.csv").itertuples():
             (folder / row.vehicle_type).mkdir(exist_ok=True)
-            shutil.copy(source / row.image, folder / row.vehicle_type)
+            shutil.copy(source / row.image, folder / row.vehicle_type / f"{source.name}-{Path(row.image).name}")
     return folder
 
 

@@ -159,15 +159,20 @@ def test_unchanged_data_trains_nothing_unless_forced(pipeline_env, tiny_dataset)
     assert isinstance(forced, TrainingSummary) and forced.version == "2"
 
 
-def test_a_rejected_challenger_on_the_same_data_also_stops_a_rerun(pipeline_env, tiny_dataset):
-    _train(tiny_dataset, candidates=["logistic_regression"])
-    challenger = _train(tiny_dataset, candidates=["knn"], force=True)
-    assert not challenger.promoted
+def test_a_rejected_challenger_on_the_same_data_also_stops_a_rerun(pipeline_env, tiny_dataset, tmp_path, monkeypatch):
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    frame = pd.read_csv(tiny_dataset / "labels.csv")
+    frame.assign(image=[str(tiny_dataset / p) for p in frame["image"]]).iloc[:56].to_csv(subset / "labels.csv", index=False)
+    _train(subset, candidates=["logistic_regression"])
+    monkeypatch.setenv("PIPELINE_GATE_MIN_IMAGES", "1000")  # too few images to decide on: rejected
+    challenger = _train(tiny_dataset, candidates=["logistic_regression"])
+    assert not challenger.promoted and "at least 1000 needed" in challenger.reason
 
-    skipped = _train(tiny_dataset, candidates=["knn"])
+    skipped = _train(tiny_dataset, candidates=["logistic_regression"])
 
-    assert isinstance(skipped, SkippedRun) and skipped.alias == "challenger" and skipped.version == challenger.version
-    assert "it was not promoted" in skipped.line and "champion is v1" in skipped.line
+    assert isinstance(skipped, SkippedRun) and (skipped.alias, skipped.version) == ("challenger", challenger.version)
+    assert "it was not promoted (only" in skipped.line and "champion is v1" in skipped.line
 
 
 def test_training_data_setting_is_used_when_no_data_is_given(pipeline_env, tiny_dataset, monkeypatch):
