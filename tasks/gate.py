@@ -61,6 +61,7 @@ class PromotionDecision:
     reason: str
     candidate_score: float
     min_improvement: float
+    min_lower_bound: float = 0.0
     champion_version: str | None = None
     comparison: Comparison | None = None
     contract_changes: tuple[str, ...] = field(default_factory=tuple)
@@ -194,7 +195,10 @@ def decide(
         changes: contract changes from the champion to the candidate.
         images: how many shared unseen images there were.
     """
-    verdict = dict(candidate_score=candidate_score, min_improvement=policy.min_improvement, champion_version=champion_version)
+    verdict = dict(
+        candidate_score=candidate_score, min_improvement=policy.min_improvement,
+        min_lower_bound=policy.min_lower_bound, champion_version=champion_version,
+    )
     if champion_version is None:
         return PromotionDecision(True, "no current champion", **verdict)
     if changes:
@@ -230,7 +234,7 @@ def decision_markdown(
             "|---|---|---|---|---|",
             f"| {c.images} test images neither trained on | {c.candidate_score:.4f} | {c.champion_score:.4f} | {c.gain:+.4f} | [{c.ci_low:+.4f}, {c.ci_high:+.4f}] |",
             "",
-            f"- rule: gain >= {decision.min_improvement} and interval lower bound above the configured bound",
+            f"- rule: promote when gain >= {decision.min_improvement} and the interval's lower bound > {decision.min_lower_bound}",
         ]
     for change in decision.contract_changes:
         lines.append(f"- contract change: {change}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 
 import joblib
 import mlflow
@@ -22,7 +21,7 @@ from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from tasks.data import IMAGE_COLUMN, SPLIT_COLUMN
-from tasks.evaluation import evaluate_heads, score
+from tasks.evaluation import score
 from tasks.features import FeatureCache, features_from
 from tasks.gate import GatePolicy, Probabilities, PromotionDecision, contract_changes, decide, paired_bootstrap
 from tasks.prepare_steps import PreparedData
