@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import Failed, State
 
 from flows.settings import get_settings
 from tasks.dataset_steps import SYNTHETIC
@@ -37,6 +38,7 @@ class IngestedBatch:
 
 @task(name="check-batch")
 def check_batch_task(source: str, root: Path, min_per_class: int, attribute: str) -> BatchCheck:
+    """Checks the batch against the root; a refusal is published as the ``ingest-validation`` table."""
     check = check_batch(source, root, ValidationConfig(min_per_class=min_per_class), attribute)
     if not check.ok:
         create_markdown_artifact(
@@ -44,7 +46,6 @@ def check_batch_task(source: str, root: Path, min_per_class: int, attribute: str
             markdown=f"# Batch refused: {len(check.problems)} problems; {root} unchanged\n\n{problems_markdown(check.problems)}",
             description=f"Problems in {source}",
         )
-        raise BatchRejected(f"{len(check.problems)} problems in {source}; {root} was not changed", check.problems)
     return check
 
 
@@ -60,7 +61,9 @@ def add_batch_task(check: BatchCheck, root: Path, source: str) -> Path:
 
 
 @flow(name="ingest-batch")
-def ingest_batch(source: str, into: str | None = None, min_per_class: int = 5, attribute: str = "label") -> IngestedBatch:
+def ingest_batch(
+    source: str, into: str | None = None, min_per_class: int = 5, attribute: str = "label"
+) -> IngestedBatch | State:
     """Validates a labelled batch with the training checks, against the root's images too, and adds
     it to the root atomically; a refused batch changes nothing.
 
@@ -75,6 +78,10 @@ def ingest_batch(source: str, into: str | None = None, min_per_class: int = 5, a
         raise ValueError("no training data root: pass `into` (--into ROOT) or set PIPELINE_TRAINING_DATA")
     root = Path(into).expanduser().resolve()
     check = check_batch_task(source, root, min_per_class, attribute)
+    if not check.ok:
+        # A refusal is an outcome, not a crash: the run ends Failed with the table, and no traceback.
+        message = f"{len(check.problems)} problems in {source}; {root} was not changed"
+        return Failed(message=message, data=BatchRejected(message, check.problems))
     target = add_batch_task(check, root, source)
     get_run_logger().info("Added %d images from %s as %s", len(check.batch), source, target)
     return IngestedBatch(str(target), len(check.batch), check.existing + len(check.batch), check.attributes)

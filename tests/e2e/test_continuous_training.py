@@ -121,7 +121,7 @@ def test_a_batch_with_a_planted_problem_is_refused_and_changes_nothing(
     rows["image"] = [str(batch_b / p) for p in rows["image"]]
     known = pd.read_csv(tiny_dataset / "labels.csv").iloc[0]
     relabelled = "bus" if known["vehicle_type"] != "bus" else "van"
-    planted = shutil.copy(tiny_dataset / known["image"], tmp_path / "looks-new.png")  # batch A's content, new name
+    planted = str(shutil.copy(tiny_dataset / known["image"], tmp_path / "looks-new.png"))  # batch A's content, new name
     rows.loc[len(rows)] = {"image": planted, "vehicle_type": relabelled, "color": known["color"]}
     bad = tmp_path / "bad-batch"
     bad.mkdir()
