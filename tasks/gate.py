@@ -130,15 +130,15 @@ def _attribute_score(classes, proba: np.ndarray, y_true, weights: np.ndarray, me
     if metric == "accuracy":
         return weights @ correct / drawn
     if metric == "macro_f1":
-        f1s, present = [], []
-        for label in np.unique(y_true):
-            truth, guess = y_true == label, predicted == label
-            tp, fp, fn = weights @ (truth & guess), weights @ (~truth & guess), weights @ (truth & ~guess)
-            denominator = 2 * tp + fp + fn
-            f1s.append(np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0))
-            present.append(weights @ truth > 0)
-        f1s, present = np.array(f1s), np.array(present)
-        return (f1s * present).sum(axis=0) / np.maximum(present.sum(axis=0), 1)
+        labels = np.unique(y_true)
+        truth, guess = y_true[:, None] == labels[None, :], predicted[:, None] == labels[None, :]
+        # One product gives every resample's per-class counts: true positives, false positives, misses, support.
+        counts = weights @ np.hstack([truth & guess, ~truth & guess, truth & ~guess, truth]).astype(float)
+        tp, fp, fn, support = np.split(counts, 4, axis=1)
+        denominator = 2 * tp + fp + fn
+        f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+        present = support > 0
+        return (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
     if metric == "log_loss":
         index = {label: i for i, label in enumerate(classes)}
         p_true = np.array([proba[row, index[y]] if y in index else 0.0 for row, y in enumerate(y_true)])

@@ -120,7 +120,9 @@ def _centre(split: str, fractions: SplitFractions) -> float:
 
 
 def _strata(groups: pd.DataFrame, attributes: Sequence[str], fractions: SplitFractions) -> pd.Series:
-    combined = groups[list(attributes)].astype(str).agg("|".join, axis=1)
+    combined = groups[attributes[0]].astype(str)
+    for attribute in attributes[1:]:
+        combined = combined + "|" + groups[attribute].astype(str)
     if combined.value_counts().min() >= fractions.smallest_covered_class:
         return combined
     return groups[attributes[0]].astype(str)
