@@ -81,8 +81,8 @@ def split_task(
     data_id = fingerprint(frame, attributes)
     with SplitLedger(prepared_dir, seed).update() as known:
         splits = assign_splits(frame, attributes, seed, fractions, known)
-        given = frame[SPLIT_COLUMN] if SPLIT_COLUMN in frame.columns else pd.Series("", index=frame.index)
-        known.update(dict(zip(frame.loc[given.fillna("") == "", SHA_COLUMN], splits[given.fillna("") == ""])))
+        ours = frame[SPLIT_COLUMN].fillna("") == "" if SPLIT_COLUMN in frame.columns else pd.Series(True, index=frame.index)
+        known.update(zip(frame.loc[ours, SHA_COLUMN], splits[ours]))  # user-given splits are not ours to remember
     frame = frame.assign(split=splits)
     folder = prepared_dir / data_id[:16]
     folder.mkdir(parents=True, exist_ok=True)
