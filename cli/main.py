@@ -1,4 +1,4 @@
-"""``vehicles``: generate data, validate, prepare, train, serve, predict, promote."""
+"""``vehicles``: generate data, validate, ingest, prepare, train, serve, predict, promote."""
 
 from __future__ import annotations
 
@@ -66,13 +66,44 @@ def validate(
     if result.ok:
         console.print(f"[green]OK[/green]: {len(result.frame)} images, attributes {', '.join(dataset.attributes)}")
         return
-    table = Table(title=f"{len(result.problems)} problems in {path}")
-    for column in result.problems.columns:
+    _print_problems(result.problems, f"{len(result.problems)} problems in {path}")
+    raise typer.Exit(1)
+
+
+def _print_problems(problems, title: str) -> None:
+    table = Table(title=title)
+    for column in problems.columns:
         table.add_column(column, overflow="fold")
-    for row in result.problems.itertuples(index=False):
+    for row in problems.itertuples(index=False):
         table.add_row(*(str(v) for v in row))
     console.print(table)
-    raise typer.Exit(1)
+
+
+@app.command()
+def ingest(
+    source: Annotated[Path, typer.Argument(help="The new batch: CSV manifest, folder with labels.csv, or ImageFolder.")],
+    into: Annotated[
+        Path | None, typer.Option(help="Training data root (a folder of batches); default PIPELINE_TRAINING_DATA.")
+    ] = None,
+    min_per_class: Annotated[int, typer.Option(help="Fewest images per class in the root with this batch.")] = 5,
+    attribute: Annotated[str, typer.Option(help="Label name for an ImageFolder batch (the root's when it has one).")] = "label",
+) -> None:
+    """Add a labelled batch to the training data, checked like training data and against the root's
+    images. On any problem: print them, change nothing, exit 1."""
+    from flows.ingest import BatchRejected, ingest_batch
+    from flows.prefect_api import prefect_api
+
+    try:
+        with prefect_api():
+            added = ingest_batch(str(source), str(into) if into else None, min_per_class=min_per_class, attribute=attribute)
+    except BatchRejected as exc:
+        _print_problems(exc.problems, f"{len(exc.problems)} problems in {source}")
+        console.print(f"[red]Batch refused[/red]: {exc}")
+        raise typer.Exit(1) from exc
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        console.print(f"[red]Cannot ingest:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"Added {added.images} images as {added.path}; the root now holds {added.root_images} images")
 
 
 def _parse_labels(specs: list[str]) -> dict[str, list[str]]:
@@ -102,30 +133,40 @@ def prepare(
 
 @app.command()
 def train(
-    data: Annotated[str, typer.Option(help="Dataset path, or 'synthetic' for the generated default.")] = "synthetic",
+    data: Annotated[
+        str | None, typer.Option(help="Dataset path or batch root, or 'synthetic'; default PIPELINE_TRAINING_DATA.")
+    ] = None,
     candidate: Annotated[
         list[str] | None, typer.Option("--candidate", "-c", help="Candidate to train (repeatable); default all six.")
     ] = None,
     metric: Annotated[str, typer.Option(help="Selection metric: macro_f1, accuracy, log_loss, ece.")] = "macro_f1",
-    min_improvement: Annotated[float, typer.Option(help="Margin over the champion needed to promote.")] = 0.005,
-    seed: Annotated[int, typer.Option(help="Seed for split, search and models.")] = 0,
+    min_improvement: Annotated[float, typer.Option(help="Gain over the champion needed to promote.")] = 0.005,
+    seed: Annotated[int, typer.Option(help="Seed for split, search, models and the gate's bootstrap.")] = 0,
     time_budget: Annotated[float, typer.Option(help="Per-candidate search budget in seconds.")] = 120.0,
+    force: Annotated[bool, typer.Option("--force", help="Train even if nothing changed since the champion.")] = False,
 ) -> None:
-    """Run the training flow: prepare, train candidates, evaluate, register, promote."""
+    """Run the training flow: prepare, train candidates, evaluate, gate, register, promote.
+
+    When the data and featurizer are unchanged since the champion it trains nothing and says so.
+    """
     from flows.prefect_api import prefect_api
     from flows.training import train_pipeline
     from tasks.prepare_steps import DataValidationError
+    from tasks.retrain import SkippedRun
 
     try:
         with prefect_api():
             summary = train_pipeline(
                 data=data, candidates=candidate or None, metric=metric, min_improvement=min_improvement,
-                seed=seed, time_budget_seconds=time_budget,
+                seed=seed, time_budget_seconds=time_budget, force=force,
             )
     except (DataValidationError, FileNotFoundError, ValueError) as exc:
         # Input problems: the flow run already holds the details (logs, artifacts); no traceback here.
         console.print(f"[red]Training stopped:[/red] {exc}")
         raise typer.Exit(1) from exc
+    if isinstance(summary, SkippedRun):
+        console.print(f"Nothing to train: {summary.line}. Use --force to retrain anyway.", soft_wrap=True)
+        return
     _print_summary(summary, metric)
 
 
@@ -146,38 +187,88 @@ def _print_summary(summary, metric: str) -> None:
 
 
 @app.command()
-def promote(version: Annotated[str, typer.Option("--version", help="Model version to make champion.")]) -> None:
-    """Make a registered version the champion (the old champion becomes 'previous')."""
+def promote(
+    version: Annotated[str, typer.Option("--version", help="Model version to make champion.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm a change of what clients receive.")] = False,
+) -> None:
+    """Make a registered version the champion (the old champion becomes 'previous').
+
+    If its attributes or labels differ from the champion's, print what changes for clients
+    and promote only with --yes. Takes the registry lock the training flow takes.
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from flows.prefect_api import prefect_api
     from flows.settings import get_settings
+    from tasks.promotion_steps import registry_lock
     from tasks.registry import promote as promote_version
     from tasks.tracking import use_tracking_store
 
     settings = get_settings()
     use_tracking_store(settings.mlflow_tracking_uri)
+    client = MlflowClient()
     try:
-        old = promote_version(MlflowClient(), settings.model_name, version, settings.model_alias)
+        # Checked before taking the lock, so a mistake fails at once; checked again under it.
+        champion, changes = _contract_check(client, settings, version)
+        _confirm(changes, champion, version, yes)
+        with prefect_api(), registry_lock(settings.model_name):
+            now, changes = _contract_check(client, settings, version)
+            if now != champion:  # the champion moved meanwhile
+                _confirm(changes, now, version, yes)
+            old = promote_version(client, settings.model_name, version, settings.model_alias)
     except MlflowException as exc:
         console.print(f"[red]Cannot promote:[/red] {exc.message}")
         raise typer.Exit(1) from exc
+    if old == version:
+        console.print(f"{settings.model_name}: v{version} is already the champion; nothing changed")
+        return
     console.print(f"{settings.model_name}: champion is now v{version} (previous: {'v' + old if old else 'none'})")
+
+
+def _contract_check(client, settings, version: str) -> tuple[str | None, list[str]]:
+    """The champion's version and what promoting ``version`` over it changes for clients."""
+    from tasks.gate import contract_changes
+    from tasks.registry import version_contract, version_for_alias
+
+    client.get_model_version(settings.model_name, version)  # a clear error for an unknown version
+    champion = version_for_alias(client, settings.model_name, settings.model_alias)
+    if champion is None or str(champion.version) == version:
+        return (None if champion is None else str(champion.version)), []
+    old, new = (version_contract(settings.model_name, v) for v in (str(champion.version), version))
+    return str(champion.version), contract_changes(old, new)
+
+
+def _confirm(changes: list[str], champion: str | None, version: str, yes: bool) -> None:
+    """Prints a contract change; stops unless ``--yes`` was given."""
+    if not changes:
+        return
+    console.print(f"Promoting v{version} changes what clients receive (champion is v{champion}):")
+    for change in changes:
+        console.print(f"  - {change}", soft_wrap=True)
+    if not yes:
+        console.print("[yellow]Not promoted.[/yellow] Run again with --yes to promote anyway.")
+        raise typer.Exit(1)
 
 
 @app.command()
 def rollback() -> None:
-    """Make the 'previous' version champion again (champion and previous swap)."""
+    """Make the 'previous' version champion again (champion and previous swap), under the registry lock."""
     from mlflow import MlflowClient
 
+    from flows.prefect_api import prefect_api
     from flows.settings import get_settings
+    from tasks.promotion_steps import registry_lock
     from tasks.registry import rollback as rollback_versions
+    from tasks.registry import rollback_pair
     from tasks.tracking import use_tracking_store
 
     settings = get_settings()
     use_tracking_store(settings.mlflow_tracking_uri)
     try:
-        champion, previous = rollback_versions(MlflowClient(), settings.model_name, settings.model_alias)
+        rollback_pair(MlflowClient(), settings.model_name, settings.model_alias)  # fail at once; rechecked under the lock
+        with prefect_api(), registry_lock(settings.model_name):
+            champion, previous = rollback_versions(MlflowClient(), settings.model_name, settings.model_alias)
     except LookupError as exc:
         console.print(f"[red]Cannot roll back:[/red] {exc}")
         raise typer.Exit(1) from exc

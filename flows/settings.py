@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tasks.gate import GatePolicy
+
 
 class PipelineSettings(BaseSettings):
     """Where the pipeline reads and writes; every default works on a fresh checkout.
@@ -24,6 +26,13 @@ class PipelineSettings(BaseSettings):
     mlflow_ui_url: str = Field("http://127.0.0.1:5000", alias="MLFLOW_UI_URL", description="used in links")
     model_name: str = Field("vehicle-classifier", alias="MODEL_NAME")
     model_alias: str = Field("champion", alias="MODEL_ALIAS")
+    training_data: str = Field(
+        "synthetic", description="what training runs use when not told: a dataset path or batch root, or 'synthetic'"
+    )
+    gate_min_images: int = Field(30, ge=1, description="fewest shared unseen test images the gate decides on")
+    gate_confidence: float = Field(0.95, gt=0, lt=1, description="level of the bootstrap interval of the gain")
+    gate_min_lower_bound: float = Field(0.0, description="the interval's lower bound must be above this")
+    gate_resamples: int = Field(1000, ge=100, description="bootstrap resamples")
     data_dir: Path = Path("data")
     prepared_dir: Path = Path("data/prepared")
     feature_cache_dir: Path = Path("data/features")
@@ -36,3 +45,11 @@ class PipelineSettings(BaseSettings):
 
 def get_settings() -> PipelineSettings:
     return PipelineSettings()
+
+
+def gate_policy(settings: PipelineSettings, min_improvement: float, seed: int) -> GatePolicy:
+    """The gate's thresholds: ``min_improvement`` is per run, the rest are settings."""
+    return GatePolicy(
+        min_improvement=min_improvement, min_images=settings.gate_min_images, confidence=settings.gate_confidence,
+        min_lower_bound=settings.gate_min_lower_bound, resamples=settings.gate_resamples, seed=seed,
+    )

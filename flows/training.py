@@ -1,35 +1,33 @@
-"""Flow: prepare data → train six candidates → evaluate → register → promote."""
+"""Flow: prepare data → (nothing new? stop) → train six candidates → evaluate → gate → register → promote."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-import mlflow
-import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.logs import file_logger
 from flows.prepare import prepare_data
 from flows.runners import make_task_runner
-from flows.settings import PipelineSettings, get_settings
-from tasks.candidates import CANDIDATES
+from flows.settings import PipelineSettings, gate_policy, get_settings
+from tasks.candidates import candidate_names
 from tasks.dataset_steps import resolve_dataset_task
-from tasks.evaluation import score
+from tasks.evaluation import CandidateFailure, CandidateResult, leaderboard, score
+from tasks.gate import decision_markdown
 from tasks.prepare_steps import PreparedData
-from tasks.promotion_steps import champion_score_task, promote_task, register_task, registry_lock
-from tasks.registry import decide
-from tasks.tracking import use_tracking_store, ensure_experiment, git_commit, local_artifact_root, run_url
-from tasks.train_steps import (
-    CandidateFailure,
-    CandidateResult,
-    leaderboard,
-    publish_leaderboard_task,
-    report_decision_task,
-    score_on_test_task,
-    train_candidate_task,
+from tasks.promotion_steps import (
+    gate_task,
+    promote_task,
+    register_task,
+    registry_lock,
+    report_skip_task,
+    unchanged_since_task,
 )
+from tasks.retrain import SkippedRun
+from tasks.tracking import local_artifact_root, parent_run, use_tracking_store
+from tasks.train_steps import publish_leaderboard_task, report_decision_task, score_on_test_task, train_candidate_task
 
 Metric = Literal["macro_f1", "accuracy", "log_loss", "ece"]
 
@@ -50,55 +48,59 @@ class TrainingSummary:
 
 @flow(name="train-pipeline", log_prints=True)
 def train_pipeline(
-    data: str = "synthetic",
+    data: str | None = None,
     candidates: list[str] | None = None,
     metric: Metric = "macro_f1",
     min_improvement: float = 0.005,
     seed: int = 0,
     time_budget_seconds: float = 120.0,
-) -> TrainingSummary:
-    """Trains the candidate heads, registers the best and promotes it if it beats the champion.
+    force: bool = False,
+    trigger: str | None = None,
+    drift_regions: list[str] | None = None,
+) -> TrainingSummary | SkippedRun:
+    """Trains the candidate heads, registers the best and promotes it if the gate passes.
 
     Args:
-        data: dataset path (CSV manifest, folder with labels.csv, or ImageFolder), or
-            ``synthetic`` for the generated default dataset.
+        data: dataset path (CSV manifest, folder with labels.csv, ImageFolder, or a root of
+            batch folders), or ``synthetic``; empty means the ``PIPELINE_TRAINING_DATA`` setting.
         candidates: candidate names to train; all six when empty.
-        metric: validation metric that picks the winner (averaged over attributes).
-        min_improvement: how much better than the champion (test split) a model must be to be promoted.
-        seed: seed for the split, the searches and the models.
+        metric: metric that picks the winner (validation) and judges it against the champion.
+        min_improvement: gain over the champion (same unseen test images) needed to promote.
+        seed: seed for the split, the searches, the models and the gate's bootstrap.
         time_budget_seconds: per-candidate budget for the hyperparameter search.
+        force: train even when the data and featurizer are unchanged since the champion.
+        trigger: what started this run (e.g. ``schedule``, ``drift``); shown if the run is skipped.
+        drift_regions: regions where drift was seen, when a drift check started this run.
     """
     settings = get_settings()
-    names = _candidate_names(candidates)
+    names = candidate_names(candidates)
     use_tracking_store(settings.mlflow_tracking_uri)
-    path = resolve_dataset_task(data, settings.data_dir, seed)
+    path = resolve_dataset_task(data or settings.training_data, settings.data_dir, seed)
     prepared = prepare_data(path, seed=seed, settings=settings)
-    experiment_id = ensure_experiment(
-        settings.mlflow_experiment, local_artifact_root(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
-    )
-    with mlflow.start_run(experiment_id=experiment_id, run_name=flow_run.get_name(), tags=_run_tags(prepared)) as parent:
-        _log_dataset(prepared)
-        parent_url = run_url(settings.mlflow_ui_url, experiment_id, parent.info.run_id)
-        results, failures = train_candidates(names, prepared, seed, time_budget_seconds, experiment_id, parent.info.run_id, settings)
+    skip = None if force else unchanged_since_task(settings.model_name, settings.model_alias, prepared)
+    if skip is not None:
+        return report_skip_task(skip, trigger, drift_regions)
+    artifact_root = local_artifact_root(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
+    with parent_run(settings.mlflow_experiment, artifact_root, settings.mlflow_ui_url, flow_run.get_name(), _run_tags(), prepared) as parent:
+        results, failures = train_candidates(names, prepared, seed, time_budget_seconds, parent.experiment_id, parent.run_id, settings)
         board = leaderboard(results, metric)
-        publish_leaderboard_task(board, failures, parent.info.run_id, parent_url, metric)
+        publish_leaderboard_task(board, failures, parent.run_id, parent.url, metric)
         winner = next(r for r in results if r.name == board.iloc[0]["candidate"])
-        test_metrics = score_on_test_task(winner, str(prepared.features), prepared.attributes, parent.info.run_id)
+        test_metrics = score_on_test_task(winner, str(prepared.features), prepared.attributes, parent.run_id)
         with registry_lock(settings.model_name):
-            champion, champion_score, note = champion_score_task(
-                settings.model_name, settings.model_alias, str(prepared.features), str(prepared.manifest), prepared.attributes, metric
+            decision = gate_task(
+                settings.model_name, settings.model_alias, winner, test_metrics, prepared, metric,
+                gate_policy(settings, min_improvement, seed), str(settings.feature_cache_dir),
             )
-            tags = {"fingerprint": prepared.fingerprint, "flow_run_id": str(flow_run.get_id()), "selection_metric": metric}
-            version = register_task(winner, test_metrics, parent.info.run_id, settings.model_name, tags)
-            decision = decide(score(test_metrics, "test", metric), champion_score, min_improvement)
-            promote_task(settings.model_name, settings.model_alias, version, decision, champion)
+            tags = {"flow_run_id": str(flow_run.get_id()), "selection_metric": metric}
+            version = register_task(winner, test_metrics, parent.run_id, settings.model_name, prepared, tags)
+            promote_task(settings.model_name, settings.model_alias, version, decision, parent.run_id)
     summary = TrainingSummary(
         winner=winner.name, version=version, promoted=decision.promote, reason=decision.reason,
-        test_metrics=test_metrics, champion_version=champion, champion_score=champion_score,
-        failed={f.name: f.error for f in failures}, leaderboard=board.to_dict(orient="records"),
-        parent_run_id=parent.info.run_id,
+        test_metrics=test_metrics, champion_version=decision.champion_version, champion_score=decision.champion_score,
+        failed={f.name: f.error for f in failures}, leaderboard=board.to_dict(orient="records"), parent_run_id=parent.run_id,
     )
-    report_decision_task(_decision_markdown(summary, metric, note))
+    report_decision_task(decision_markdown(decision, version, winner.name, metric, score(test_metrics, "test", metric), summary.failed))
     file_logger("evaluation", settings.log_dir).info("decision", extra=asdict(summary))
     return summary
 
@@ -120,7 +122,7 @@ def train_candidates(
         futures = {name: runner.submit(train_candidate_task, {"name": name, **common}) for name in names}
         outcomes = {name: future.result(raise_on_failure=False) for name, future in futures.items()}
     results = [o for o in outcomes.values() if isinstance(o, CandidateResult)]
-    failures = [CandidateFailure(n, _one_line(o)) for n, o in outcomes.items() if not isinstance(o, CandidateResult)]
+    failures = [CandidateFailure.from_error(n, o) for n, o in outcomes.items() if not isinstance(o, CandidateResult)]
     logger, training_log = get_run_logger(), file_logger("training", settings.log_dir)
     for failure in failures:
         logger.error("Candidate %s failed after retries: %s", failure.name, failure.error)
@@ -133,45 +135,5 @@ def train_candidates(
     return results, failures
 
 
-def _one_line(error: BaseException) -> str:
-    """The error's type and its last message line (scikit-learn puts the cause last)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:500]
-
-
-def _candidate_names(candidates: list[str] | None) -> list[str]:
-    names = list(candidates or CANDIDATES)
-    unknown = sorted(set(names) - set(CANDIDATES))
-    if unknown:
-        raise ValueError(f"unknown candidates {unknown}; choose from {sorted(CANDIDATES)}")
-    return names
-
-
-def _run_tags(prepared: PreparedData) -> dict[str, str]:
-    return {
-        "prefect.flow_run_id": str(flow_run.get_id()),
-        "prefect.flow_run_url": str(flow_run.get_flow_run_ui_url()),
-        "git_commit": git_commit(),
-        "dataset.fingerprint": prepared.fingerprint,
-        "dataset.path": prepared.source,
-        "featurizer": prepared.featurizer_version,
-        "stage": "pipeline",
-    }
-
-
-def _log_dataset(prepared: PreparedData) -> None:
-    frame = pd.read_csv(prepared.manifest)
-    dataset = mlflow.data.from_pandas(frame, source=prepared.source, name=f"vehicles-{prepared.fingerprint[:12]}")
-    mlflow.log_input(dataset, context="training")
-    mlflow.log_params({"dataset.fingerprint": prepared.fingerprint, **{f"dataset.{k}": v for k, v in prepared.counts.items()}})
-
-
-def _decision_markdown(summary: TrainingSummary, metric: str, note: str) -> str:
-    champion = "none" if summary.champion_score is None else f"v{summary.champion_version}: {summary.champion_score:.4f}"
-    outcome = "promoted to **champion**" if summary.promoted else "kept as **challenger**"
-    failed = "".join(f"\n- {name}: {error}" for name, error in summary.failed.items()) or " none"
-    return (
-        f"# v{summary.version} ({summary.winner}) {outcome}\n\n"
-        f"- test {metric}: new {summary.test_metrics[f'test.{metric}']:.4f}, champion {champion} ({note})\n"
-        f"- reason: {summary.reason}\n- failed candidates:{failed}\n"
-    )
+def _run_tags() -> dict[str, str]:
+    return {"prefect.flow_run_id": str(flow_run.get_id()), "prefect.flow_run_url": str(flow_run.get_flow_run_ui_url())}

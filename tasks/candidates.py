@@ -89,3 +89,12 @@ CANDIDATES: dict[str, Callable[[int], CandidateSpec]] = {
     "hist_gradient_boosting": hist_gradient_boosting,
     "knn": k_nearest_neighbors,
 }
+
+
+def candidate_names(requested: list[str] | None) -> list[str]:
+    """The requested candidates, all of them when none are; unknown names are an error."""
+    names = list(requested or CANDIDATES)
+    unknown = sorted(set(names) - set(CANDIDATES))
+    if unknown:
+        raise ValueError(f"unknown candidates {unknown}; choose from {sorted(CANDIDATES)}")
+    return names

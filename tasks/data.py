@@ -1,7 +1,9 @@
-"""Loading the two dataset layouts users already have into one manifest frame.
+"""Loading the dataset layouts into one manifest frame.
 
-A manifest has an absolute ``image`` path per row, one column per attribute and, when
-the user supplied one, a ``split`` column that is then respected.
+A dataset is a CSV manifest, an ImageFolder, or a *batch root*: a folder of batch folders,
+each a CSV manifest or an ImageFolder, read together as one snapshot (``vehicles ingest``
+adds batches). A manifest has an absolute ``image`` path per row, one column per attribute
+and, when the user supplied one, a ``split`` column that is then respected.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class Dataset:
 
 
 def load_dataset(path: Path | str, attribute: str = "label") -> Dataset:
-    """Loads a CSV manifest (a ``.csv`` file or a folder holding ``labels.csv``) or an ImageFolder.
+    """Loads a CSV manifest (a ``.csv`` file or a folder holding ``labels.csv``), a batch root
+    or an ImageFolder.
 
     Args:
         path: the CSV file or the dataset folder.
@@ -54,7 +57,50 @@ def load_dataset(path: Path | str, attribute: str = "label") -> Dataset:
         return load_manifest(path)
     if (path / MANIFEST_NAME).is_file():
         return load_manifest(path / MANIFEST_NAME)
+    if is_batch_root(path):
+        return load_batches(path, attribute)
     return load_image_folder(path, attribute)
+
+
+def visible_children(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def is_batch_root(folder: Path) -> bool:
+    """A folder without ``labels.csv`` whose sub-folders are batches: each holds a
+    ``labels.csv`` or only class folders (no image files of its own)."""
+    if (folder / MANIFEST_NAME).exists():
+        return False
+    children = visible_children(folder)
+    if not children or any(child.is_file() for child in children):
+        return False
+    return all(
+        (child / MANIFEST_NAME).is_file() or (visible_children(child) and all(c.is_dir() for c in visible_children(child)))
+        for child in children
+    )
+
+
+def load_batches(root: Path, attribute: str = "label") -> Dataset:
+    """Reads every batch folder (sorted by name) as one dataset.
+
+    Raises:
+        ValueError: two batches label different attributes.
+    """
+    batches = [load_dataset(child, attribute) for child in visible_children(root)]
+    attributes = batches[0].attributes
+    for child, batch in zip(visible_children(root), batches):
+        if set(batch.attributes) != set(attributes):
+            raise ValueError(
+                f"{root}: batch '{child.name}' labels {batch.attributes}, the first batch labels {attributes}"
+            )
+    frame = pd.concat([b.frame for b in batches], ignore_index=True)
+    if SPLIT_COLUMN in frame.columns:
+        frame[SPLIT_COLUMN] = frame[SPLIT_COLUMN].fillna("")
+    return Dataset(root=root, frame=frame[[IMAGE_COLUMN, *attributes, *_split(frame)]], attributes=attributes)
+
+
+def _split(frame: pd.DataFrame) -> list[str]:
+    return [SPLIT_COLUMN] if SPLIT_COLUMN in frame.columns else []
 
 
 def load_manifest(csv_path: Path) -> Dataset:

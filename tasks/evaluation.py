@@ -7,8 +7,10 @@ so MLflow's compare view lines candidates up.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, classification_report, f1_score
 
@@ -86,3 +88,50 @@ def score(metrics: Mapping[str, float], split: str, metric: str) -> float:
     """The selection score: higher is better, so error metrics are negated."""
     value = metrics[f"{split}.{metric}"]
     return -value if metric in LOWER_IS_BETTER else value
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One trained candidate as the flow sees it: small, picklable, paths not arrays."""
+
+    name: str
+    run_id: str
+    heads_path: str
+    params: dict
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CandidateFailure:
+    name: str
+    error: str
+
+    @classmethod
+    def from_error(cls, name: str, error: BaseException) -> CandidateFailure:
+        """The error's type and its last message line (scikit-learn puts the cause last)."""
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        return cls(name, f"{type(error).__name__}: {lines[-1] if lines else ''}"[:500])
+
+
+def leaderboard(results: list[CandidateResult], metric: str) -> pd.DataFrame:
+    """Candidates best first by the validation metric; ties go to lower latency."""
+    rows = [
+        {
+            "rank": 0,
+            "candidate": r.name,
+            f"val.{metric}": r.metrics[f"val.{metric}"],
+            "val.macro_f1": r.metrics["val.macro_f1"],
+            "val.accuracy": r.metrics["val.accuracy"],
+            "val.log_loss": r.metrics["val.log_loss"],
+            "val.ece": r.metrics["val.ece"],
+            "fit_seconds": r.metrics["fit_seconds"],
+            "predict_ms_per_image": r.metrics["predict_ms_per_image"],
+            "model_bytes": int(r.metrics["model_bytes"]),
+            "run_id": r.run_id,
+            "_score": round(score(r.metrics, "val", metric), 6),
+        }
+        for r in results
+    ]
+    board = pd.DataFrame(rows).sort_values(["_score", "predict_ms_per_image"], ascending=[False, True]).drop(columns="_score")
+    board["rank"] = range(1, len(board) + 1)
+    return board.reset_index(drop=True)

@@ -99,3 +99,15 @@ def load_split(path: Path | str, split: str, attributes: Sequence[str]) -> tuple
     """Reads X and attribute -> y for one split from an assembled ``.npz``."""
     with np.load(path) as data:
         return data[f"X_{split}"], {a: data[f"y_{split}__{a}"] for a in attributes}
+
+
+def features_from(
+    cache: FeatureCache, sha256s: Sequence[str], paths: Sequence[str], featurize: Callable[[list[str]], np.ndarray]
+) -> np.ndarray:
+    """Features of these images under the cache's featurizer version: cached ones read back,
+    the rest computed with ``featurize`` (which must be that version's featurizer) and cached."""
+    todo = [(sha, path) for sha, path in zip(sha256s, paths) if not cache.has(sha)]
+    if todo:
+        for (sha, _), vector in zip(todo, featurize([path for _, path in todo])):
+            cache.put(sha, vector)
+    return np.stack([cache.get(sha) for sha in sha256s])

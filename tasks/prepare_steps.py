@@ -13,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from tasks.data import IMAGE_COLUMN, SPLIT_COLUMN, Dataset, load_dataset
 from tasks.features import FeatureCache, assemble, featurize_into_cache
-from tasks.split import SplitFractions, assign_splits, fingerprint
+from tasks.split import SplitFractions, SplitLedger, assign_splits, fingerprint
 from tasks.validation import SHA_COLUMN, ValidationConfig, problems_markdown, validate_dataset
 from vehicle_model.featurizer import Featurizer
 
@@ -74,9 +74,16 @@ def validate_task(dataset: Dataset, config: ValidationConfig) -> pd.DataFrame:
 def split_task(
     frame: pd.DataFrame, attributes: list[str], seed: int, fractions: SplitFractions, prepared_dir: Path
 ) -> tuple[pd.DataFrame, str, Path]:
-    """Fingerprints the data, splits it and persists the split beside the prepared features."""
+    """Fingerprints the data, splits it and persists the split beside the prepared features.
+
+    Images seen before keep the split the ledger holds for them; new assignments join it.
+    """
     data_id = fingerprint(frame, attributes)
-    frame = frame.assign(split=assign_splits(frame, attributes, seed, fractions))
+    with SplitLedger(prepared_dir, seed).update() as known:
+        splits = assign_splits(frame, attributes, seed, fractions, known)
+        ours = frame[SPLIT_COLUMN].fillna("") == "" if SPLIT_COLUMN in frame.columns else pd.Series(True, index=frame.index)
+        known.update(zip(frame.loc[ours, SHA_COLUMN], splits[ours]))  # user-given splits are not ours to remember
+    frame = frame.assign(split=splits)
     folder = prepared_dir / data_id[:16]
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / f"split-seed{seed}.csv"

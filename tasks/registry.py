@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
-from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -26,11 +25,13 @@ from mlflow.types.schema import ColSpec, Schema
 from PIL import Image
 
 import vehicle_model
+from tasks.gate import PromotionDecision
 from vehicle_model.model import VehicleClassifier
 from vehicle_model.pyfunc import BACKBONE_ARTIFACT, HEADS_ARTIFACT, INPUT_COLUMN, VehiclePyfunc
 
 MODEL_ARTIFACT = "model"
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+REPLACED_TAG = "promotion.replaced"
 # What the model needs at inference time, pinned to what it was trained with.
 RUNTIME_PACKAGES = ("numpy", "pandas", "pillow", "onnxruntime", "scikit-learn", "joblib", "mlflow")
 
@@ -90,42 +91,28 @@ def version_for_alias(client: MlflowClient, name: str, alias: str) -> ModelVersi
         return None
 
 
-@dataclass(frozen=True)
-class PromotionDecision:
-    """The gate's verdict and the numbers it was based on."""
-
-    promote: bool
-    candidate_score: float
-    champion_score: float | None
-    min_improvement: float
-    reason: str
+def version_contract(name: str, version: str) -> dict[str, list[str]]:
+    """Attribute -> labels a registered version returns (from its logged metadata, no download of weights)."""
+    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    return {attribute: list(labels) for attribute, labels in (info.metadata or {}).get("attributes", {}).items()}
 
 
-def decide(candidate_score: float, champion_score: float | None, min_improvement: float) -> PromotionDecision:
-    """Promotes when there is no champion or the candidate beats it by the margin."""
-    if champion_score is None:
-        return PromotionDecision(True, candidate_score, None, min_improvement, "no current champion")
-    gain = candidate_score - champion_score
-    if gain >= min_improvement:
-        reason = f"beats champion by {gain:+.4f} (>= {min_improvement})"
-        return PromotionDecision(True, candidate_score, champion_score, min_improvement, reason)
-    reason = f"improvement {gain:+.4f} is below the required {min_improvement}"
-    return PromotionDecision(False, candidate_score, champion_score, min_improvement, reason)
+def version_featurizer(name: str, version: str) -> str | None:
+    """The featurizer version logged with a registered version."""
+    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
+    return ((info.metadata or {}).get("featurizer") or {}).get("version")
 
 
 def apply_decision(
     client: MlflowClient, name: str, version: str, decision: PromotionDecision, champion: str = CHAMPION
 ) -> None:
-    """Moves aliases per the decision and records it as version tags."""
+    """Moves aliases per the decision and records it (counts, interval, reason) as version tags."""
     if decision.promote:
         promote(client, name, version, champion)
     else:
         client.set_registered_model_alias(name, CHALLENGER, version)
-    client.set_model_version_tag(name, version, "promotion.decision", "promoted" if decision.promote else "rejected")
-    client.set_model_version_tag(name, version, "promotion.reason", decision.reason)
-    client.set_model_version_tag(name, version, "promotion.candidate_score", f"{decision.candidate_score:.6f}")
-    if decision.champion_score is not None:
-        client.set_model_version_tag(name, version, "promotion.champion_score", f"{decision.champion_score:.6f}")
+    for key, value in decision.tags().items():
+        client.set_model_version_tag(name, version, key, value)
 
 
 def promote(client: MlflowClient, name: str, version: str, champion: str = CHAMPION) -> str | None:
@@ -138,10 +125,29 @@ def promote(client: MlflowClient, name: str, version: str, champion: str = CHAMP
     if old is not None:
         client.set_registered_model_alias(name, PREVIOUS, str(old.version))
     client.set_registered_model_alias(name, champion, str(version))
+    # Lets anyone check that ``previous`` is what this champion replaced (the lock keeps it so).
+    client.set_model_version_tag(name, str(version), REPLACED_TAG, str(old.version) if old else "")
     current = version_for_alias(client, name, CHALLENGER)
     if current is not None and str(current.version) == str(version):
         client.delete_registered_model_alias(name, CHALLENGER)
     return str(old.version) if old else None
+
+
+def rollback_pair(client: MlflowClient, name: str, champion_alias: str = CHAMPION) -> tuple[ModelVersion, ModelVersion]:
+    """The (champion, previous) a rollback would swap.
+
+    Raises:
+        LookupError: there is no champion, no ``previous``, or ``previous`` is the champion itself.
+    """
+    previous = version_for_alias(client, name, PREVIOUS)
+    champion = version_for_alias(client, name, champion_alias)
+    if previous is None:
+        raise LookupError(f"model '{name}' has no '{PREVIOUS}' version to roll back to")
+    if champion is None:
+        raise LookupError(f"model '{name}' has no '{champion_alias}' to roll back from")
+    if str(previous.version) == str(champion.version):
+        raise LookupError(f"model '{name}': '{PREVIOUS}' is the {champion_alias} itself (v{champion.version}); nothing to roll back to")
+    return champion, previous
 
 
 def rollback(client: MlflowClient, name: str, champion_alias: str = CHAMPION) -> tuple[str, str]:
@@ -150,11 +156,8 @@ def rollback(client: MlflowClient, name: str, champion_alias: str = CHAMPION) ->
     Raises:
         LookupError: there is no ``previous`` version to go back to.
     """
-    previous = version_for_alias(client, name, PREVIOUS)
-    champion = version_for_alias(client, name, champion_alias)
-    if previous is None:
-        raise LookupError(f"model '{name}' has no '{PREVIOUS}' version to roll back to")
+    champion, previous = rollback_pair(client, name, champion_alias)
     client.set_registered_model_alias(name, champion_alias, str(previous.version))
-    if champion is not None:
-        client.set_registered_model_alias(name, PREVIOUS, str(champion.version))
-    return str(previous.version), str(champion.version) if champion else ""
+    client.set_registered_model_alias(name, PREVIOUS, str(champion.version))
+    client.set_model_version_tag(name, str(previous.version), REPLACED_TAG, str(champion.version))
+    return str(previous.version), str(champion.version)

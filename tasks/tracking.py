@@ -1,15 +1,21 @@
-"""MLflow tracking helpers: one experiment per store, parent/child runs, run links."""
+"""MLflow tracking steps: one experiment per store, the parent run with its dataset, run links."""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+
+if TYPE_CHECKING:
+    from tasks.prepare_steps import PreparedData
 
 
 def ensure_experiment(name: str, artifact_root: str | None) -> str:
@@ -61,6 +67,46 @@ def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+@dataclass(frozen=True)
+class ParentRun:
+    """The pipeline's MLflow run that candidate runs hang under."""
+
+    experiment_id: str
+    run_id: str
+    url: str
+
+
+@contextmanager
+def parent_run(
+    experiment: str, artifact_root: str | None, ui_url: str, run_name: str, tags: dict[str, str],
+    prepared: PreparedData,
+) -> Iterator[ParentRun]:
+    """Opens the pipeline run (FAILED if the body raises), tagged, with the dataset logged as its input.
+
+    Args:
+        experiment: experiment name (created once).
+        artifact_root: artifact location for a local store, else None.
+        ui_url: MLflow UI base URL for links.
+        run_name: shown in the MLflow UI (the Prefect flow run's name).
+        tags: run tags (Prefect ids, git commit).
+        prepared: the ``PreparedData`` the run trains on.
+    """
+    experiment_id = ensure_experiment(experiment, artifact_root)
+    tags = {
+        **tags, "git_commit": git_commit(), "dataset.fingerprint": prepared.fingerprint,
+        "dataset.path": prepared.source, "featurizer": prepared.featurizer_version, "stage": "pipeline",
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        log_dataset(prepared)
+        yield ParentRun(experiment_id, run.info.run_id, run_url(ui_url, experiment_id, run.info.run_id))
+
+
+def log_dataset(prepared: PreparedData) -> None:
+    """The split manifest as an MLflow dataset input, and the split sizes as parameters."""
+    frame = pd.read_csv(prepared.manifest)
+    dataset = mlflow.data.from_pandas(frame, source=prepared.source, name=f"vehicles-{prepared.fingerprint[:12]}")
+    mlflow.log_input(dataset, context="training")
+    mlflow.log_params({"dataset.fingerprint": prepared.fingerprint, **{f"dataset.{k}": v for k, v in prepared.counts.items()}})
 
 
 @contextmanager

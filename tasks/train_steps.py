@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
@@ -13,26 +12,16 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from threadpoolctl import threadpool_limits
 
-from tasks.evaluation import LOWER_IS_BETTER, class_report, confusion_figure, evaluate_heads, score
+from tasks.evaluation import (
+    LOWER_IS_BETTER,
+    CandidateFailure,
+    CandidateResult,
+    class_report,
+    confusion_figure,
+    evaluate_heads,
+)
 from tasks.features import load_split
 from tasks.training import CV_FOLDS, fit_candidate
-
-
-@dataclass(frozen=True)
-class CandidateResult:
-    """One trained candidate as the flow sees it: small, picklable, paths not arrays."""
-
-    name: str
-    run_id: str
-    heads_path: str
-    params: dict
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CandidateFailure:
-    name: str
-    error: str
 
 
 @task(name="train-candidate", retries=1, retry_delay_seconds=1, task_run_name="train-{name}")
@@ -100,30 +89,6 @@ def _flat_params(fitted, budget_seconds: float, seed: int) -> dict[str, str]:
         for key, value in fitted.params[attribute].items():
             params[f"{attribute}.chosen.{key}"] = str(value)
     return params
-
-
-def leaderboard(results: list[CandidateResult], metric: str) -> pd.DataFrame:
-    """Candidates best first by the validation metric; ties go to lower latency."""
-    rows = [
-        {
-            "rank": 0,
-            "candidate": r.name,
-            f"val.{metric}": r.metrics[f"val.{metric}"],
-            "val.macro_f1": r.metrics["val.macro_f1"],
-            "val.accuracy": r.metrics["val.accuracy"],
-            "val.log_loss": r.metrics["val.log_loss"],
-            "val.ece": r.metrics["val.ece"],
-            "fit_seconds": r.metrics["fit_seconds"],
-            "predict_ms_per_image": r.metrics["predict_ms_per_image"],
-            "model_bytes": int(r.metrics["model_bytes"]),
-            "run_id": r.run_id,
-            "_score": round(score(r.metrics, "val", metric), 6),
-        }
-        for r in results
-    ]
-    board = pd.DataFrame(rows).sort_values(["_score", "predict_ms_per_image"], ascending=[False, True]).drop(columns="_score")
-    board["rank"] = range(1, len(board) + 1)
-    return board.reset_index(drop=True)
 
 
 @task(name="publish-leaderboard")

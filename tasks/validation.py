@@ -125,7 +125,10 @@ def row_schema(dataset: Dataset, config: ValidationConfig) -> pa.DataFrameSchema
             )
         columns[attribute] = pa.Column(str, checks)
     if dataset.has_split:
-        columns[SPLIT_COLUMN] = pa.Column(str, pa.Check(lambda s: s.isin(SPLITS), name=f"split_in({', '.join(SPLITS)})"))
+        # An empty split (a batch without a split column beside batches with one) is assigned.
+        columns[SPLIT_COLUMN] = pa.Column(
+            str, pa.Check(lambda s: s.isin(SPLITS) | (s == ""), name=f"split_in({', '.join(SPLITS)})")
+        )
         columns["split_leak"] = pa.Column(str, pa.Check(lambda s: s == "", name="no_content_in_two_splits"))
     return pa.DataFrameSchema(columns, strict=False)
 

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.e2e
 POOL = "vehicles-process"
 TRAIN, NIGHTLY = "train-pipeline/train", "train-pipeline/retrain-nightly"
 ENTRYPOINT = "flows/training.py:train_pipeline"
-FLOW_PARAMETERS = {"data", "candidates", "metric", "min_improvement", "seed", "time_budget_seconds"}
+FLOW_PARAMETERS = {
+    "data", "candidates", "metric", "min_improvement", "seed", "time_budget_seconds", "force", "trigger", "drift_regions",
+}
 RUN_TIMEOUT = 240
 
 
@@ -58,6 +60,7 @@ def _assert_both_deployments(client: SyncPrefectClient) -> None:
     [schedule] = nightly.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == ("0 2 * * *", "UTC", True)
     assert not nightly.paused
+    assert nightly.parameters == {"trigger": "schedule"}, "no data: the worker's PIPELINE_TRAINING_DATA decides"
     for deployment in (train, nightly):
         assert (deployment.work_pool_name, deployment.entrypoint) == (POOL, ENTRYPOINT)
         assert deployment.pull_steps == [

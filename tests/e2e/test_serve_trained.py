@@ -63,9 +63,11 @@ class Images:
     labels: dict[str, set[str]]
 
 
-def _vehicles_train(sandbox: Sandbox, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _vehicles_train(
+    sandbox: Sandbox, data: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [sandbox.command("vehicles"), "train", "--data", str(data), *args, "--time-budget", "5"]
-    return sandbox.run(command, timeout=TRAIN_TIMEOUT)
+    return sandbox.run(command, timeout=TRAIN_TIMEOUT, env=env)
 
 
 def _wait_until(check: Callable[[], Any], timeout: float, what: str, server: Server) -> Any:
@@ -445,7 +447,11 @@ def test_admin_reload_needs_the_api_key(server: Server):
 def test_promoted_version_is_picked_up_while_serving(
     server: Server, sandbox: Sandbox, tiny_dataset: Path, images: Images
 ):
-    promoted = _vehicles_train(sandbox, tiny_dataset, "-c", "knn", "--min-improvement", "-1")
+    # A deliberate downgrade on unchanged data: forced, and with a gate that accepts any gain on the tiny test split.
+    promoted = _vehicles_train(
+        sandbox, tiny_dataset, "-c", "knn", "--min-improvement", "-1", "--force",
+        env={"PIPELINE_GATE_MIN_IMAGES": "1", "PIPELINE_GATE_MIN_LOWER_BOUND": "-2"},
+    )
     assert promoted.returncode == 0, promoted.stdout[-3000:] + promoted.stderr[-4000:]
     assert "Winner knn registered as version 2" in promoted.stdout
     assert "promoted to champion" in promoted.stdout

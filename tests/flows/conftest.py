@@ -35,4 +35,6 @@ def pipeline_env(
     monkeypatch.setenv("PIPELINE_FEATURE_CACHE_DIR", str(feature_cache))
     monkeypatch.setenv("PIPELINE_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.setenv("PIPELINE_TASK_RUNNER", "thread")
+    monkeypatch.setenv("PIPELINE_GATE_MIN_IMAGES", "5")  # the tiny set has ~13 test images
+    monkeypatch.delenv("PIPELINE_TRAINING_DATA", raising=False)
     return tmp_path

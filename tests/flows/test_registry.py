@@ -53,3 +53,25 @@ def test_rollback_without_previous_is_a_clear_error(three_versions: MlflowClient
     promote(three_versions, NAME, "1")
     with pytest.raises(LookupError, match="no 'previous' version"):
         rollback(three_versions, NAME)
+
+
+def test_rollback_never_leaves_champion_equal_to_previous(three_versions: MlflowClient) -> None:
+    client = three_versions
+    promote(client, NAME, "1")
+    promote(client, NAME, "2")
+    client.set_registered_model_alias(NAME, PREVIOUS, "2")  # a hand edit left previous == champion
+
+    with pytest.raises(LookupError, match="nothing to roll back to"):
+        rollback(client, NAME)
+    assert (_version(client, "champion"), _version(client, PREVIOUS)) == ("2", "2")
+
+
+def test_a_promotion_records_what_it_replaced(three_versions: MlflowClient) -> None:
+    client = three_versions
+    promote(client, NAME, "1")
+    promote(client, NAME, "3")
+
+    assert client.get_model_version(NAME, "3").tags["promotion.replaced"] == "1"
+    assert client.get_model_version(NAME, "1").tags["promotion.replaced"] == ""
+    rollback(client, NAME)
+    assert client.get_model_version(NAME, "1").tags["promotion.replaced"] == "3"

@@ -16,10 +16,12 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 from prefect.events.worker import EventsWorker
 
-from flows.training import train_pipeline
+from flows.training import TrainingSummary, train_pipeline
 from tasks import candidates as candidate_registry
 from tasks.candidates import CANDIDATES
 from tasks.registry import CHALLENGER, CHAMPION, PREVIOUS, rollback, version_for_alias
+from tasks.retrain import SkippedRun
+from vehicle_model import featurizer as featurizer_module
 
 pytestmark = pytest.mark.flows
 
@@ -30,6 +32,11 @@ FAST = ["logistic_regression", "knn"]
 def _train(data: Path, **kwargs):
     kwargs.setdefault("time_budget_seconds", 5)
     return train_pipeline(data=str(data), **kwargs)
+
+
+def _train_default(**kwargs):
+    """The flow as a schedule starts it: no ``data`` parameter."""
+    return train_pipeline(time_budget_seconds=5, **kwargs)
 
 
 def _child_runs(parent_run_id: str) -> pd.DataFrame:
@@ -69,6 +76,11 @@ def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_datas
     assert champion is not None and str(champion.version) == summary.version == "1"
     assert champion.tags["candidate"] == summary.winner
     assert champion.tags["fingerprint"] == parent.data.tags["dataset.fingerprint"]
+    assert champion.tags["featurizer"] == parent.data.tags["featurizer"]
+    recorded = mlflow.artifacts.load_dict(f"runs:/{summary.parent_run_id}/training_images.json")
+    manifest = pd.read_csv(pipeline_env / "prepared" / champion.tags["fingerprint"][:16] / "split-seed0.csv")
+    for split in ("train", "validation", "test"):
+        assert recorded[split] == sorted(set(manifest.loc[manifest["split"] == split, "sha256"])), split
     assert champion.tags["promotion.decision"] == "promoted"
     assert float(champion.tags["test.macro_f1"]) == pytest.approx(summary.test_metrics["test.macro_f1"], abs=1e-6)
 
@@ -96,25 +108,30 @@ def _promotion_events(since: datetime, wait_for: int, timeout: float = 30.0) -> 
         time.sleep(0.5)
 
 
-def test_gate_keeps_champion_unless_better_by_margin(pipeline_env, tiny_dataset):
+def test_gate_keeps_champion_unless_better_by_margin(pipeline_env, tiny_dataset, monkeypatch):
     started = datetime.now(timezone.utc)
     first = _train(tiny_dataset, candidates=FAST)
     assert first.promoted
 
-    same = _train(tiny_dataset, candidates=FAST)
+    same = _train(tiny_dataset, candidates=FAST, force=True)
     client = MlflowClient()
     assert not same.promoted, "an equal model must not be promoted"
     assert same.champion_score == pytest.approx(first.test_metrics["test.macro_f1"], abs=1e-9)
     assert str(version_for_alias(client, MODEL, CHAMPION).version) == first.version
     assert str(version_for_alias(client, MODEL, CHALLENGER).version) == same.version
-    assert client.get_model_version(MODEL, same.version).tags["promotion.decision"] == "rejected"
+    tags = client.get_model_version(MODEL, same.version).tags
+    assert tags["promotion.decision"] == "rejected"
+    test_images = len(mlflow.artifacts.load_dict(f"runs:/{first.parent_run_id}/training_images.json")["test"])
+    assert tags["gate.images"] == str(test_images), "same data: the whole test split is unseen by both"
+    assert (float(tags["gate.gain"]), float(tags["gate.ci_low"]), float(tags["gate.ci_high"])) == (0.0, 0.0, 0.0)
 
-    weak = _train(tiny_dataset, candidates=["knn"])
+    weak = _train(tiny_dataset, candidates=["knn"], force=True)
     assert weak.winner == "knn" and not weak.promoted
     assert str(version_for_alias(client, MODEL, CHAMPION).version) == first.version
     assert str(version_for_alias(client, MODEL, CHALLENGER).version) == weak.version
 
-    forced = _train(tiny_dataset, candidates=["knn"], min_improvement=-1.0)
+    monkeypatch.setenv("PIPELINE_GATE_MIN_LOWER_BOUND", "-2")  # accept any interval: a deliberate downgrade
+    forced = _train(tiny_dataset, candidates=["knn"], min_improvement=-1.0, force=True)
     assert forced.promoted
     promoted = sorted((e.payload["version"], e.payload["previous_champion"]) for e in _promotion_events(started, 2))
     assert promoted == sorted([(first.version, None), (forced.version, first.version)]), "one event per promotion only"
@@ -123,6 +140,64 @@ def test_gate_keeps_champion_unless_better_by_margin(pipeline_env, tiny_dataset)
 
     assert rollback(client, MODEL) == (first.version, forced.version)
     assert str(version_for_alias(client, MODEL, CHAMPION).version) == first.version
+
+
+def test_unchanged_data_trains_nothing_unless_forced(pipeline_env, tiny_dataset):
+    first = _train(tiny_dataset, candidates=["logistic_regression"])
+    runs_before = len(mlflow.search_runs(search_all_experiments=True))
+
+    skipped = _train(tiny_dataset, candidates=["logistic_regression"], trigger="drift", drift_regions=["eu-west"])
+
+    assert isinstance(skipped, SkippedRun)
+    assert skipped.line.startswith(f"no new data since champion v{first.version}, trained on {tiny_dataset} (84 images")
+    artifact = _artifact("training-skipped")
+    assert skipped.line in artifact and "label regions eu-west" in artifact
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before, "no MLflow run for a skipped run"
+    assert [str(v.version) for v in MlflowClient().search_model_versions(f"name='{MODEL}'")] == [first.version]
+
+    forced = _train(tiny_dataset, candidates=["logistic_regression"], force=True)
+    assert isinstance(forced, TrainingSummary) and forced.version == "2"
+
+
+def test_a_rejected_challenger_on_the_same_data_also_stops_a_rerun(pipeline_env, tiny_dataset, tmp_path, monkeypatch):
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    frame = pd.read_csv(tiny_dataset / "labels.csv")
+    frame.assign(image=[str(tiny_dataset / p) for p in frame["image"]]).iloc[:56].to_csv(subset / "labels.csv", index=False)
+    _train(subset, candidates=["logistic_regression"])
+    monkeypatch.setenv("PIPELINE_GATE_MIN_IMAGES", "1000")  # too few images to decide on: rejected
+    challenger = _train(tiny_dataset, candidates=["logistic_regression"])
+    assert not challenger.promoted and "at least 1000 needed" in challenger.reason
+
+    skipped = _train(tiny_dataset, candidates=["logistic_regression"])
+
+    assert isinstance(skipped, SkippedRun) and (skipped.alias, skipped.version) == ("challenger", challenger.version)
+    assert "it was not promoted (only" in skipped.line and "champion is v1" in skipped.line
+
+
+def test_training_data_setting_is_used_when_no_data_is_given(pipeline_env, tiny_dataset, monkeypatch):
+    monkeypatch.setenv("PIPELINE_TRAINING_DATA", str(tiny_dataset))
+
+    summary = _train_default(candidates=["logistic_regression"])
+
+    assert MlflowClient().get_model_version(MODEL, summary.version).tags["dataset.path"] == str(tiny_dataset)
+
+
+def test_a_featurizer_change_retrains_and_scores_the_champion_on_its_own_features(
+    pipeline_env, tiny_dataset, monkeypatch
+):
+    first = _train(tiny_dataset, candidates=["logistic_regression"])
+    monkeypatch.setattr(featurizer_module, "PREPROCESSING_VERSION", "changed-preprocessing-for-test")
+
+    second = _train(tiny_dataset, candidates=["logistic_regression"])
+
+    assert isinstance(second, TrainingSummary), "a new featurizer is something new to learn from"
+    old_version = MlflowClient().get_model_version(MODEL, first.version).tags["featurizer"]
+    new_version = MlflowClient().get_model_version(MODEL, second.version).tags["featurizer"]
+    assert old_version != new_version and new_version.endswith("changed-preprocessing-for-test")
+    # The champion's features came from the cache of its own featurizer version: the score it
+    # had on this very test split when it was trained.
+    assert second.champion_score == pytest.approx(first.test_metrics["test.macro_f1"], abs=1e-9)
 
 
 def _broken(seed: int):

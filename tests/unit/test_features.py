@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tasks.data import load_dataset
-from tasks.features import FeatureCache, assemble, featurize_into_cache, load_split, shard
+from tasks.features import FeatureCache, assemble, featurize_into_cache, features_from, load_split, shard
 from vehicle_model.featurizer import FEATURE_DIM, Featurizer
 
 pytestmark = pytest.mark.unit
@@ -166,3 +166,21 @@ def test_shard_splits_unique_contents(images: list[str]) -> None:
     assert [len(s) for s in shards] == [4, 2]
     assert pd.concat(shards)["sha256"].is_unique
     assert set(pd.concat(shards)["sha256"]) == set(frame["sha256"])
+
+
+def test_features_from_reads_the_versions_cache_and_computes_only_the_rest(tmp_path: Path) -> None:
+    """How the gate gets a champion's features under its own (older) featurizer version."""
+    cache = FeatureCache(tmp_path, "champion-featurizer-v1")
+    cache.put("a" * 64, np.array([1.0, 2.0], dtype=np.float32))
+    asked: list[list[str]] = []
+
+    def featurize(paths: list[str]) -> np.ndarray:
+        asked.append(paths)
+        return np.array([[9.0, 9.0]] * len(paths), dtype=np.float32)
+
+    X = features_from(cache, ["a" * 64, "b" * 64], ["/img/a.png", "/img/b.png"], featurize)
+
+    assert X.tolist() == [[1.0, 2.0], [9.0, 9.0]]
+    assert asked == [["/img/b.png"]], "only the uncached image is featurized"
+    assert cache.has("b" * 64)
+    assert FeatureCache(tmp_path, "current-featurizer").missing(["a" * 64]) == ["a" * 64], "versions never mix"

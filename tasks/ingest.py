@@ -1,0 +1,126 @@
+"""Adding a labelled batch to a training data root: checked against what is there, added atomically.
+
+The root is a folder of batch folders (``tasks.data``). A new batch passes the same pandera
+checks as training data, run over the root and the batch together so that the same image
+content under other labels, or a class still too small, is caught; only the new batch's
+rows are reported. A batch that passes is copied under a hidden name and renamed into place,
+so a reader sees the root before or after the batch, never half of it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.data import IMAGE_COLUMN, MANIFEST_NAME, SPLIT_COLUMN, Dataset, is_batch_root, load_dataset, visible_children
+from tasks.validation import REPORT_COLUMNS, SHA_COLUMN, ValidationConfig, validate_dataset
+
+
+@dataclass(frozen=True)
+class BatchCheck:
+    """A batch checked against a root.
+
+    Attributes:
+        batch: the batch's validated rows (with ``sha256``).
+        attributes: the label columns.
+        problems: one row per problem of the batch (``REPORT_COLUMNS``); empty when it may be added.
+        existing: how many images the root already holds.
+    """
+
+    batch: pd.DataFrame
+    attributes: list[str]
+    problems: pd.DataFrame
+    existing: int
+
+    @property
+    def ok(self) -> bool:
+        return self.problems.empty
+
+
+def root_problem(root: Path) -> str | None:
+    """Why ``root`` cannot take batches (it is a single dataset or a file), or None."""
+    if not root.exists():
+        return None
+    if not root.is_dir():
+        return f"{root} is a file; the training data root must be a folder of batch folders"
+    if visible_children(root) and not is_batch_root(root):
+        return (f"{root} is a single dataset (labels.csv or class folders), not a root of batch folders; "
+                f"move it into a batch folder (e.g. {root}/batch-0001/) first")
+    return None
+
+
+def check_batch(source: Path | str, root: Path, config: ValidationConfig, attribute: str = "label") -> BatchCheck:
+    """Validates ``source`` together with the images already under ``root``.
+
+    An ImageFolder batch takes the root's label name when the root has exactly one attribute.
+
+    Raises:
+        FileNotFoundError, ValueError: ``source`` cannot be read as a dataset, or ``root`` cannot take batches.
+    """
+    problem = root_problem(root)
+    if problem:
+        raise ValueError(problem)
+    existing = load_dataset(root) if root.exists() and visible_children(root) else None
+    if existing is not None and len(existing.attributes) == 1:
+        attribute = existing.attributes[0]
+    batch = load_dataset(source, attribute)
+    if existing is not None and set(existing.attributes) != set(batch.attributes):
+        mismatch = pd.DataFrame(
+            [{"image": str(source), "column": ",".join(batch.attributes), "check": "same_attributes_as_root",
+              "value": f"the root labels {existing.attributes}"}],
+            columns=REPORT_COLUMNS,
+        )
+        return BatchCheck(batch.frame, batch.attributes, mismatch, len(existing.frame))
+    old = existing.frame if existing is not None else pd.DataFrame(columns=batch.frame.columns)
+    together = pd.concat([old, batch.frame], ignore_index=True)
+    if SPLIT_COLUMN in together.columns:
+        together[SPLIT_COLUMN] = together[SPLIT_COLUMN].fillna("")
+    result = validate_dataset(Dataset(root, together, batch.attributes), config)
+    new_rows = result.frame.iloc[len(old):]
+    problems = result.problems[
+        result.problems["image"].isin(set(new_rows[IMAGE_COLUMN])) | result.problems["image"].str.startswith("class:")
+    ]
+    return BatchCheck(new_rows.reset_index(drop=True), batch.attributes, problems.reset_index(drop=True), len(old))
+
+
+def batch_name(source: Path | str, now: datetime | None = None) -> str:
+    """``<UTC time>-<source name>``: sorts by arrival, says where it came from."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(source).resolve().name).strip("-.") or "batch"
+    return f"{stamp}-{slug}"
+
+
+def add_batch(check: BatchCheck, root: Path, name: str) -> Path:
+    """Copies the checked batch into ``root/name`` (images named by content) atomically.
+
+    Raises:
+        FileExistsError: a batch of that name is already there.
+    """
+    target = root / name
+    if target.exists():
+        raise FileExistsError(f"{target} already exists")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".incoming-{name}-{uuid.uuid4().hex[:8]}"  # hidden: loaders skip dot-folders
+    try:
+        (staging / "images").mkdir(parents=True)
+        rows = []
+        for row in check.batch.to_dict("records"):
+            relative = f"images/{row[SHA_COLUMN]}{Path(row[IMAGE_COLUMN]).suffix.lower()}"
+            if not (staging / relative).exists():
+                shutil.copyfile(row[IMAGE_COLUMN], staging / relative)
+            split = {SPLIT_COLUMN: row[SPLIT_COLUMN]} if row.get(SPLIT_COLUMN) else {}
+            rows.append({IMAGE_COLUMN: relative, **{a: row[a] for a in check.attributes}, **split})
+        pd.DataFrame(rows).to_csv(staging / MANIFEST_NAME, index=False)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
