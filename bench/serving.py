@@ -298,7 +298,9 @@ def start_app(label: str, body: str, extra: dict[str, str], tracking_uri: str, w
         "MODEL_ALIAS": args.alias,
         "SERVING_HOST": "127.0.0.1",
         "RATE_LIMIT_PER_MINUTE": "0",
-        "POLL_INTERVAL_SECONDS": "3600",
+        # A first registry lookup slowed by a busy machine is retried soon, never given up on.
+        "POLL_INTERVAL_SECONDS": "30",
+        "REGISTRY_TIMEOUT_SECONDS": "300",
         "MAX_BATCH_FILES": str(BATCH_SIZE),
         "LOG_DIR": str(workdir / f"logs-{label}"),
         **extra,
@@ -653,9 +655,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             images = DistinctImages(base_images(workdir / "images", 84, args.image_size))
             model = InProcess(load_champion(tracking_uri, model_uri), load_champion(tracking_uri, model_uri, 1))
             for app in apps:
-                app.wait_ready("/ready", 180)
+                app.wait_ready("/ready", 600)
             if mlflow:
-                mlflow.wait_ready("/ping", 180)
+                mlflow.wait_ready("/ping", 600)
         asyncio.run(warm_up(servers, images))
         results = Results()
         for repeat in range(args.repeats):
