@@ -272,14 +272,18 @@ class Server:
                 self.process.wait()
 
 
-def start(label: str, command: list[str], env: dict[str, str], workdir: Path, body: str) -> Server:
+def start(
+    label: str, command: list[str], env: dict[str, str], workdir: Path, body: str, cwd: Path | None = None
+) -> Server:
+    """Starts a server on a free port; by default from the caller's folder, so a relative tracking URI
+    means what it meant to them."""
     port = free_port()
     log = workdir / f"{label.replace(' ', '-')}.log"
     command = [part.replace("{port}", str(port)) for part in command]
     env = {**env, "SERVING_PORT": str(port)}
     with log.open("w") as out:
         process = subprocess.Popen(
-            command, cwd=Path.cwd(), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=cwd or Path.cwd(), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     return Server(label, process, port, log, body)
 
@@ -293,7 +297,6 @@ def start_app(label: str, body: str, extra: dict[str, str], tracking_uri: str, w
               args: argparse.Namespace) -> Server:
     env = {
         **base_env(tracking_uri, args),
-        "PYTHONPATH": str(ROOT),
         "MODEL_NAME": args.model_name,
         "MODEL_ALIAS": args.alias,
         "SERVING_HOST": "127.0.0.1",
@@ -305,12 +308,14 @@ def start_app(label: str, body: str, extra: dict[str, str], tracking_uri: str, w
         "LOG_DIR": str(workdir / f"logs-{label}"),
         **extra,
     }
+    # CODE=<checkout> runs that checkout's app (e.g. the code before a change, in the same run).
+    code = Path(env.pop("CODE", ROOT))
+    env["PYTHONPATH"] = str(code)
     if args.redis_url:
         env["REDIS_URL"] = args.redis_url
         env["REDIS_KEY_PREFIX"] = f"bench-{uuid.uuid4().hex[:8]}"
         args.redis_prefixes.append(env["REDIS_KEY_PREFIX"])
-    # Run from the caller's folder so a relative tracking URI means what it meant to them.
-    return start(label, [sys.executable, "-m", "serving"], env, workdir, body)
+    return start(label, [sys.executable, "-m", "serving"], env, workdir, body, cwd=code if code != ROOT else None)
 
 
 def start_mlflow(model_uri: str, tracking_uri: str, workdir: Path, args: argparse.Namespace) -> Server:
@@ -620,8 +625,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every measurement")
     parser.add_argument("--app", dest="apps", action="append", type=parse_app, metavar="LABEL=BODY[:K=V,...]",
                         help="an app configuration to measure (repeatable): body multipart or raw, plus "
-                             "environment, e.g. 'one-thread=raw:INFERENCE_THREADS=1'; default: the app as "
-                             "configured, multipart and raw")
+                             "environment, e.g. 'one-thread=raw:INFERENCE_THREADS=1' (CODE=<checkout> runs another "
+                             "checkout's app); default: the app as configured, multipart and raw")
     parser.add_argument("--no-mlflow", action="store_true", help="skip `mlflow models serve`")
     parser.add_argument("--image-size", type=lambda s: tuple(int(v) for v in s.split("x")), default=(320, 240),
                         help="WxH of the JPEGs sent (default 320x240)")
