@@ -5,7 +5,8 @@ prediction job behind it for the same model snapshot (up to ``max_images`` image
 as one batch and hands each request its share. Nobody waits for company: with one request in
 flight a call holds the batch alone and all of its ONNX threads, so latency is the model's
 own; under load the per-call costs (thread handoffs, backbone dispatch, head input checks) are
-paid once per batch instead of once per request.
+paid once per batch instead of once per request. With several threads, each takes an equal
+share of the requests waiting.
 """
 
 from __future__ import annotations
@@ -93,8 +94,11 @@ class BatchingExecutor:
             if job.call is not None:
                 self._settle([job], job.call)
                 continue
+            # With several threads, each takes its share of the queue: one thread holding every
+            # waiting request while another idles would double the slowest request's wait.
+            share = -(-(self._queue.qsize() + 1) // len(self._threads))
             batch, images = [job], len(job.blobs)
-            while images < self.max_images:
+            while len(batch) < share and images < self.max_images:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:

@@ -139,3 +139,24 @@ async def test_close_lets_queued_work_finish_then_stops_the_threads(small_model)
         await asyncio.to_thread(thread.join, 30)
     assert set(answer) == {"vehicle_type", "color"}
     assert not any(thread.is_alive() for thread in executor._threads)
+
+
+async def test_several_threads_share_the_waiting_requests(small_model):
+    model = RecordingClassifier(small_model.classifier)
+    executor = BatchingExecutor(threads=2, max_images=32)
+    started, release = threading.Barrier(3), threading.Event()
+
+    def hold() -> None:
+        started.wait(timeout=30)
+        release.wait(timeout=30)
+
+    blockers = [asyncio.create_task(executor.run(hold)) for _ in range(2)]
+    await asyncio.to_thread(started.wait, 30)  # both threads busy
+    calls = [asyncio.create_task(executor.predict(model, [unique_png(60 + i)], ImageLimits())) for i in range(8)]
+    await asyncio.sleep(0.05)
+    release.set()
+    answers = await asyncio.gather(*calls)
+    await asyncio.gather(*blockers)
+    executor.close()
+    assert all(len(a) == 1 for a in answers)
+    assert sum(model.calls) == 8 and max(model.calls) <= 4  # no thread took more than half
