@@ -626,7 +626,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--app", dest="apps", action="append", type=parse_app, metavar="LABEL=BODY[:K=V,...]",
                         help="an app configuration to measure (repeatable): body multipart or raw, plus "
                              "environment, e.g. 'one-thread=raw:INFERENCE_THREADS=1' (CODE=<checkout> runs another "
-                             "checkout's app); default: the app as configured, multipart and raw")
+                             "checkout's app); default: the app as configured with a raw and a multipart "
+                             "body, and raw with INFERENCE_THREADS=1")
     parser.add_argument("--no-mlflow", action="store_true", help="skip `mlflow models serve`")
     parser.add_argument("--image-size", type=lambda s: tuple(int(v) for v in s.split("x")), default=(320, 240),
                         help="WxH of the JPEGs sent (default 320x240)")
@@ -635,7 +636,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="one repeat, a third of the requests")
     args = parser.parse_args(argv)
     args.redis_prefixes = []
-    args.apps = args.apps or [parse_app("multipart=multipart"), parse_app("raw=raw")]
+    # The default layout with both bodies, and the one-inference-thread layout (all cores per
+    # backbone call), so every run shows the layout choice of docs/benchmarks.md again.
+    args.apps = args.apps or [
+        parse_app("raw=raw"), parse_app("multipart=multipart"), parse_app("raw-1-thread=raw:INFERENCE_THREADS=1")
+    ]
     if args.quick:
         args.repeats, args.requests, args.requests_single = 1, args.requests // 3, args.requests_single // 3
         args.batches, args.report_reads = 2, args.report_reads // 2
@@ -646,7 +651,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     console = Console()
     if not console.is_terminal:
-        console.width = 150
+        console.width = 220  # a piped table keeps one line per row
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     servers: list[Server] = []
     try:
