@@ -6,7 +6,7 @@ DATA ?= data/synthetic
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: install install-export run train serve test bench lint clean
+.PHONY: install install-export run train serve test bench bench-serving lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,15 @@ test: $(VENV)/.installed-export
 bench: $(VENV)/.installed
 	$(BIN)/python bench/featurize.py
 	$(BIN)/python bench/pipeline.py
-	$(BIN)/python bench/serving.py
+	$(MAKE) --no-print-directory bench-serving
+
+# The app backed by Redis, as deployed (the local one, or a throwaway stopped after); a few
+# minutes. Faster: `make bench-serving SERVING_BENCH_ARGS=--quick`.
+bench-serving: $(VENV)/.installed
+	@REDIS_BENCH_URL="$$(scripts/ensure_redis.sh)" && \
+		status=0; $(BIN)/python bench/serving.py --redis-url "$$REDIS_BENCH_URL" $(SERVING_BENCH_ARGS) || status=$$?; \
+		case "$$REDIS_BENCH_URL" in *:6379/*) ;; *) $(BIN)/python -c "import redis, sys; redis.Redis.from_url(sys.argv[1]).shutdown(nosave=True)" "$$REDIS_BENCH_URL" 2>/dev/null || true;; esac; \
+		exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache logs

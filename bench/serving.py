@@ -1,18 +1,36 @@
-"""Benchmark of the serving app over real HTTP: single and batch classification, cache effect.
+"""Serving speed: this app over HTTP against the model's in-process limit and `mlflow models serve`.
 
-Starts ``python -m serving`` (uvicorn) on a free 127.0.0.1 port in a subprocess, against a
-registry you name or a tiny model built here, then sends a bounded number of requests (and
-stops early at a time limit) and prints one table. Nothing leaves the loopback interface.
+One run measures, on the same images and interleaved (each repeat runs every configuration
+once, so load from other processes falls on all of them alike):
 
-    .venv/bin/python bench/serving.py                       # builds a tiny model first
-    .venv/bin/python bench/serving.py --tracking-uri sqlite:///mlruns/mlflow.db --requests 300
+- the in-process limit: decode + featurize + heads of the same champion in this process, no
+  HTTP, with the same number of images in flight (as that many threads calling the model with
+  one image each, and as one caller batching that many images; the faster is the limit);
+- this app (``python -m serving``, one uvicorn worker) at each concurrency;
+- ``mlflow models serve`` of the same version (one worker) at each concurrency;
+- a classify-batch of 32 and a report read on a cache hit, one in flight.
+
+Every classify request carries bytes no earlier request sent (a JPEG comment segment makes
+each copy distinct; the pixels cycle through real synthetic scenes), so the result cache never
+answers; a response that says ``cached`` is counted apart. The rate limit is off. The client is
+a minimal HTTP/1.1 keep-alive client on asyncio, cheap enough to leave the cores to the
+servers; server CPU is read from /proc, so ``core-ms/img`` is what one image cost the server.
+
+    .venv/bin/python bench/serving.py                 # trains a tiny champion in a temp dir
+    .venv/bin/python bench/serving.py --quick         # one repeat, fewer requests (~1 min)
+    .venv/bin/python bench/serving.py --tracking-uri sqlite:///mlruns/mlflow.db
+    .venv/bin/python bench/serving.py --app one-thread=multipart:INFERENCE_THREADS=1 --app default=multipart
+
+Nothing leaves the loopback interface; every phase is bounded in requests and in time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import io
+import json
 import os
 import shutil
 import socket
@@ -20,38 +38,380 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import numpy as np
 from PIL import Image
+from rich.console import Console
+from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "vehicle-classifier"
+CLASSIFY = "/api/vehicle/classify"
+BATCH = "/api/vehicle/classify-batch"
+REPORT = "/api/vehicle/report"
+IN_PROCESS = "in-process"
+MLFLOW = "mlflow serve"
+BATCH_SIZE = 32
+
+
+# --------------------------------------------------------------------------- images
+
+
+def base_images(folder: Path, count: int, size: tuple[int, int]) -> list[bytes]:
+    """``count`` synthetic vehicle scenes (the training generator's), re-encoded as JPEG at ``size``."""
+    sys.path.insert(0, str(ROOT))
+    from tasks.data import load_dataset
+    from tasks.synthetic import generate_dataset
+
+    generate_dataset(folder, n=count, seed=11)
+    images = []
+    for path in load_dataset(folder).frame["image"]:
+        buffer = io.BytesIO()
+        Image.open(path).convert("RGB").resize(size, Image.Resampling.BILINEAR).save(buffer, "JPEG", quality=90)
+        images.append(buffer.getvalue())
+    return images
+
+
+class DistinctImages:
+    """Hands out JPEGs whose bytes were never handed out before (same pixels, new comment)."""
+
+    def __init__(self, bases: list[bytes]) -> None:
+        self.bases = bases
+        self.count = 0
+
+    def take(self, n: int) -> list[bytes]:
+        out = []
+        for _ in range(n):
+            base = self.bases[self.count % len(self.bases)]
+            comment = f"bench {self.count} {uuid.uuid4().hex}".encode()
+            # A COM segment right after SOI: valid JPEG, ignored by decoders, new sha256.
+            out.append(base[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + base[2:])
+            self.count += 1
+        return out
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+def http_request(path: str, body: bytes, content_type: str, method: str = "POST") -> bytes:
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def multipart(files: Sequence[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body of (field, filename, JPEG bytes) parts, and its content type."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, filename, data in files:
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n"
+        )
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def classify_request(image: bytes, body: str) -> bytes:
+    if body == "raw":
+        return http_request(CLASSIFY, image, "image/jpeg")
+    payload, content_type = multipart([("file", "car.jpg", image)])
+    return http_request(CLASSIFY, payload, content_type)
+
+
+def mlflow_request(image: bytes) -> bytes:
+    payload = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(image).decode("ascii")]]}}
+    return http_request("/invocations", json.dumps(payload).encode(), "application/json")
+
+
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    """Sends one request on a keep-alive connection; returns the status and the body."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = None
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length is None:
+        raise RuntimeError(f"response without content-length: {head[:200]!r}")
+    return status, await reader.readexactly(length)
 
 
 @dataclass
 class Phase:
-    """Latencies (seconds) of one phase and how long it took overall."""
+    """What one configuration did at one concurrency in one repeat."""
 
-    name: str
     latencies: list[float]
     wall_seconds: float
+    cpu_seconds: float
     images_per_request: int = 1
     failures: int = 0
-
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+    cache_hits: int = 0
+    first_error: str = ""
 
     @property
-    def requests_per_second(self) -> float:
-        return len(self.latencies) / self.wall_seconds if self.wall_seconds else 0.0
+    def images_per_second(self) -> float:
+        return len(self.latencies) * self.images_per_request / self.wall_seconds if self.wall_seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) * 1000 if self.latencies else float("nan")
+
+    @property
+    def core_ms_per_image(self) -> float:
+        images = len(self.latencies) * self.images_per_request
+        return self.cpu_seconds * 1000 / images if images else float("nan")
 
 
-def build_tiny_registry(folder: Path) -> str:
-    """A SQLite registry with one logistic-regression model on 84 synthetic images, as champion."""
+async def http_phase(
+    port: int, requests: list[bytes], concurrency: int, max_seconds: float, cpu: Callable[[], float],
+    images_per_request: int = 1, expect_miss: bool = True,
+) -> Phase:
+    """Sends ``requests`` over ``concurrency`` keep-alive connections, each waiting for its answer."""
+    pending = iter(requests)
+    latencies: list[float] = []
+    phase = Phase(latencies, 0.0, 0.0, images_per_request)
+    deadline = time.monotonic() + max_seconds
+    connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for request in pending:
+            if time.monotonic() > deadline:
+                return
+            started = time.perf_counter()
+            status, body = await exchange(reader, writer, request)
+            elapsed = time.perf_counter() - started
+            if status != 200:
+                phase.failures += 1
+                phase.first_error = phase.first_error or f"{status} {body[:200]!r}"
+            elif expect_miss and b'"cached":true' in body:
+                phase.cache_hits += 1
+            else:
+                latencies.append(elapsed)
+
+    cpu_before, started = cpu(), time.perf_counter()
+    await asyncio.gather(*(client(r, w) for r, w in connections))
+    phase.wall_seconds, phase.cpu_seconds = time.perf_counter() - started, cpu() - cpu_before
+    for _, writer in connections:
+        writer.close()
+    return phase
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+@dataclass
+class Server:
+    """One HTTP server under test."""
+
+    label: str
+    process: subprocess.Popen
+    port: int
+    log: Path
+    body: str = "multipart"  # how classify requests are sent: multipart, raw or mlflow
+
+    def cpu(self) -> float:
+        return tree_cpu_seconds(self.process.pid)
+
+    def request(self, image: bytes) -> bytes:
+        return mlflow_request(image) if self.body == "mlflow" else classify_request(image, self.body)
+
+    def wait_ready(self, path: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.label} exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+                    if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.label} not ready in {timeout:.0f} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait()
+
+
+def start(
+    label: str, command: list[str], env: dict[str, str], workdir: Path, body: str, cwd: Path | None = None
+) -> Server:
+    """Starts a server on a free port; by default from the caller's folder, so a relative tracking URI
+    means what it meant to them."""
+    port = free_port()
+    log = workdir / f"{label.replace(' ', '-')}.log"
+    command = [part.replace("{port}", str(port)) for part in command]
+    env = {**env, "SERVING_PORT": str(port)}
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, cwd=cwd or Path.cwd(), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Server(label, process, port, log, body)
+
+
+def base_env(tracking_uri: str, args: argparse.Namespace) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "INFERENCE_THREADS", "PYTHONPATH")}
+    return {**env, "MLFLOW_TRACKING_URI": tracking_uri, "NO_PROXY": "127.0.0.1,localhost"}
+
+
+def start_app(label: str, body: str, extra: dict[str, str], tracking_uri: str, workdir: Path,
+              args: argparse.Namespace) -> Server:
+    env = {
+        **base_env(tracking_uri, args),
+        "MODEL_NAME": args.model_name,
+        "MODEL_ALIAS": args.alias,
+        "SERVING_HOST": "127.0.0.1",
+        "RATE_LIMIT_PER_MINUTE": "0",
+        # A first registry lookup slowed by a busy machine is retried soon, never given up on.
+        "POLL_INTERVAL_SECONDS": "30",
+        "REGISTRY_TIMEOUT_SECONDS": "300",
+        "MAX_BATCH_FILES": str(BATCH_SIZE),
+        "LOG_DIR": str(workdir / f"logs-{label}"),
+        **extra,
+    }
+    # CODE=<checkout> runs that checkout's app (e.g. the code before a change, in the same run).
+    code = Path(env.pop("CODE", ROOT))
+    env["PYTHONPATH"] = str(code)
+    if args.redis_url:
+        env["REDIS_URL"] = args.redis_url
+        env["REDIS_KEY_PREFIX"] = f"bench-{uuid.uuid4().hex[:8]}"
+        args.redis_prefixes.append(env["REDIS_KEY_PREFIX"])
+    return start(label, [sys.executable, "-m", "serving"], env, workdir, body, cwd=code if code != ROOT else None)
+
+
+def start_mlflow(model_uri: str, tracking_uri: str, workdir: Path, args: argparse.Namespace) -> Server:
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    env = base_env(tracking_uri, args)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # it execs `uvicorn`
+    command = [mlflow, "models", "serve", "-m", model_uri, "--env-manager", "local", "--host", "127.0.0.1",
+               "-p", "{port}", "-w", "1"]
+    return start(MLFLOW, command, env, workdir, "mlflow")
+
+
+# --------------------------------------------------------------------------- in process
+
+
+class InProcess:
+    """The champion in this process: decode + featurize + heads, no HTTP.
+
+    Two copies: ``wide`` runs each backbone call on every core, ``narrow`` on one thread (so
+    several callers run side by side without sharing a call's threads).
+    """
+
+    def __init__(self, wide, narrow) -> None:
+        self.wide = wide
+        self.narrow = narrow
+
+    def cpu(self) -> float:
+        return time.process_time()
+
+    def threads(self, classifier, images: list[bytes], concurrency: int, max_seconds: float) -> Phase:
+        """``concurrency`` threads, each predicting one image at a time."""
+        pending = iter(images)
+        lock = threading.Lock()
+        latencies: list[float] = []
+        deadline = time.monotonic() + max_seconds
+
+        def worker() -> None:
+            while time.monotonic() < deadline:
+                with lock:
+                    image = next(pending, None)
+                if image is None:
+                    return
+                started = time.perf_counter()
+                classifier.predict_bytes([image])
+                latencies.append(time.perf_counter() - started)
+
+        cpu_before, started = self.cpu(), time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            for future in [pool.submit(worker) for _ in range(concurrency)]:
+                future.result()
+        return Phase(latencies, time.perf_counter() - started, self.cpu() - cpu_before)
+
+    def batches(self, images: list[bytes], size: int, max_seconds: float) -> Phase:
+        """One caller predicting ``size`` images per call on every core; latency is the call's."""
+        latencies: list[float] = []
+        deadline = time.monotonic() + max_seconds
+        cpu_before, started = self.cpu(), time.perf_counter()
+        for i in range(0, len(images) - size + 1, size):
+            if time.monotonic() > deadline:
+                break
+            call = time.perf_counter()
+            self.wide.predict_bytes(images[i : i + size])
+            latencies.append(time.perf_counter() - call)
+        return Phase(latencies, time.perf_counter() - started, self.cpu() - cpu_before, images_per_request=size)
+
+    def measure(self, results: Results, images: list[bytes], concurrency: int, max_seconds: float) -> None:
+        cores = len(os.sched_getaffinity(0))
+        results.add(f"{IN_PROCESS}, 1 img/call, {cores} ONNX thr", concurrency,
+                    self.threads(self.wide, images, concurrency, max_seconds))
+        if concurrency > 1:
+            results.add(f"{IN_PROCESS}, 1 img/call, 1 ONNX thr", concurrency,
+                        self.threads(self.narrow, images, concurrency, max_seconds))
+            results.add(f"{IN_PROCESS}, {concurrency} img/call", concurrency,
+                        self.batches(images, concurrency, max_seconds))
+
+
+def load_champion(tracking_uri: str, model_uri: str, threads: int | None = None):
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(tracking_uri)
+    classifier = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().classifier
+    classifier.featurizer.threads = threads or classifier.featurizer.threads
+    classifier.predict_bytes([DistinctImages(_blank()).take(1)[0]])  # opens the ONNX session
+    return classifier
+
+
+def _blank() -> list[bytes]:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (128, 128, 128)).save(buffer, "JPEG")
+    return [buffer.getvalue()]
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def build_tiny_registry(folder: Path, console: Console) -> str:
+    """A SQLite registry holding one logistic-regression model on 84 synthetic images, as champion."""
     sys.path.insert(0, str(ROOT))
     import mlflow
     from mlflow import MlflowClient
@@ -63,206 +423,288 @@ def build_tiny_registry(folder: Path) -> str:
     from vehicle_model.featurizer import Featurizer
     from vehicle_model.model import VehicleClassifier
 
-    generate_dataset(folder / "data", n=84, seed=3)
-    dataset = load_dataset(folder / "data")
-    featurizer = Featurizer()
-    features = featurizer.transform_paths(dataset.frame["image"].tolist())
-    heads = {a: LogisticRegression(max_iter=1000).fit(features, dataset.frame[a]) for a in dataset.attributes}
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.create_experiment("bench", artifact_location=str(folder / "artifacts"))
-    with mlflow.start_run(experiment_id=experiment):
-        info = log_classifier(VehicleClassifier(featurizer, heads), {"candidate": "logistic_regression"})
-    version = register_version(info.model_uri, MODEL_NAME, {"candidate": "logistic_regression"})
-    MlflowClient(uri).set_registered_model_alias(MODEL_NAME, "champion", version.version)
+    with console.status("Training a tiny champion (84 synthetic images, logistic regression)"):
+        generate_dataset(folder / "data", n=84, seed=3)
+        dataset = load_dataset(folder / "data")
+        featurizer = Featurizer()
+        features = featurizer.transform_paths(dataset.frame["image"].tolist())
+        heads = {a: LogisticRegression(max_iter=1000).fit(features, dataset.frame[a]) for a in dataset.attributes}
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        mlflow.set_tracking_uri(uri)
+        experiment = mlflow.create_experiment("bench", artifact_location=str(folder / "artifacts"))
+        with mlflow.start_run(experiment_id=experiment):
+            info = log_classifier(VehicleClassifier(featurizer, heads), {"candidate": "logistic_regression"})
+        version = register_version(info.model_uri, MODEL_NAME, {"candidate": "logistic_regression"})
+        MlflowClient(uri).set_registered_model_alias(MODEL_NAME, "champion", version.version)
     return uri
 
 
-def distinct_images(count: int, seed: int) -> list[bytes]:
-    """JPEGs of vehicle-like scenes, all different (so each one is a cache miss the first time)."""
-    images = []
-    for i in range(count):
-        n = seed * 1_000_003 + i
-        image = Image.new("RGB", (320, 240), (n * 7 % 256, n * 13 % 256, n * 29 % 256))
-        image.paste((n * 31 % 256, 40, 40), (60, 90, 260, 180))
-        image.putpixel((i % 320, (i // 320) % 240), (255, 255, 255))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=90)
-        images.append(buffer.getvalue())
-    return images
+def resolve_version(tracking_uri: str, name: str, alias: str) -> str:
+    from mlflow import MlflowClient
+
+    return str(MlflowClient(tracking_uri).get_model_version_by_alias(name, alias).version)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# --------------------------------------------------------------------------- the run
 
 
-def start_server(tracking_uri: str, port: int, workdir: Path, args: argparse.Namespace) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "MODEL_NAME": args.model_name,
-        "MODEL_ALIAS": args.alias,
-        "SERVING_HOST": "127.0.0.1",
-        "SERVING_PORT": str(port),
-        "SERVING_WORKERS": str(args.workers),
-        "RATE_LIMIT_PER_MINUTE": "0",
-        "POLL_INTERVAL_SECONDS": "3600",
-        "MAX_BATCH_FILES": str(max(64, args.batch_size)),
-        "LOG_DIR": str(workdir / "logs"),
-        "LOG_LEVEL": "WARNING",
-    }
-    env.pop("REDIS_URL", None)
-    if args.redis_url:
-        env["REDIS_URL"] = args.redis_url
-        env["REDIS_KEY_PREFIX"] = f"bench-{port}"
-    # Run from the caller's folder so a relative tracking URI means what it meant to them.
-    return subprocess.Popen(
-        [sys.executable, "-m", "serving"], cwd=Path.cwd(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+@dataclass
+class Results:
+    """Phases by (configuration, concurrency), one per repeat."""
+
+    phases: dict[tuple[str, int | str], list[Phase]] = field(default_factory=dict)
+    loads: list[tuple[float, float]] = field(default_factory=list)
+
+    def add(self, name: str, concurrency: int | str, phase: Phase) -> None:
+        self.phases.setdefault((name, concurrency), []).append(phase)
 
 
-def wait_ready(base_url: str, server: subprocess.Popen, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited: {server.stderr.read().decode()[-2000:]}")
-        try:
-            response = httpx.get(f"{base_url}/ready", timeout=2)
-            if response.status_code == 200:
-                return response.json()
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("server not ready in time")
+def requests_for(concurrency: int, args: argparse.Namespace) -> int:
+    return args.requests_single if concurrency == 1 else args.requests
 
 
-async def run_phase(
-    name: str, client: httpx.AsyncClient, requests: list[dict], concurrency: int, deadline: float, images: int = 1
-) -> Phase:
-    """Sends ``requests`` (multipart ``files=`` payloads) with ``concurrency`` in flight."""
-    queue: asyncio.Queue = asyncio.Queue()
-    for request in requests:
-        queue.put_nowait(request)
-    latencies: list[float] = []
-    failures = 0
+async def one_repeat(
+    results: Results, apps: list[Server], mlflow: Server | None, model: InProcess, images: DistinctImages,
+    args: argparse.Namespace, console: Console,
+) -> None:
+    for concurrency in args.concurrency:
+        count = requests_for(concurrency, args)
+        batch = images.take(count)  # every configuration sees the same pixels; the app sees new bytes
+        with console.status(f"in-process, {concurrency} in flight"):
+            model.measure(results, batch, concurrency, args.max_seconds)
+        for server in apps + ([mlflow] if mlflow else []):
+            fresh = images.take(count) if server.body != "mlflow" else batch
+            with console.status(f"{server.label}, {concurrency} in flight"):
+                phase = await http_phase(server.port, [server.request(i) for i in fresh], concurrency,
+                                         args.max_seconds, server.cpu, expect_miss=server.body != "mlflow")
+            results.add(server.label, concurrency, phase)
 
-    async def worker() -> None:
-        nonlocal failures
-        while not queue.empty() and time.monotonic() < deadline:
-            path, files = queue.get_nowait()
-            started = time.perf_counter()
-            response = await client.post(path, files=files)
-            if response.status_code == 200:
-                latencies.append(time.perf_counter() - started)
-            else:
-                failures += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Phase(name, latencies, time.perf_counter() - started, images, failures)
-
-
-async def benchmark(base_url: str, args: argparse.Namespace) -> list[Phase]:
-    deadline = time.monotonic() + args.max_seconds
-    singles = distinct_images(args.requests, seed=1)
-    batches = [distinct_images(args.batch_size, seed=100 + b) for b in range(args.batches)]
-    probe = distinct_images(args.probe, seed=7)
-    classify, batch = "/api/vehicle/classify", "/api/vehicle/classify-batch"
-
-    def single(data: bytes) -> tuple[str, dict]:
-        return classify, {"file": ("image.jpg", data, "image/jpeg")}
-
-    def many(images: list[bytes]) -> tuple[str, list]:
-        return batch, [("files", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(images)]
-
-    limits = httpx.Limits(max_connections=args.concurrency + 2)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
-        path, files = single(distinct_images(1, seed=999)[0])
-        await client.post(path, files=files)  # connection + first-call warm-up
-        phases = [
-            await run_phase("classify, cache miss, 1 in flight", client, [single(d) for d in probe], 1, deadline),
-            await run_phase("classify, cache hit, 1 in flight", client, [single(d) for d in probe], 1, deadline),
-            await run_phase(f"classify, cache miss, {args.concurrency} in flight", client,
-                            [single(d) for d in singles], args.concurrency, deadline),
-            await run_phase(f"classify, cache hit, {args.concurrency} in flight", client,
-                            [single(d) for d in singles], args.concurrency, deadline),
-            await run_phase(f"batch of {args.batch_size}, miss, {args.concurrency} in flight", client,
-                            [many(b) for b in batches], args.concurrency, deadline, images=args.batch_size),
-        ]
-    return phases
+    batches = [images.take(BATCH_SIZE) for _ in range(args.batches)]
+    with console.status(f"in-process, batches of {BATCH_SIZE}"):
+        results.add(IN_PROCESS, f"batch {BATCH_SIZE}",
+                    model.batches([i for b in batches for i in b], BATCH_SIZE, args.max_seconds))
+    for server in apps:
+        requests = []
+        for b in batches:
+            payload, content_type = multipart([("files", f"{k}.jpg", data) for k, data in enumerate(images.take(len(b)))])
+            requests.append(http_request(BATCH, payload, content_type))
+        with console.status(f"{server.label}, classify-batch of {BATCH_SIZE}"):
+            results.add(server.label, f"batch {BATCH_SIZE}", await http_phase(
+                server.port, requests, 1, args.max_seconds, server.cpu, images_per_request=BATCH_SIZE))
+        results.add(server.label, "report hit", await report_reads(server, images, args))
 
 
-def print_table(phases: list[Phase], ready: dict, args: argparse.Namespace) -> None:
-    header = f"{'phase':<38}{'requests':>9}{'failed':>8}{'req/s':>9}{'img/s':>9}{'p50 ms':>9}{'p95 ms':>9}"
-    print(f"\nmodel version {ready['model_version']}, redis {ready['redis']}, {args.workers} worker(s), "
-          f"{os.cpu_count()} cpu(s)")
-    print(header)
-    print("-" * len(header))
-    for phase in phases:
-        print(
-            f"{phase.name:<38}{len(phase.latencies):>9}{phase.failures:>8}{phase.requests_per_second:>9.1f}"
-            f"{phase.requests_per_second * phase.images_per_request:>9.1f}"
-            f"{phase.percentile(0.5) * 1000:>9.1f}{phase.percentile(0.95) * 1000:>9.1f}"
+async def report_reads(server: Server, images: DistinctImages, args: argparse.Namespace) -> Phase:
+    """Creates one report, then reads it back ``--report-reads`` times, one in flight."""
+    payload, content_type = multipart([("file", "car.jpg", images.take(1)[0])])
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    status, body = await exchange(reader, writer, http_request(REPORT, payload, content_type))
+    writer.close()
+    if status != 201:
+        return Phase([], 1.0, 0.0, failures=1, first_error=f"create: {status} {body[:200]!r}")
+    vehicle_id = json.loads(body)["vehicle_id"]
+    read = http_request(f"{REPORT}/{vehicle_id}", b"", "application/json", method="GET")
+    return await http_phase(server.port, [read] * args.report_reads, 1, args.max_seconds, server.cpu,
+                            expect_miss=False)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def spread(values: list[float], fmt: str = "{:.1f}") -> str:
+    values = [v for v in values if v == v]  # drop NaN
+    if not values:
+        return "-"
+    middle = fmt.format(statistics.median(values))
+    return middle if len(values) == 1 else f"{middle} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def limit_phases(results: Results, concurrency: int) -> list[Phase]:
+    """Per repeat, the fastest in-process way at this concurrency (the lowest p50 at 1 in flight)."""
+    ways = [phases for (name, c), phases in results.phases.items() if name.startswith(IN_PROCESS) and c == concurrency]
+    if concurrency == 1:
+        return [min(repeat, key=lambda p: p.percentile(50)) for repeat in zip(*ways)]
+    return [max(repeat, key=lambda p: p.images_per_second) for repeat in zip(*ways)]
+
+
+def report(console: Console, results: Results, apps: list[Server], args: argparse.Namespace, caption: str) -> None:
+    table = Table(title=f"Serving throughput and latency ({args.repeats} repeats: median (min-max))",
+                  caption=caption)
+    for column in ("configuration", "in flight", "img/s", "p50 ms", "p99 ms", "p99/p50", "core-ms/img", "failed"):
+        table.add_column(column, justify="left" if column == "configuration" else "right")
+    for (name, concurrency), phases in results.phases.items():
+        failed = sum(p.failures for p in phases)
+        hits = sum(p.cache_hits for p in phases)
+        table.add_row(
+            name, str(concurrency),
+            spread([p.images_per_second for p in phases]),
+            spread([p.percentile(50) for p in phases], "{:.2f}"),
+            spread([p.percentile(99) for p in phases], "{:.2f}"),
+            spread([p.percentile(99) / p.percentile(50) for p in phases], "{:.2f}"),
+            spread([p.core_ms_per_image for p in phases], "{:.2f}"),
+            f"{failed}" + (f" +{hits} hits" if hits else ""),
         )
-    miss, hit = phases[0], phases[1]
-    if miss.latencies and hit.latencies:
-        ratio = statistics.median(miss.latencies) / statistics.median(hit.latencies)
-        print(f"\ncache hit vs miss (1 in flight): median {statistics.median(hit.latencies) * 1000:.1f} ms vs "
-              f"{statistics.median(miss.latencies) * 1000:.1f} ms -> a hit is {ratio:.1f}x faster")
-    single_miss, batch_phase = phases[2], phases[4]
-    if single_miss.latencies and batch_phase.latencies:
-        speedup = batch_phase.requests_per_second * batch_phase.images_per_request / single_miss.requests_per_second
-        print(f"batch vs single requests (cache miss): {speedup:.1f}x the images per second")
+    console.print(table)
+    for phases in results.phases.values():
+        for phase in phases:
+            if phase.first_error:
+                console.print(f"[red]first failure:[/red] {phase.first_error}")
+                break
+
+    targets = Table(title="Targets (ratios within each repeat: median (min-max))")
+    targets.add_column("target")
+    targets.add_column("goal", justify="right")
+    for server in apps:
+        targets.add_column(server.label, justify="right")
+    rows = target_rows(results, args)
+    for name, goal, check, per_app in rows:
+        cells = []
+        for server in apps:
+            values = per_app(server.label)
+            holds = bool(values) and check(statistics.median(values))
+            cells.append(f"{spread(values, '{:.2f}')} {'[green]yes[/green]' if holds else '[red]no[/red]'}")
+        targets.add_row(name, goal, *cells)
+    console.print(targets)
 
 
-def parse_args() -> argparse.Namespace:
+def target_rows(results: Results, args: argparse.Namespace) -> list:
+    p = results.phases
+    rows = []
+
+    def per_repeat(label: str, key: int | str, fn: Callable[[Phase, int], float]) -> list[float]:
+        return [fn(phase, i) for i, phase in enumerate(p.get((label, key), []))]
+
+    if 8 in args.concurrency:
+        limit8 = limit_phases(results, 8)
+        rows.append(("c=8: throughput / in-process limit", ">= 0.85", lambda v: v >= 0.85,
+                     lambda label: per_repeat(label, 8, lambda ph, i: ph.images_per_second / limit8[i].images_per_second)))
+        if (MLFLOW, 8) in p:
+            rows.append(("c=8: throughput / mlflow serve", ">= 1.5", lambda v: v >= 1.5,
+                         lambda label: per_repeat(label, 8, lambda ph, i: ph.images_per_second / p[(MLFLOW, 8)][i].images_per_second)))
+        rows.append(("c=8: p99 / p50", "<= 2", lambda v: v <= 2,
+                     lambda label: per_repeat(label, 8, lambda ph, i: ph.percentile(99) / ph.percentile(50))))
+    if 1 in args.concurrency:
+        limit1 = limit_phases(results, 1)
+        rows.append(("c=1: p50 - in-process p50 (ms)", "<= 2", lambda v: v <= 2,
+                     lambda label: per_repeat(label, 1, lambda ph, i: ph.percentile(50) - limit1[i].percentile(50))))
+        rows.append((f"batch of {BATCH_SIZE}: per image / single p50", "<= 0.8", lambda v: v <= 0.8,
+                     lambda label: per_repeat(label, f"batch {BATCH_SIZE}",
+                                              lambda ph, i: ph.percentile(50) / BATCH_SIZE / p[(label, 1)][i].percentile(50))))
+    rows.append(("report read, hit: p50 (ms)", "<= 3", lambda v: v <= 3,
+                 lambda label: per_repeat(label, "report hit", lambda ph, i: ph.percentile(50))))
+    if 32 in args.concurrency and (MLFLOW, 32) in p:
+        rows.append(("c=32: throughput / mlflow serve (info)", "", lambda v: True,
+                     lambda label: per_repeat(label, 32, lambda ph, i: ph.images_per_second / p[(MLFLOW, 32)][i].images_per_second)))
+    return rows
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_app(spec: str) -> tuple[str, str, dict[str, str]]:
+    """``label=body[:KEY=VALUE,...]`` -> (label, body, extra environment)."""
+    label, _, rest = spec.partition("=")
+    body, _, env = rest.partition(":")
+    if body not in ("multipart", "raw"):
+        raise argparse.ArgumentTypeError(f"body must be multipart or raw, got {body!r} in {spec!r}")
+    extra = dict(item.split("=", 1) for item in env.split(",") if item)
+    return f"app {label}", body, extra
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tracking-uri", help="registry to serve from; default: build a tiny model in a temp dir")
+    parser.add_argument("--tracking-uri", help="registry to serve from; default: train a tiny champion in a temp dir")
     parser.add_argument("--model-name", default=MODEL_NAME)
     parser.add_argument("--alias", default="champion")
-    parser.add_argument("--requests", type=int, default=120, help="single-image requests per phase")
-    parser.add_argument("--probe", type=int, default=30, help="requests for the 1-in-flight hit/miss phases")
-    parser.add_argument("--batches", type=int, default=12, help="batch requests")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    parser.add_argument("--redis-url", help="use this Redis (keys under a bench-<port> prefix)")
-    parser.add_argument("--max-seconds", type=float, default=180, help="stop sending after this long")
-    return parser.parse_args()
+    parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 8, 32],
+                        help="comma-separated requests in flight (default 1,8,32)")
+    parser.add_argument("--requests", type=int, default=320, help="requests per phase above 1 in flight")
+    parser.add_argument("--requests-single", type=int, default=120, help="requests per phase at 1 in flight")
+    parser.add_argument("--batches", type=int, default=4, help=f"classify-batch requests of {BATCH_SIZE} per repeat")
+    parser.add_argument("--report-reads", type=int, default=200, help="report reads per repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every measurement")
+    parser.add_argument("--app", dest="apps", action="append", type=parse_app, metavar="LABEL=BODY[:K=V,...]",
+                        help="an app configuration to measure (repeatable): body multipart or raw, plus "
+                             "environment, e.g. 'one-thread=raw:INFERENCE_THREADS=1' (CODE=<checkout> runs another "
+                             "checkout's app); default: the app as configured with a raw and a multipart "
+                             "body, and raw with INFERENCE_THREADS=1")
+    parser.add_argument("--no-mlflow", action="store_true", help="skip `mlflow models serve`")
+    parser.add_argument("--image-size", type=lambda s: tuple(int(v) for v in s.split("x")), default=(320, 240),
+                        help="WxH of the JPEGs sent (default 320x240)")
+    parser.add_argument("--redis-url", help="back the app with this Redis (keys under a throwaway prefix)")
+    parser.add_argument("--max-seconds", type=float, default=60, help="stop any one phase after this long")
+    parser.add_argument("--quick", action="store_true", help="one repeat, a third of the requests")
+    args = parser.parse_args(argv)
+    args.redis_prefixes = []
+    # The default layout with both bodies, and the one-inference-thread layout (all cores per
+    # backbone call), so every run shows the layout choice of docs/benchmarks.md again.
+    args.apps = args.apps or [
+        parse_app("raw=raw"), parse_app("multipart=multipart"), parse_app("raw-1-thread=raw:INFERENCE_THREADS=1")
+    ]
+    if args.quick:
+        args.repeats, args.requests, args.requests_single = 1, args.requests // 3, args.requests_single // 3
+        args.batches, args.report_reads = 2, args.report_reads // 2
+    return args
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        console.width = 220  # a piped table keeps one line per row
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    server = None
-    port = free_port()
+    servers: list[Server] = []
     try:
-        tracking_uri = args.tracking_uri or build_tiny_registry(workdir / "registry")
-        base_url = f"http://127.0.0.1:{port}"
-        server = start_server(tracking_uri, port, workdir, args)
-        ready = wait_ready(base_url, server, timeout=120)
-        phases = asyncio.run(benchmark(base_url, args))
-        print_table(phases, ready, args)
+        tracking_uri = args.tracking_uri or build_tiny_registry(workdir / "registry", console)
+        version = resolve_version(tracking_uri, args.model_name, args.alias)
+        model_uri = f"models:/{args.model_name}/{version}"
+        with console.status("Starting the servers and loading the model"):
+            apps = [start_app(label, body, extra, tracking_uri, workdir, args) for label, body, extra in args.apps]
+            mlflow = None if args.no_mlflow else start_mlflow(model_uri, tracking_uri, workdir, args)
+            servers = apps + ([mlflow] if mlflow else [])
+            images = DistinctImages(base_images(workdir / "images", 84, args.image_size))
+            model = InProcess(load_champion(tracking_uri, model_uri), load_champion(tracking_uri, model_uri, 1))
+            for app in apps:
+                app.wait_ready("/ready", 600)
+            if mlflow:
+                mlflow.wait_ready("/ping", 600)
+        asyncio.run(warm_up(servers, images))
+        results = Results()
+        for repeat in range(args.repeats):
+            load = os.getloadavg()[0]
+            asyncio.run(one_repeat(results, apps, mlflow, model, images, args, console))
+            results.loads.append((load, os.getloadavg()[0]))
+            console.print(f"repeat {repeat + 1}/{args.repeats} done; 1-min load {load:.1f} -> {os.getloadavg()[0]:.1f}")
+        loads = ", ".join(f"{a:.1f}->{b:.1f}" for a, b in results.loads)
+        caption = (
+            f"model version {version}; {len(os.sched_getaffinity(0))} usable cores; one uvicorn worker per server; "
+            f"{args.image_size[0]}x{args.image_size[1]} JPEGs, distinct bytes per request; "
+            f"1-min load per repeat: {loads}"
+        )
+        report(console, results, apps, args, caption)
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-            if args.redis_url:
-                delete_keys(args.redis_url, f"bench-{port}")
+        for server in servers:
+            server.stop()
+        if args.redis_url:
+            delete_keys(args.redis_url, args.redis_prefixes)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def delete_keys(redis_url: str, prefix: str) -> None:
+def delete_keys(redis_url: str, prefixes: list[str]) -> None:
     from redis import Redis
 
     client = Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
+    for prefix in prefixes:
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
     client.close()
+
+
+async def warm_up(servers: list[Server], images: DistinctImages) -> None:
+    """A few requests each, so first-call costs (connections, lazy imports) are not measured."""
+    for server in servers:
+        await http_phase(server.port, [server.request(i) for i in images.take(8)], 2, 60, server.cpu)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class ServingSettings(BaseSettings):
         rate_limit_per_minute: requests per client address per minute; 0 disables the limit.
         cors_origins: allowed CORS origins; empty disables CORS.
         inference_threads: concurrent inference calls; each gets cores // threads ONNX threads.
+        inference_batch_images: most images one inference call takes from the requests waiting.
         log_dir: folder of the rotating ``api.log``.
         log_level: level of the ``serving`` logger.
         serving_host: interface ``python -m serving`` binds.
@@ -81,6 +82,7 @@ class ServingSettings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     inference_threads: int = Field(default_factory=usable_cores, ge=1)
+    inference_batch_images: int = Field(32, ge=1)
     log_dir: Path = Path("logs")
     log_level: str = "INFO"
 

@@ -65,6 +65,7 @@ def build_services(settings: ServingSettings, models: ModelService | None = None
             ModelSource(settings.mlflow_tracking_uri, settings.model_name, settings.model_alias),
             inference_threads=settings.inference_threads,
             onnx_threads=settings.onnx_threads,
+            batch_images=settings.inference_batch_images,
             metrics=metrics,
             poll_interval=settings.poll_interval_seconds,
             registry_timeout=settings.registry_timeout_seconds,

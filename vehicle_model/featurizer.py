@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from functools import cached_property
 from pathlib import Path
 
@@ -169,10 +170,13 @@ class Featurizer:
             return _preprocess_into(decode(item), slot)
 
         start = 0
-        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="decode") as pool:
+        # One image (a typical web request) is prepared inline: starting and joining a pool
+        # thread for it costs more than it saves.
+        workers = min(self.threads, count)
+        with ThreadPoolExecutor(workers, thread_name_prefix="decode") if workers > 1 else nullcontext() as pool:
             for batch in _chunks(items, self.batch_size):
                 pixels = buffer[: len(batch)]
-                hists = np.stack(list(pool.map(prepare, batch, pixels)))
+                hists = np.stack(list((pool.map if pool is not None else map)(prepare, batch, pixels)))
                 start = self._fill(out, start, pixels, hists, progress)
         return out
 

@@ -7,15 +7,31 @@ from typing import Literal, TypedDict
 
 from litestar.datastructures import UploadFile
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 ReportFormat = Literal["json", "html"]
 
 
 @dataclass
-class ImageUpload:
-    """Multipart form with one image in ``file``."""
+class ImageBodyOperation(Operation):
+    """OpenAPI of an endpoint that reads one image as the raw body or as a multipart ``file`` part.
 
-    file: UploadFile
+    The handler reads the body itself (the content type decides how), so the request body is
+    described here rather than derived from a ``data`` parameter.
+    """
+
+    def __post_init__(self) -> None:
+        binary = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        form = Schema(type=OpenAPIType.OBJECT, properties={"file": binary}, required=["file"])
+        self.request_body = RequestBody(
+            required=True,
+            description=(
+                "One image (PNG, JPEG, WebP, BMP, TIFF or GIF): the raw body with any `image/*` Content-Type "
+                "(`curl --data-binary @car.jpg -H 'Content-Type: image/jpeg'`), which skips multipart "
+                "parsing, or the `file` part of a multipart form. The format is read from the bytes."
+            ),
+            content={"image/*": OpenAPIMediaType(schema=binary), "multipart/form-data": OpenAPIMediaType(schema=form)},
+        )
 
 
 @dataclass

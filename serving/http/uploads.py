@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import re
 
+from litestar import Request
 from litestar.datastructures import UploadFile
+from litestar.exceptions import ValidationException
 
 from serving.http.errors import ApiError
 from vehicle_model.images import ACCEPTED_FORMATS, ImageDecodeError, ImageLimits
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ECHOED_NAME = 100
+MISSING_IMAGE = (
+    "no image: send it as the raw body with Content-Type image/* (e.g. image/jpeg), "
+    "or as the 'file' part of a multipart/form-data body"
+)
 
 # Decoding failures -> (HTTP status, error code). Corrupt or truncated images are 422: the
 # request is well-formed and the format is one we accept, but the content is unusable.
@@ -34,6 +40,23 @@ async def read_upload(upload: UploadFile) -> bytes:
         return await upload.read()
     finally:
         await upload.close()
+
+
+async def read_image_body(request: Request) -> bytes:
+    """The request's one image: its raw body (``Content-Type: image/*``) or its multipart ``file`` part.
+
+    A raw body skips multipart parsing. Both pass the same body limit (413 ``body_too_large``)
+    and, later, the same decoding checks: the declared image type is never trusted.
+
+    Raises:
+        ValidationException: no image in either form (400 ``invalid_request``, like any missing field).
+    """
+    if request.content_type[0].startswith("image/"):
+        return await request.body()
+    upload = (await request.form()).get("file")  # a body of any other type holds no form fields
+    if not isinstance(upload, UploadFile):
+        raise ValidationException(extra=[{"key": "file", "source": "body", "message": MISSING_IMAGE}])
+    return await read_upload(upload)
 
 
 def decode_error(exc: ImageDecodeError, limits: ImageLimits) -> ApiError:

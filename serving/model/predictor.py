@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from litestar.stores.base import Store
 
-from serving.model.runtime import decode_and_predict
 from serving.model.service import ModelService
 from serving.model.source import LoadedModel
 from serving.monitoring.metrics import ServingMetrics
@@ -92,9 +91,7 @@ class Predictor:
         inference_ms = 0.0
         if misses:
             started = time.perf_counter()
-            results = await self.models.infer(
-                decode_and_predict, model.classifier, [blobs[i] for i in misses], self.limits
-            )
+            results = await self.models.predict(model.classifier, [blobs[i] for i in misses], self.limits)
             elapsed = time.perf_counter() - started
             self.metrics.inference_seconds.labels("batch" if len(misses) > 1 else "single").observe(elapsed)
             inference_ms = elapsed * 1000

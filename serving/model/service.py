@@ -3,7 +3,7 @@
 A request takes a snapshot of the current ``LoadedModel`` and uses it to the end, so a swap
 (one reference assignment) never changes the model under a running request: in-flight
 requests finish on the old version, new ones start on the new. Registry calls and loading
-run on a dedicated thread, inference on a bounded pool, so neither blocks the event loop.
+run on a dedicated thread, inference on a few batching threads, so neither blocks the event loop.
 """
 
 from __future__ import annotations
@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from serving.model.batching import BatchingExecutor
 from serving.model.runtime import warm_up
 from serving.model.source import LoadedModel, ModelSource, NoChampion, RegistryUnavailable
 from serving.monitoring.metrics import ServingMetrics
+from vehicle_model.images import ImageDecodeError, ImageLimits
+from vehicle_model.model import Prediction, VehicleClassifier
 
 T = TypeVar("T")
 RefreshOutcome = Literal["loaded", "unchanged", "failed", "skipped", "no_champion", "unreachable"]
@@ -57,6 +60,7 @@ class ModelService:
         model: a model to serve from the start (already warmed up by the caller).
         inference_threads: inference calls allowed at once (bounded to the cores).
         onnx_threads: ONNX Runtime threads each loaded model uses.
+        batch_images: most images one inference call takes from the requests waiting.
         metrics: where reloads, failures and the served version are recorded.
         poll_interval: seconds between alias checks.
         registry_timeout: longest wait for one registry lookup.
@@ -71,6 +75,7 @@ class ModelService:
         *,
         inference_threads: int = 1,
         onnx_threads: int | None = None,
+        batch_images: int = 32,
         metrics: ServingMetrics | None = None,
         poll_interval: float = 30.0,
         registry_timeout: float = 30.0,
@@ -82,7 +87,7 @@ class ModelService:
         self.poll_interval = poll_interval
         self.registry_timeout = registry_timeout
         self.retry_failed_after = retry_failed_after
-        self._inference = ThreadPoolExecutor(max_workers=inference_threads, thread_name_prefix="inference")
+        self._inference = BatchingExecutor(inference_threads, batch_images)
         self._registry = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
         self._refresh_lock = asyncio.Lock()
         self._failed: dict[str, float] = {}
@@ -113,8 +118,14 @@ class ModelService:
         return model
 
     async def infer(self, fn: Callable[..., T], *args: object) -> T:
-        """Runs blocking model code on the bounded inference pool."""
-        return await asyncio.get_running_loop().run_in_executor(self._inference, fn, *args)
+        """Runs blocking model code on an inference thread, by itself."""
+        return await self._inference.run(fn, *args)
+
+    async def predict(
+        self, classifier: VehicleClassifier, blobs: Sequence[bytes], limits: ImageLimits
+    ) -> list[Prediction | ImageDecodeError]:
+        """``decode_and_predict`` on an inference thread, batched with other requests waiting for one."""
+        return await self._inference.predict(classifier, blobs, limits)
 
     async def start(self, wait: float) -> None:
         """Starts following the alias; waits up to ``wait`` s for the first load.
@@ -135,7 +146,7 @@ class ModelService:
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
-        self._inference.shutdown(wait=False, cancel_futures=True)
+        self._inference.close()
         self._registry.shutdown(wait=False, cancel_futures=True)
 
     async def _follow(self, first_attempt: asyncio.Event) -> None:

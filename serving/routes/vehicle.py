@@ -17,13 +17,13 @@ from serving.http.schemas import (
     BatchResponse,
     BatchUpload,
     ClassifyResponse,
-    ImageUpload,
+    ImageBodyOperation,
     Report,
     ReportFormat,
     ReportUpload,
     error_responses,
 )
-from serving.http.uploads import decode_error, display_name, read_upload
+from serving.http.uploads import decode_error, display_name, read_image_body, read_upload
 from serving.model.predictor import ImageOutcome, Predictor
 from serving.monitoring.region_stats import RegionStats
 from serving.results.presentation import class_counts, present
@@ -50,21 +50,23 @@ class VehicleController(Controller):
     path = "/api/vehicle"
     tags = ["vehicle"]
 
-    @post("/classify", status_code=200, responses=UPLOAD_ERRORS)
+    @post("/classify", status_code=200, responses=UPLOAD_ERRORS, operation_class=ImageBodyOperation)
     async def classify(
         self,
         request: Request,
-        data: MultipartBody[ImageUpload],
         predictor: NamedDependency[Predictor],
         stats: NamedDependency[RegionStats],
         caller_region: NamedDependency[str],
         top_k: TopK = 3,
     ) -> ClassifyResponse:
-        """Per attribute: the top-k classes with probabilities and the prediction's confidence."""
+        """Per attribute: the top-k classes with probabilities and the prediction's confidence.
+
+        Send the image as the raw body (``Content-Type: image/*``) or as the multipart ``file`` part.
+        """
         started = time.perf_counter()
         predictions: list[Prediction] = []
         try:
-            result = await predictor.classify([await read_upload(data.file)])
+            result = await predictor.classify([await read_image_body(request)])
             outcome = result.outcomes[0]
             if outcome.prediction is None:
                 raise decode_error(outcome.error, predictor.limits)

@@ -230,3 +230,51 @@ async def test_display_name_strips_control_characters():
     assert display_name("a\x00b\x1f\x7f.png") == "ab.png"
     assert display_name("\x00") is None and display_name(None) is None
     assert len(display_name("x" * 500)) == 100
+
+
+RAW_CORPUS = [case for case in CORPUS if case[4] != "multipart_limit"]  # no multipart: no parser limits
+
+
+@pytest.mark.parametrize(("make", "status", "code"), [(c[1], c[3], c[4]) for c in RAW_CORPUS],
+                         ids=[c[0] for c in RAW_CORPUS])
+async def test_hostile_raw_body_gets_the_same_answer_as_the_upload(client, make, status, code):
+    # The declared image type is never trusted: the bytes decide, as for multipart uploads.
+    response = await client.post(CLASSIFY, content=make(), headers={"Content-Type": "image/png"})
+    if code is None:
+        assert response.status_code == 200, response.text
+        assert set(response.json()["predictions"]) == {"vehicle_type", "color"}
+    else:
+        assert_error(response, status, code)
+
+
+async def test_raw_body_limits_and_content_types(client):
+    over_body = await client.post(CLASSIFY, content=b"\xff\xd8" + b"\0" * MAX_BODY, headers={"Content-Type": "image/jpeg"})
+    empty = await client.post(CLASSIFY, content=b"", headers={"Content-Type": "image/jpeg"})
+    as_text = await client.post(CLASSIFY, content=JPEG, headers={"Content-Type": "text/plain"})
+    as_json = await client.post(CLASSIFY, json={"image": "aGVsbG8="})
+    undeclared = await client.post(CLASSIFY, content=JPEG, headers={"Content-Type": ""})
+    no_file = await client.post(CLASSIFY, files={"image": ("car.jpg", JPEG, "image/jpeg")})
+
+    assert assert_error(over_body, 413, "body_too_large")["limit_bytes"] == MAX_BODY
+    assert_error(empty, 400, "empty_file")
+    for response in (as_text, as_json, undeclared, no_file):
+        message = assert_error(response, 400, "invalid_request")["message"]
+        assert "file" in message and "Content-Type image/*" in message
+
+
+async def test_raw_body_and_multipart_upload_classify_alike(client):
+    image = encode(scene(size=(90, 70)), "JPEG")
+    raw = await client.post(CLASSIFY, content=image, headers={"Content-Type": "image/jpeg"}, params={"top_k": 2})
+    form = await client.post(CLASSIFY, files={"file": ("car.jpg", image, "image/jpeg")}, params={"top_k": 2})
+    assert raw.status_code == form.status_code == 200, raw.text
+    assert (raw.json()["cached"], form.json()["cached"]) == (False, True)  # same bytes, same cache entry
+    assert raw.json()["predictions"] == form.json()["predictions"]
+
+
+async def test_openapi_documents_both_ways_to_send_an_image(client):
+    schema = (await client.get("/docs/openapi.json")).json()
+    body = schema["paths"][CLASSIFY]["post"]["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["image/*"]["schema"] == {"type": "string", "format": "binary"}
+    form = body["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["file"] and form["properties"]["file"]["format"] == "binary"
