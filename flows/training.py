@@ -19,6 +19,7 @@ from tasks.dataset_steps import resolve_dataset_task
 from tasks.evaluation import score
 from tasks.prepare_steps import PreparedData
 from tasks.promotion_steps import champion_score_task, promote_task, register_task, registry_lock
+from tasks.reference import log_reference_task
 from tasks.registry import decide
 from tasks.tracking import use_tracking_store, ensure_experiment, git_commit, local_artifact_root, run_url
 from tasks.train_steps import (
@@ -56,6 +57,8 @@ def train_pipeline(
     min_improvement: float = 0.005,
     seed: int = 0,
     time_budget_seconds: float = 120.0,
+    trigger: str | None = None,
+    drift_regions: list[str] | None = None,
 ) -> TrainingSummary:
     """Trains the candidate heads, registers the best and promotes it if it beats the champion.
 
@@ -67,7 +70,11 @@ def train_pipeline(
         min_improvement: how much better than the champion (test split) a model must be to be promoted.
         seed: seed for the split, the searches and the models.
         time_budget_seconds: per-candidate budget for the hyperparameter search.
+        trigger: what started this run (e.g. ``drift``, from the retrain-on-drift automation).
+        drift_regions: regions where drift was seen, when a drift check started this run.
     """
+    if trigger:
+        get_run_logger().info("Started by %s%s", trigger, f"; drift in {', '.join(drift_regions)}" if drift_regions else "")
     settings = get_settings()
     names = _candidate_names(candidates)
     use_tracking_store(settings.mlflow_tracking_uri)
@@ -90,6 +97,7 @@ def train_pipeline(
             )
             tags = {"fingerprint": prepared.fingerprint, "flow_run_id": str(flow_run.get_id()), "selection_metric": metric}
             version = register_task(winner, test_metrics, parent.info.run_id, settings.model_name, tags)
+            log_reference_task(winner.heads_path, str(prepared.features), prepared.attributes, parent.info.run_id, settings.model_name, version)
             decision = decide(score(test_metrics, "test", metric), champion_score, min_improvement)
             promote_task(settings.model_name, settings.model_alias, version, decision, champion)
     summary = TrainingSummary(
