@@ -151,9 +151,10 @@ def numeric_check(reference: pd.Series, current: pd.Series, thresholds: Threshol
 
 def feature_check(reference: pd.DataFrame, current: pd.DataFrame, thresholds: Thresholds) -> Check:
     """Share of projected columns whose KS test drifts; p-value: the smallest column p-value."""
-    columns = [numeric_check(reference[c], current[c], thresholds, c) for c in reference.columns]
-    share = sum(c.drift for c in columns) / len(columns)
-    return Check("features", share, min(c.p_value for c in columns), share >= thresholds.feature_share)
+    result = ks_2samp(reference.to_numpy(float), current.to_numpy(float), axis=0)
+    drifting = (result.pvalue < thresholds.p_value) & (result.statistic >= thresholds.min_effect)
+    share = float(drifting.mean())
+    return Check("features", share, float(result.pvalue.min()), share >= thresholds.feature_share)
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
