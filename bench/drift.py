@@ -20,7 +20,12 @@ bytes per request so the result cache never answers.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import io
 import os
+import statistics
+import time
+import uuid
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -56,9 +61,7 @@ def main() -> None:
     if not args.overhead_only:
         detection(args, console)
     if args.redis_url:
-        from bench.drift_overhead import overhead  # needs the serving app
-
-        overhead(args, console)
+        asyncio.run(overhead(args, console))
 
 
 def detection(args: argparse.Namespace, console: Console) -> None:
@@ -125,6 +128,73 @@ def _table(console: Console, rows: list[dict], args: argparse.Namespace, referen
         table.add_row(row["kind"], size, rate, named)
     console.print(table)
     console.print(f"load average: {os.getloadavg()[0]:.1f} on {len(os.sched_getaffinity(0))} cores")
+
+
+async def overhead(args: argparse.Namespace, console: Console) -> None:
+    """Classify throughput in-process with the prediction log on and off, interleaved."""
+    from litestar.testing import AsyncTestClient
+    from redis import Redis
+
+    from serving.app import create_app
+    from serving.model.service import ModelService
+    from serving.model.source import LoadedModel
+    from serving.settings import ServingSettings
+    from vehicle_model.monitoring import log_key
+
+    with tempfile.TemporaryDirectory(prefix="bench-drift-log-") as tmp:
+        frame = _dataset(Path(tmp) / "data", 70, seed=3)
+        featurizer = Featurizer()
+        X = featurizer.transform_paths(list(frame["path"]))
+        heads = {a: LogisticRegression(max_iter=2000).fit(X, frame[a].to_numpy()) for a in ATTRIBUTES}
+        model = LoadedModel(name="bench", version="1", alias="champion", classifier=VehicleClassifier(featurizer, heads))
+        base = Image.open(frame["path"][0]).convert("RGB")
+        prefix = f"bench-drift-{uuid.uuid4().hex[:8]}"
+
+        def png(i: int) -> bytes:  # distinct bytes per request: the result cache never answers
+            image = base.copy()
+            image.putpixel((0, 0), (i % 256, (i // 256) % 256, 7))
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            return buffer.getvalue()
+
+        async def run(sample_rate: float, offset: int) -> float:
+            settings = ServingSettings(
+                redis_url=args.redis_url, redis_key_prefix=prefix, rate_limit_per_minute=0, log_dir=Path(tmp) / "logs",
+                prediction_log_sample_rate=sample_rate, prediction_log_max_per_second=0, inference_threads=2,
+            )
+            service = ModelService(None, model, inference_threads=2, onnx_threads=1)
+            bodies = [png(offset + i) for i in range(args.requests)]
+            async with AsyncTestClient(create_app(settings, service)) as client:
+                queue = asyncio.Queue()
+                for body in bodies:
+                    queue.put_nowait(body)
+
+                async def worker() -> None:
+                    while not queue.empty():
+                        body = queue.get_nowait()
+                        response = await client.post("/api/vehicle/classify", files={"file": ("x.png", body, "image/png")})
+                        assert response.status_code == 200, response.text
+
+                started = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(4)))
+                return args.requests / (time.perf_counter() - started)
+
+        rates: dict[str, list[float]] = {"log off": [], "log on": []}
+        await run(0.0, 10**6)  # warm-up
+        for repeat in range(3):
+            for name, rate in (("log off", 0.0), ("log on", 1.0)):
+                rates[name].append(await run(rate, repeat * 10_000 + (rate > 0) * 5_000))
+        redis = Redis.from_url(args.redis_url)
+        logged = redis.xlen(log_key(prefix))
+        redis.delete(log_key(prefix))
+    off, on = statistics.median(rates["log off"]), statistics.median(rates["log on"])
+    table = Table(title=f"Classify throughput, {args.requests} single-image requests x 3 interleaved runs, 4 concurrent")
+    for column in ("prediction log", "req/s (median)", "runs"):
+        table.add_column(column)
+    for name, values in rates.items():
+        table.add_row(name, f"{statistics.median(values):.1f}", ", ".join(f"{v:.1f}" for v in values))
+    console.print(table)
+    console.print(f"overhead of logging: {(off - on) / off:+.1%} (target < 5%); {logged} records written")
 
 
 def _parse_args() -> argparse.Namespace:
