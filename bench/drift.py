@@ -42,7 +42,7 @@ from tasks.reference import reference_records
 from tasks.synthetic import generate_dataset
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.model import VehicleClassifier
-from vehicle_model.monitoring import prediction_record, project
+from vehicle_model.monitoring import prediction_record
 
 ATTRIBUTES = ("vehicle_type", "color")
 SHIFTS = {
@@ -93,8 +93,8 @@ def _dataset(root: Path, n: int, seed: int) -> pd.DataFrame:
 
 def _records(classifier: VehicleClassifier, pool: pd.DataFrame, shift) -> list[dict]:
     images = [shift(Image.open(path).convert("RGB")) for path in pool["path"]]
-    predictions, projections = classifier.predict_images_projected(images)
-    return [prediction_record(p, x, region="bench", model="bench", version="1", time=0.0) for p, x in zip(predictions, projections)]
+    predictions, summaries = classifier.predict_images_summarised(images)
+    return [prediction_record(p, x, region="bench", model="bench", version="1", time=0.0) for p, x in zip(predictions, summaries)]
 
 
 def _windows(reference: pd.DataFrame, traffic: dict[str, list[dict]], sizes: list[int], count: int) -> list[dict]:

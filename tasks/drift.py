@@ -7,12 +7,13 @@ with the reference (the version's validation split, in the same record format):
   score = Jensen-Shannon distance (base 2, 0..1) of the two label distributions.
 - ``confidence.<attribute>``: two-sample Kolmogorov-Smirnov on the top-class probability;
   score = the KS statistic (0..1).
-- ``features``: KS per projected embedding column; score = share of columns that drift.
+- ``embedding``: KS per projected embedding column; score = share of columns that drift.
+- ``tone``: KS per saturation/value histogram bin; score = share of bins that drift.
 
 A label or confidence check drifts when its p-value is below ``p_value`` *and* its score
 reaches ``min_effect``: the p-value keeps small windows from raising noise, the effect size
-keeps large windows from flagging differences too small to matter. ``features`` drifts when
-the share of drifting columns reaches ``feature_share``.
+keeps large windows from flagging differences too small to matter. ``embedding`` and ``tone``
+drift when the share of their drifting columns reaches ``feature_share``.
 
 Evidently was the first choice; its current release (0.7.23) fails at import with the
 pandas 3 this project resolves (it imports ``pandas.core.dtypes.common.infer_dtype_from_object``,
@@ -31,7 +32,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, ks_2samp
 
 ALL = "all"
-FEATURE_PREFIX = "f"
+COLUMN_GROUPS = {"embedding": ("features", "f"), "tone": ("tone", "t")}  # check -> (record field, column prefix)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Thresholds:
         p_value: significance level of each test (default 0.001: a region runs 2 tests per
             attribute plus the feature test each window, so false alarms stay rare).
         min_effect: smallest score (JS distance, KS statistic) that counts, however small p is.
-        feature_share: share of projected feature columns that must drift.
+        feature_share: share of the columns of ``embedding`` (or of ``tone``) that must drift.
         min_records: fewest records a region needs to be examined.
     """
 
@@ -89,14 +90,15 @@ class RegionDrift:
 
 
 def records_frame(records: Iterable[Mapping]) -> pd.DataFrame:
-    """One row per record: region, version, projection, ``label.*``, ``confidence.*``, ``f00``..."""
+    """One row per record: region, version, projection, ``label.*``, ``confidence.*``, ``f00``.., ``t0``.."""
     rows = []
     for record in records:
         row = {"region": record["region"], "version": str(record["version"]), "projection": record["projection"]}
         for attribute, result in record["predictions"].items():
             row[f"label.{attribute}"] = result["label"]
             row[f"confidence.{attribute}"] = float(result["probability"])
-        row.update({f"{FEATURE_PREFIX}{i:02d}": float(v) for i, v in enumerate(record["features"])})
+        for field_name, prefix in COLUMN_GROUPS.values():
+            row.update({f"{prefix}{i:02d}": float(v) for i, v in enumerate(record.get(field_name, ()))})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -108,9 +110,11 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, thresholds: Threshol
         checks.append(label_check(reference[column], current[column], thresholds, column))
     for column in sorted(c for c in reference.columns if c.startswith("confidence.")):
         checks.append(numeric_check(reference[column], current[column], thresholds, column))
-    features = feature_columns(reference)
-    if features and set(features) <= set(current.columns) and _same_projection(reference, current):
-        checks.append(feature_check(reference[features], current[features], thresholds))
+    if _same_projection(reference, current):
+        for name, (_, prefix) in COLUMN_GROUPS.items():
+            columns = _columns(reference, prefix)
+            if columns and set(columns) <= set(current.columns):
+                checks.append(columns_check(reference[columns], current[columns], thresholds, name))
     return RegionDrift(region, len(current), checks)
 
 
@@ -149,16 +153,16 @@ def numeric_check(reference: pd.Series, current: pd.Series, thresholds: Threshol
     return Check(name, score, p_value, p_value < thresholds.p_value and score >= thresholds.min_effect)
 
 
-def feature_check(reference: pd.DataFrame, current: pd.DataFrame, thresholds: Thresholds) -> Check:
-    """Share of projected columns whose KS test drifts; p-value: the smallest column p-value."""
+def columns_check(reference: pd.DataFrame, current: pd.DataFrame, thresholds: Thresholds, name: str) -> Check:
+    """Share of the columns whose KS test drifts; p-value: the smallest column p-value."""
     result = ks_2samp(reference.to_numpy(float), current.to_numpy(float), axis=0)
     drifting = (result.pvalue < thresholds.p_value) & (result.statistic >= thresholds.min_effect)
     share = float(drifting.mean())
-    return Check("features", share, float(result.pvalue.min()), share >= thresholds.feature_share)
+    return Check(name, share, float(result.pvalue.min()), share >= thresholds.feature_share)
 
 
-def feature_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c.startswith(FEATURE_PREFIX) and c[len(FEATURE_PREFIX):].isdigit()]
+def _columns(frame: pd.DataFrame, prefix: str) -> list[str]:
+    return [c for c in frame.columns if c.startswith(prefix) and c[len(prefix):].isdigit()]
 
 
 def _same_projection(reference: pd.DataFrame, current: pd.DataFrame) -> bool:

@@ -19,7 +19,7 @@ from prefect import get_run_logger, task
 from tasks.features import load_split
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.model import VehicleClassifier
-from vehicle_model.monitoring import decode, encode, prediction_record, project
+from vehicle_model.monitoring import decode, encode, prediction_record, summarise
 
 REFERENCE_ARTIFACT = "monitoring/reference.jsonl"
 REFERENCE_TAG = "monitoring.reference"
@@ -30,10 +30,10 @@ def reference_records(classifier: VehicleClassifier, features: np.ndarray, model
     """The records serving would have logged had it classified these feature rows."""
     now = time.time()
     predictions = classifier.predict_features(features)
-    projections = project(features)
+    summaries = summarise(features)
     return [
         prediction_record(p, x, region=REFERENCE_REGION, model=model_name, version=version, time=now)
-        for p, x in zip(predictions, projections, strict=True)
+        for p, x in zip(predictions, summaries, strict=True)
     ]
 
 

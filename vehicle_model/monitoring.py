@@ -4,12 +4,17 @@ Serving logs one record per classified image and training stores the same record
 version's validation split (its reference sample), both built here, so the two sides can
 never disagree on the format or on how the features were compressed.
 
-The 1280-d backbone embedding is projected to ``PROJECTION_DIM`` numbers by a fixed Gaussian
-random matrix: random projections keep distances between points (Johnson-Lindenstrauss), so
-a shift of the embedding distribution shows as a shift of the projected columns, and 32
-numbers are small enough to log per request. The matrix comes from numpy's legacy
-``RandomState``, whose stream is frozen (NEP 19), so every process and numpy version builds
-the same one; ``PROJECTION_VERSION`` names it in every record.
+Each image is summarised by 38 numbers computed from the model's own features:
+
+- ``features``: the 1280-d backbone embedding projected to ``PROJECTION_DIM`` numbers by a
+  fixed Gaussian random matrix. Random projections keep distances between points
+  (Johnson-Lindenstrauss), so a shift of the embedding distribution shows as a shift of the
+  projected columns. The matrix comes from numpy's legacy ``RandomState``, whose stream is
+  frozen (NEP 19), so every process and numpy version builds the same one;
+  ``PROJECTION_VERSION`` names it in every record.
+- ``tone``: the saturation (3 bins) and value (3 bins) marginals of the whole-image HSV
+  histogram. The embedding barely moves on darker or washed-out shots (the backbone was
+  trained to ignore lighting); these six numbers move at once (``bench/drift.py``).
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vehicle_model.featurizer import EMBEDDING_DIM
+from vehicle_model.featurizer import EMBEDDING_DIM, HIST_BINS
 
 if TYPE_CHECKING:
     from vehicle_model.model import Prediction
 
 PROJECTION_DIM = 32
 PROJECTION_SEED = 8
-PROJECTION_VERSION = f"embedding-gaussian-rp{PROJECTION_DIM}-seed{PROJECTION_SEED}"
+PROJECTION_VERSION = f"embedding-gaussian-rp{PROJECTION_DIM}-seed{PROJECTION_SEED}+sv-tone"
+TONE_DIM = HIST_BINS[1] + HIST_BINS[2]
+SUMMARY_DIM = PROJECTION_DIM + TONE_DIM
 DECIMALS = 5  # the log is compared by distribution; more digits only cost bytes
 RECORD_FIELD = "record"  # the one field of each stream entry: the record as JSON
 
@@ -55,9 +62,20 @@ def project(features: np.ndarray) -> np.ndarray:
     return features[:, :EMBEDDING_DIM] @ projection_matrix()
 
 
+def tone(features: np.ndarray) -> np.ndarray:
+    """[N, 6] saturation and value marginals of the whole-image histogram in featurizer output."""
+    histogram = features[:, EMBEDDING_DIM:EMBEDDING_DIM + int(np.prod(HIST_BINS))].reshape(-1, *HIST_BINS)
+    return np.concatenate([histogram.sum(axis=(1, 3)), histogram.sum(axis=(1, 2))], axis=1)
+
+
+def summarise(features: np.ndarray) -> np.ndarray:
+    """[N, SUMMARY_DIM]: the projected embedding, then the tone, of featurizer output."""
+    return np.concatenate([project(features), tone(features)], axis=1).astype(np.float32)
+
+
 def prediction_record(
     prediction: Prediction,
-    projection: np.ndarray,
+    summary: np.ndarray,
     *,
     region: str,
     model: str,
@@ -65,13 +83,14 @@ def prediction_record(
     time: float,
 ) -> dict:
     """One log record: when, where, which model, each attribute's label and its probability,
-    and the projected features.
+    and the image summary (a row of ``summarise``).
 
     Example::
 
         {"time": 1764320000.5, "region": "north", "model": "vehicle-classifier", "version": "3",
          "predictions": {"vehicle_type": {"label": "bus", "probability": 0.97}},
-         "projection": "embedding-gaussian-rp32-seed8", "features": [0.41237, ...]}
+         "projection": "embedding-gaussian-rp32-seed8+sv-tone", "features": [0.41237, ...],
+         "tone": [0.1, 0.3, 0.6, 0.2, 0.5, 0.3]}
     """
     return {
         "time": round(time, 3),
@@ -83,7 +102,8 @@ def prediction_record(
             for attribute, result in prediction.items()
         },
         "projection": PROJECTION_VERSION,
-        "features": [round(float(v), DECIMALS) for v in projection],
+        "features": [round(float(v), DECIMALS) for v in summary[:PROJECTION_DIM]],
+        "tone": [round(float(v), DECIMALS) for v in summary[PROJECTION_DIM:]],
     }
 
 

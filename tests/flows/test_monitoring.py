@@ -24,7 +24,7 @@ from flows.training import train_pipeline
 from tasks.features import load_split
 from tasks.prediction_log import checkpoint_key
 from tasks.reference import REFERENCE_TAG, load_reference
-from vehicle_model.monitoring import PROJECTION_DIM, RECORD_FIELD, drift_status_key, encode, log_key
+from vehicle_model.monitoring import PROJECTION_DIM, RECORD_FIELD, TONE_DIM, drift_status_key, encode, log_key
 
 pytestmark = pytest.mark.flows
 
@@ -94,7 +94,8 @@ def test_reference_sample_then_only_the_shifted_region_drifts(pipeline_env, tiny
     X_val, _ = load_split(features, "validation", ["vehicle_type", "color"])
     assert len(reference) == len(X_val), "one reference record per validation image"
     assert {r["version"] for r in reference} == {trained.version}
-    assert all(len(r["features"]) == PROJECTION_DIM and set(r["predictions"]) == {"vehicle_type", "color"} for r in reference)
+    assert all(len(r["features"]) == PROJECTION_DIM and len(r["tone"]) == TONE_DIM for r in reference)
+    assert all(set(r["predictions"]) == {"vehicle_type", "color"} for r in reference)
 
     started = datetime.now(timezone.utc)
     _write(redis, prefix, _as_traffic(reference, "north", 60, seed=1))
@@ -106,12 +107,12 @@ def test_reference_sample_then_only_the_shifted_region_drifts(pipeline_env, tiny
     assert summary.records == summary.compared == 125
     assert summary.regions["north"]["drift"] is False
     assert summary.regions["south"]["drift"] is True
-    assert set(summary.regions["south"]["drifted"]) >= {"label.vehicle_type", "confidence.vehicle_type", "features"}
+    assert set(summary.regions["south"]["drifted"]) >= {"label.vehicle_type", "confidence.vehicle_type", "embedding"}
     assert summary.too_few == {"west": 5}
     assert summary.drifted_regions == ["south"]
     [event] = _drift_events(started)
     assert event.payload["regions"] == ["south"] and event.payload["version"] == trained.version
-    assert event.payload["scores"]["south"]["features"] == 1.0
+    assert event.payload["scores"]["south"]["embedding"] == 1.0
 
     run = client.get_run(summary.mlflow_run_id)
     assert client.get_experiment(run.info.experiment_id).name == "vehicle-monitoring"

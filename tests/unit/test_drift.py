@@ -7,20 +7,32 @@ import pytest
 
 from tasks.drift import ALL, Thresholds, detect, records_frame
 from vehicle_model.featurizer import EMBEDDING_DIM, FEATURE_DIM
-from vehicle_model.monitoring import PROJECTION_DIM, PROJECTION_VERSION, decode, encode, prediction_record, project
+from vehicle_model.monitoring import (
+    PROJECTION_DIM,
+    PROJECTION_VERSION,
+    SUMMARY_DIM,
+    decode,
+    encode,
+    prediction_record,
+    project,
+    summarise,
+)
 
 pytestmark = pytest.mark.unit
 
 TYPES = ["bus", "sedan", "truck", "van"]
 
 
-def _records(n: int, seed: int, region: str = "north", types=TYPES, confidence=(8, 2), shift: float = 0.0) -> list[dict]:
+def _records(
+    n: int, seed: int, region: str = "north", types=TYPES, confidence=(8, 2), shift: float = 0.0, dark: float = 0.0
+) -> list[dict]:
     rng = np.random.default_rng(seed)
     return [
         {
             "time": 0.0, "region": region, "model": "m", "version": "1", "projection": PROJECTION_VERSION,
             "predictions": {"vehicle_type": {"label": str(rng.choice(types)), "probability": float(rng.beta(*confidence))}},
             "features": list(rng.normal(shift, 1.0, PROJECTION_DIM)),
+            "tone": list(rng.dirichlet([2, 3, 2]) ) + list(rng.dirichlet([2 + 20 * dark, 3, 2])),
         }
         for _ in range(n)
     ]
@@ -39,7 +51,8 @@ def test_same_distribution_in_many_windows_raises_no_alarm():
     [
         ("one class only", _records(60, seed=5, types=["bus"]), "label.vehicle_type"),
         ("unsure model", _records(60, seed=6, confidence=(2, 2)), "confidence.vehicle_type"),
-        ("shifted features", _records(60, seed=7, shift=1.0), "features"),
+        ("shifted embedding", _records(60, seed=7, shift=1.0), "embedding"),
+        ("darker shots", _records(60, seed=8, dark=1.0), "tone"),
     ],
 )
 def test_each_kind_of_shift_is_named(kind, records, expected):
@@ -76,7 +89,18 @@ def test_projection_is_fixed_and_records_round_trip():
     changed[:, EMBEDDING_DIM:] = 0  # the colour histogram is not part of the projection
     np.testing.assert_allclose(project(changed), projected)
     prediction = {"vehicle_type": {"label": "bus", "probabilities": {"bus": 0.9, "van": 0.1}}}
-    record = prediction_record(prediction, projected[0], region="north", model="m", version="3", time=1.5)
+    summary = summarise(features)
+    assert summary.shape == (3, SUMMARY_DIM)
+    np.testing.assert_allclose(summary[:, :PROJECTION_DIM], projected, rtol=1e-6)
+    record = prediction_record(prediction, summary[0], region="north", model="m", version="3", time=1.5)
     assert decode(encode(record)) == record
     assert record["predictions"] == {"vehicle_type": {"label": "bus", "probability": 0.9}}
     assert record["projection"] == PROJECTION_VERSION and len(record["features"]) == PROJECTION_DIM
+
+
+def test_tone_is_the_saturation_and_value_profile_of_the_whole_image():
+    features = np.zeros((1, FEATURE_DIM), dtype=np.float32)
+    histogram = np.zeros((12, 3, 3), dtype=np.float32)
+    histogram[4, 2, 0] = 1.0  # every pixel: hue bin 4, most saturated, darkest
+    features[0, EMBEDDING_DIM:EMBEDDING_DIM + 108] = histogram.ravel()
+    np.testing.assert_array_equal(summarise(features)[0, PROJECTION_DIM:], [0, 0, 1, 1, 0, 0])
