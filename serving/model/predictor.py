@@ -19,6 +19,8 @@ from serving.model.runtime import decode_and_predict
 from serving.model.service import ModelService
 from serving.model.source import LoadedModel
 from serving.monitoring.metrics import ServingMetrics
+from serving.monitoring.prediction_log import PredictionLog
+from serving.monitoring.region_stats import DEFAULT_REGION
 from vehicle_model.images import ImageDecodeError, ImageLimits
 from vehicle_model.model import Prediction
 
@@ -66,19 +68,22 @@ class Predictor:
         metrics: counters for cache hits/misses and predictions.
         limits: decoding limits.
         cache_ttl: seconds a cached result lives.
+        log: the prediction log fed with every inferred image (a cache hit is already in it).
     """
 
     def __init__(
-        self, models: ModelService, cache: Store, metrics: ServingMetrics, limits: ImageLimits, cache_ttl: int
+        self, models: ModelService, cache: Store, metrics: ServingMetrics, limits: ImageLimits, cache_ttl: int,
+        log: PredictionLog | None = None,
     ) -> None:
         self.models = models
         self.cache = cache
         self.metrics = metrics
         self.limits = limits
         self.cache_ttl = cache_ttl
+        self.log = log
 
-    async def classify(self, blobs: Sequence[bytes]) -> Classified:
-        """Predictions for every blob, from one model version.
+    async def classify(self, blobs: Sequence[bytes], region: str = DEFAULT_REGION) -> Classified:
+        """Predictions for every blob, from one model version; ``region`` goes into the log.
 
         Raises:
             ModelUnavailable: no model is loaded.
@@ -92,7 +97,7 @@ class Predictor:
         inference_ms = 0.0
         if misses:
             started = time.perf_counter()
-            results = await self.models.infer(
+            results, summaries = await self.models.infer(
                 decode_and_predict, model.classifier, [blobs[i] for i in misses], self.limits
             )
             elapsed = time.perf_counter() - started
@@ -106,6 +111,9 @@ class Predictor:
                     outcomes[i] = ImageOutcome(prediction=result)
                     fills.append(self.cache.set(keys[i], json.dumps(result), expires_in=self.cache_ttl))
             await asyncio.gather(*fills)
+            if self.log is not None:
+                predicted = [r for r in results if not isinstance(r, ImageDecodeError)]
+                self.log.submit(model.name, model.version, region, predicted, summaries)
         done = [outcome for outcome in outcomes if outcome is not None]
         self.metrics.count_predictions(o.prediction for o in done if o.prediction is not None)
         return Classified(model=model, outcomes=done, inference_ms=inference_ms)
