@@ -19,6 +19,7 @@ from tasks.monitor_steps import (
     load_reference_task,
     publish_task,
     read_log_task,
+    require_redis,
     track_task,
 )
 from tasks.tracking import local_artifact_root, use_tracking_store
@@ -43,6 +44,7 @@ def monitor_drift(
         feature_share: share of projected feature columns that must drift (default MONITOR_FEATURE_SHARE).
     """
     settings = get_monitor_settings()
+    require_redis(settings.redis_url)
     thresholds = _thresholds(settings, min_records, p_value, min_effect, feature_share)
     use_tracking_store(settings.mlflow_tracking_uri)
     now = time.time()

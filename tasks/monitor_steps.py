@@ -63,13 +63,18 @@ class DriftSummary:
         return {**asdict(self), "drift": self.drift}
 
 
-def redis_client(url: str | None) -> Redis:
+def require_redis(url: str | None) -> str:
+    """The Redis URL; raises a clear error when it is not configured."""
     if not url:
         raise ValueError(
             "REDIS_URL is not set: the prediction log lives in the serving app's Redis; "
             "set REDIS_URL (and REDIS_KEY_PREFIX) to the values serving uses"
         )
-    return Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    return url
+
+
+def redis_client(url: str | None) -> Redis:
+    return Redis.from_url(require_redis(url), socket_timeout=10, socket_connect_timeout=5)
 
 
 @task(name="load-reference")

@@ -19,6 +19,9 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.events.worker import EventsWorker
 from redis import Redis
 
+from typer.testing import CliRunner
+
+from cli.main import app
 from flows.monitoring import monitor_drift
 from flows.training import train_pipeline
 from tasks.features import load_split
@@ -134,3 +137,18 @@ def test_reference_sample_then_only_the_shifted_region_drifts(pipeline_env, tiny
     windowed = monitor_drift(window_minutes=10)
     assert windowed.records == 125 and windowed.drifted_regions == ["south"]
     assert redis.get(checkpoint_key(prefix)) == checkpoint, "a windowed run leaves the checkpoint alone"
+
+    cli = CliRunner().invoke(app, ["monitor", "--window-minutes", "10", "--json"])
+    assert cli.exit_code == 0, cli.output
+    printed = json.loads(cli.stdout)
+    assert {r: (v["drift"], v["records"]) for r, v in printed["regions"].items()} == {
+        "all": (True, 125), "north": (False, 60), "south": (True, 60)
+    }
+    assert printed["regions"]["south"]["scores"]["embedding"] == 1.0 and printed["too_few"] == {"west": 5}
+
+
+def test_monitor_cli_without_redis_says_what_to_set(pipeline_env, monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    result = CliRunner().invoke(app, ["monitor"])
+    assert result.exit_code == 1
+    assert "REDIS_URL is not set" in result.output and "Traceback" not in result.output
