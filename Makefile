@@ -48,6 +48,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/featurize.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/drift.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache logs
