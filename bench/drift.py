@@ -132,6 +132,11 @@ def _table(console: Console, rows: list[dict], args: argparse.Namespace, referen
 
 async def overhead(args: argparse.Namespace, console: Console) -> None:
     """Classify throughput in-process with the prediction log on and off, interleaved."""
+    import sys
+
+    # Run as a script, this folder leads sys.path and bench/serving.py would shadow the package.
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     from litestar.testing import AsyncTestClient
     from redis import Redis
 
