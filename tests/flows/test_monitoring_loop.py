@@ -93,6 +93,7 @@ async def test_dark_region_is_flagged_others_are_not(pipeline_env, mlflow_store,
     settings = ServingSettings(
         mlflow_tracking_uri=mlflow_store, redis_url=redis_url, redis_key_prefix=prefix, log_dir=tmp_path / "logs",
         rate_limit_per_minute=0, inference_threads=2, api_key=None, cors_origins=[], prediction_log_flush_seconds=0.1,
+        prediction_log_max_per_second=0, redis_timeout_seconds=2,
     )
     async with AsyncTestClient(create_app(settings)) as client:
         await _send(client, _images(traffic, slice(0, 50)), "north")
