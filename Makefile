@@ -47,6 +47,7 @@ test: $(VENV)/.installed-export
 bench: $(VENV)/.installed
 	$(BIN)/python bench/featurize.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/drift.py
 	$(MAKE) --no-print-directory bench-serving
 
 # The app backed by Redis, as deployed (the local one, or a throwaway stopped after); a few

@@ -313,10 +313,54 @@ def predict(
 
 
 @app.command()
+def monitor(
+    window_minutes: Annotated[
+        float | None, typer.Option(min=0.1, help="Read the last N minutes; default: everything since the last run.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
+    """Run the drift monitor once: compare recent predictions per region with the champion's reference."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+    from redis.exceptions import RedisError
+
+    from flows.monitoring import monitor_drift
+    from flows.prefect_api import prefect_api
+
+    try:
+        with prefect_api():
+            summary = monitor_drift(window_minutes=window_minutes)
+    except (LookupError, ValueError, RedisError, MlflowException) as exc:
+        console.print(f"[red]Monitoring stopped:[/red] {getattr(exc, 'message', None) or exc}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps(summary.as_dict()))
+        return
+    _print_drift(summary)
+
+
+def _print_drift(summary) -> None:
+    table = Table(title=f"{summary.model} v{summary.version}: {summary.compared} records, {summary.window_start} to {summary.window_end}")
+    for column in ("region", "records", "drift", "drifted on", "scores"):
+        table.add_column(column, overflow="fold")
+    for region, result in summary.regions.items():
+        scores = ", ".join(f"{name} {value:.2f}" for name, value in result["scores"].items())
+        drift = "[red]yes[/red]" if result["drift"] else "no"
+        table.add_row(region, str(result["records"]), drift, ", ".join(result["drifted"]) or "-", scores)
+    console.print(table)
+    if summary.too_few:
+        console.print("Too few records to judge: " + ", ".join(f"{r} ({n})" for r, n in summary.too_few.items()))
+    verdict = f"[red]drift in {', '.join(summary.drifted_regions)}[/red]" if summary.drift else "[green]no drift[/green]"
+    console.print(f"Verdict: {verdict} (MLflow run {summary.mlflow_run_id})")
+
+
+@app.command()
 def deploy(
     work_pool: Annotated[str, typer.Option(help="Process work pool (created if missing).")] = "vehicles-process",
 ) -> None:
-    """Register the 'train' and 'retrain-nightly' deployments on a Prefect server (PREFECT_API_URL)."""
+    """Register the 'train', 'retrain-nightly' and 'monitor-drift-hourly' deployments (and the retrain-on-drift
+    automation) on a Prefect server (PREFECT_API_URL)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
@@ -333,13 +377,13 @@ def deploy(
         except ObjectAlreadyExists:
             pass
     ids = deploy_to_pool(work_pool)
-    console.print(f"Deployed train and retrain-nightly ({', '.join(ids)}) on pool '{work_pool}'.")
+    console.print(f"Deployed train, retrain-nightly (retrains on drift too) and monitor-drift-hourly ({', '.join(ids)}) on pool '{work_pool}'.")
     console.print(f"Start a worker: [bold]prefect worker start --pool {work_pool}[/bold]")
 
 
 @app.command("serve-flows")
 def serve_flows() -> None:
-    """Serve 'train' and 'retrain-nightly' from this process (one machine, no work pool)."""
+    """Serve every deployment from this process (one machine, no work pool)."""
     from flows.deploy import serve_flows as run
 
     run()

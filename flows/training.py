@@ -25,6 +25,7 @@ from tasks.promotion_steps import (
     report_skip_task,
     unchanged_since_task,
 )
+from tasks.reference import log_reference_task
 from tasks.retrain import SkippedRun
 from tasks.tracking import local_artifact_root, parent_run, use_tracking_store
 from tasks.train_steps import publish_leaderboard_task, report_decision_task, score_on_test_task, train_candidate_task
@@ -72,6 +73,8 @@ def train_pipeline(
         trigger: what started this run (e.g. ``schedule``, ``drift``); shown if the run is skipped.
         drift_regions: regions where drift was seen, when a drift check started this run.
     """
+    if trigger:
+        get_run_logger().info("Started by %s%s", trigger, f"; drift in {', '.join(drift_regions)}" if drift_regions else "")
     settings = get_settings()
     names = candidate_names(candidates)
     use_tracking_store(settings.mlflow_tracking_uri)
@@ -94,6 +97,7 @@ def train_pipeline(
             )
             tags = {"flow_run_id": str(flow_run.get_id()), "selection_metric": metric}
             version = register_task(winner, test_metrics, parent.run_id, settings.model_name, prepared, tags)
+            log_reference_task(winner.heads_path, str(prepared.features), prepared.attributes, parent.run_id, settings.model_name, version)
             promote_task(settings.model_name, settings.model_alias, version, decision, parent.run_id)
     summary = TrainingSummary(
         winner=winner.name, version=version, promoted=decision.promote, reason=decision.reason,

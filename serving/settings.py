@@ -44,6 +44,10 @@ class ServingSettings(BaseSettings):
         cors_origins: allowed CORS origins; empty disables CORS.
         inference_threads: concurrent inference calls; each gets cores // threads ONNX threads.
         inference_batch_images: most images one inference call takes from the requests waiting.
+        prediction_log_sample_rate: share of inferred images recorded in the prediction log (0 turns it off).
+        prediction_log_max_per_second: most records per second this process logs; 0 is no cap.
+        prediction_log_maxlen: approximate length cap of the Redis stream (``XADD MAXLEN ~``).
+        prediction_log_flush_seconds: how often the background writer appends queued records.
         log_dir: folder of the rotating ``api.log``.
         log_level: level of the ``serving`` logger.
         serving_host: interface ``python -m serving`` binds.
@@ -83,6 +87,11 @@ class ServingSettings(BaseSettings):
 
     inference_threads: int = Field(default_factory=usable_cores, ge=1)
     inference_batch_images: int = Field(32, ge=1)
+
+    prediction_log_sample_rate: float = Field(1.0, ge=0, le=1)
+    prediction_log_max_per_second: float = Field(20.0, ge=0)
+    prediction_log_maxlen: int = Field(100_000, ge=1)
+    prediction_log_flush_seconds: float = Field(0.5, gt=0)
     log_dir: Path = Path("logs")
     log_level: str = "INFO"
 

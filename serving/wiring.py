@@ -13,6 +13,7 @@ from serving.model.predictor import Predictor
 from serving.model.service import ModelService
 from serving.model.source import ModelSource
 from serving.monitoring.metrics import ServingMetrics
+from serving.monitoring.prediction_log import PredictionLog
 from serving.monitoring.region_stats import RegionStats
 from serving.results.reports import ReportStore
 from serving.settings import ServingSettings
@@ -35,6 +36,7 @@ class Services:
     reports: ReportStore
     stats: RegionStats
     rate_limit_store: ResilientStore
+    prediction_log: PredictionLog
 
     async def start(self) -> None:
         state = await self.guard.probe()
@@ -42,9 +44,11 @@ class Services:
         if self.settings.api_key is None:
             logger.warning("API_KEY is not set: admin endpoints are open")
         await self.models.start(wait=self.settings.registry_timeout_seconds)
+        await self.prediction_log.start()
 
     async def stop(self) -> None:
         await self.models.close()
+        await self.prediction_log.stop()
         await self.guard.close()
 
 
@@ -72,14 +76,20 @@ def build_services(settings: ServingSettings, models: ModelService | None = None
             retry_failed_after=settings.retry_failed_version_seconds,
         )
     limits = ImageLimits(max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels)
+    log = PredictionLog(
+        guard, prefix, metrics.prediction_log_records, metrics.prediction_log_dropped,
+        sample_rate=settings.prediction_log_sample_rate, max_per_second=settings.prediction_log_max_per_second,
+        maxlen=settings.prediction_log_maxlen, flush_seconds=settings.prediction_log_flush_seconds,
+    )
     return Services(
         settings=settings,
         metrics=metrics,
         limits=limits,
         guard=guard,
         models=models,
-        predictor=Predictor(models, store("classify"), metrics, limits, settings.classify_cache_ttl_seconds),
+        predictor=Predictor(models, store("classify"), metrics, limits, settings.classify_cache_ttl_seconds, log),
         reports=ReportStore(store("reports"), settings.report_ttl_seconds),
         stats=RegionStats(guard, prefix),
         rate_limit_store=store("rate_limit"),
+        prediction_log=log,
     )

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from vehicle_model.featurizer import Featurizer
+from vehicle_model.monitoring import summarise
 
 Prediction = dict[str, dict[str, object]]  # attribute -> {"label": str, "probabilities": {class: p}}
 
@@ -58,3 +59,8 @@ class VehicleClassifier:
 
     def predict_bytes(self, blobs: Sequence[bytes]) -> list[Prediction]:
         return self.predict_features(self.featurizer.transform_bytes(blobs))
+
+    def predict_images_summarised(self, images: Sequence[Image.Image]) -> tuple[list[Prediction], np.ndarray]:
+        """Predictions plus each image's summary for drift monitoring (``monitoring.summarise``)."""
+        features = self.featurizer.transform_images(images)
+        return self.predict_features(features), summarise(features)

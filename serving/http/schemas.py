@@ -139,15 +139,27 @@ class Report(TypedDict):
     recommendations: list[str]
 
 
+class DriftStatusBody(TypedDict):
+    """The latest drift check of a region (``flows/monitoring.py``)."""
+
+    drift: bool
+    drifted: list[str]
+    records: int
+    version: str
+    checked_at: str
+
+
 class RegionStatsBody(TypedDict):
     region: str
     total_requests: int
     requests: dict[str, int]
     predictions: dict[str, dict[str, int]]
+    drift: DriftStatusBody | None
 
 
 class RegionsBody(TypedDict):
     storage: Literal["redis", "memory"]
+    drift: DriftStatusBody | None
     regions: list[RegionStatsBody]
 
 

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
+
 from serving.model.runtime import decode_and_predict
 from vehicle_model.images import ImageDecodeError, ImageLimits
 from vehicle_model.model import Prediction, VehicleClassifier
@@ -58,7 +60,7 @@ class BatchingExecutor:
 
     async def predict(
         self, classifier: VehicleClassifier, blobs: Sequence[bytes], limits: ImageLimits
-    ) -> list[Result]:
+    ) -> tuple[list[Result], np.ndarray]:
         """``decode_and_predict`` over ``blobs``, possibly in one call with other requests' images."""
         return await self._submit(classifier=classifier, blobs=blobs, limits=limits)
 
@@ -111,13 +113,15 @@ class BatchingExecutor:
             self._settle(batch, lambda: self._predict(batch))
 
     @staticmethod
-    def _predict(batch: list[_Job]) -> list[list[Result]]:
+    def _predict(batch: list[_Job]) -> list[tuple[list[Result], np.ndarray]]:
         head = batch[0]
-        results = decode_and_predict(head.classifier, [blob for job in batch for blob in job.blobs], head.limits)
-        shares, start = [], 0
+        results, summaries = decode_and_predict(head.classifier, [blob for job in batch for blob in job.blobs], head.limits)
+        shares, start, row = [], 0, 0  # summaries exist for predicted images only
         for job in batch:
-            shares.append(results[start : start + len(job.blobs)])
-            start += len(job.blobs)
+            share = results[start : start + len(job.blobs)]
+            predicted = sum(not isinstance(r, ImageDecodeError) for r in share)
+            shares.append((share, summaries[row : row + predicted]))
+            start, row = start + len(job.blobs), row + predicted
         return shares
 
     @staticmethod

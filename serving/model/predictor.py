@@ -18,6 +18,8 @@ from litestar.stores.base import Store
 from serving.model.service import ModelService
 from serving.model.source import LoadedModel
 from serving.monitoring.metrics import ServingMetrics
+from serving.monitoring.prediction_log import PredictionLog
+from serving.monitoring.region_stats import DEFAULT_REGION
 from vehicle_model.images import ImageDecodeError, ImageLimits
 from vehicle_model.model import Prediction
 
@@ -65,19 +67,22 @@ class Predictor:
         metrics: counters for cache hits/misses and predictions.
         limits: decoding limits.
         cache_ttl: seconds a cached result lives.
+        log: the prediction log fed with every inferred image (a cache hit is already in it).
     """
 
     def __init__(
-        self, models: ModelService, cache: Store, metrics: ServingMetrics, limits: ImageLimits, cache_ttl: int
+        self, models: ModelService, cache: Store, metrics: ServingMetrics, limits: ImageLimits, cache_ttl: int,
+        log: PredictionLog | None = None,
     ) -> None:
         self.models = models
         self.cache = cache
         self.metrics = metrics
         self.limits = limits
         self.cache_ttl = cache_ttl
+        self.log = log
 
-    async def classify(self, blobs: Sequence[bytes]) -> Classified:
-        """Predictions for every blob, from one model version.
+    async def classify(self, blobs: Sequence[bytes], region: str = DEFAULT_REGION) -> Classified:
+        """Predictions for every blob, from one model version; ``region`` goes into the log.
 
         Raises:
             ModelUnavailable: no model is loaded.
@@ -91,7 +96,7 @@ class Predictor:
         inference_ms = 0.0
         if misses:
             started = time.perf_counter()
-            results = await self.models.predict(model.classifier, [blobs[i] for i in misses], self.limits)
+            results, summaries = await self.models.predict(model.classifier, [blobs[i] for i in misses], self.limits)
             elapsed = time.perf_counter() - started
             self.metrics.inference_seconds.labels("batch" if len(misses) > 1 else "single").observe(elapsed)
             inference_ms = elapsed * 1000
@@ -103,6 +108,9 @@ class Predictor:
                     outcomes[i] = ImageOutcome(prediction=result)
                     fills.append(self.cache.set(keys[i], json.dumps(result), expires_in=self.cache_ttl))
             await asyncio.gather(*fills)
+            if self.log is not None:
+                predicted = [r for r in results if not isinstance(r, ImageDecodeError)]
+                self.log.submit(model.name, model.version, region, predicted, summaries)
         done = [outcome for outcome in outcomes if outcome is not None]
         self.metrics.count_predictions(o.prediction for o in done if o.prediction is not None)
         return Classified(model=model, outcomes=done, inference_ms=inference_ms)

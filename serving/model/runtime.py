@@ -8,21 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from PIL import Image
 
 from vehicle_model.images import ImageDecodeError, ImageLimits, decode_image
 from vehicle_model.model import Prediction, VehicleClassifier
+from vehicle_model.monitoring import SUMMARY_DIM
 
 WARM_UP_IMAGE_SIZE = (64, 48)
 
 
 def decode_and_predict(
     classifier: VehicleClassifier, blobs: Sequence[bytes], limits: ImageLimits
-) -> list[Prediction | ImageDecodeError]:
+) -> tuple[list[Prediction | ImageDecodeError], np.ndarray]:
     """Decodes each blob and predicts all decodable ones in one batched call.
 
     Returns:
-        One entry per blob, in order: its prediction, or the error that rejected it.
+        One entry per blob, in order: its prediction, or the error that rejected it; and the
+        predicted images' summaries for the prediction log (``vehicle_model.monitoring``), in order.
     """
     decoded: list[Image.Image | ImageDecodeError] = []
     for blob in blobs:
@@ -31,8 +34,9 @@ def decode_and_predict(
         except ImageDecodeError as exc:
             decoded.append(exc)
     good = [image for image in decoded if isinstance(image, Image.Image)]
-    predictions = iter(classifier.predict_images(good) if good else [])
-    return [item if isinstance(item, ImageDecodeError) else next(predictions) for item in decoded]
+    predicted, summaries = classifier.predict_images_summarised(good) if good else ([], np.empty((0, SUMMARY_DIM)))
+    predictions = iter(predicted)
+    return [item if isinstance(item, ImageDecodeError) else next(predictions) for item in decoded], summaries
 
 
 def warm_up(classifier: VehicleClassifier) -> Prediction:

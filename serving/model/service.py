@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
+
 from serving.model.batching import BatchingExecutor
 from serving.model.runtime import warm_up
 from serving.model.source import LoadedModel, ModelSource, NoChampion, RegistryUnavailable
@@ -123,7 +125,7 @@ class ModelService:
 
     async def predict(
         self, classifier: VehicleClassifier, blobs: Sequence[bytes], limits: ImageLimits
-    ) -> list[Prediction | ImageDecodeError]:
+    ) -> tuple[list[Prediction | ImageDecodeError], np.ndarray]:
         """``decode_and_predict`` on an inference thread, batched with other requests waiting for one."""
         return await self._inference.predict(classifier, blobs, limits)
 

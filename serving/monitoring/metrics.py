@@ -61,6 +61,15 @@ class ServingMetrics:
             "vehicle_inference_seconds", "Decode plus model time of one inference call.",
             ["kind"], registry=self.registry,
         )
+        self.prediction_log_records = Counter(
+            "vehicle_prediction_log_records_total", "Prediction records appended to the Redis stream.",
+            registry=self.registry,
+        )
+        self.prediction_log_dropped = Counter(
+            "vehicle_prediction_log_dropped_total",
+            "Prediction records lost: Redis away or not configured (redis_unavailable), or the queue full (queue_full).",
+            ["reason"], registry=self.registry,
+        )
         self._served: tuple[str, str, str] | None = None
 
     def serving(self, name: str, version: str, alias: str) -> None:

@@ -4,10 +4,14 @@ Layout under ``<prefix>:stats``: a set ``regions`` of region names and, per regi
 ``region:<name>:requests`` (endpoint -> count) and ``region:<name>:predictions``
 (``attribute:label`` -> count), all updated with HINCRBY in one pipeline. While Redis is
 away the increments accumulate in memory and are flushed into Redis when it answers again.
+
+Each region's latest drift status is written by the drift monitor (``flows/monitoring.py``)
+into the hash ``<prefix>:monitoring:drift`` (region -> JSON) and read here next to the counts.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -17,6 +21,7 @@ from redis.asyncio import Redis
 
 from serving.storage.stores import RedisGuard, RedisUnavailable
 from vehicle_model.model import Prediction
+from vehicle_model.monitoring import drift_status_key
 
 REGION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 DEFAULT_REGION = "unknown"
@@ -57,6 +62,7 @@ class RegionStats:
     def __init__(self, guard: RedisGuard, prefix: str, max_regions: int = 1000) -> None:
         self.guard = guard
         self.prefix = f"{prefix}:stats"
+        self.drift_key = drift_status_key(prefix)
         self.max_regions = max_regions
         self._seen: set[str] = set()
         self._pending: Counter[Delta] = Counter()
@@ -120,6 +126,14 @@ class RegionStats:
         _add(summary, "predictions", predictions)
         _add_pending(summary, self._pending)
         return (summary if summary.requests else None), "redis"
+
+    async def drift(self) -> dict[str, dict]:
+        """Region (``all`` for the whole traffic) -> latest drift status; empty without Redis."""
+        try:
+            statuses = await self.guard.run(lambda redis: redis.hgetall(self.drift_key))
+        except RedisUnavailable:
+            return {}
+        return {_text(region): json.loads(status) for region, status in statuses.items()}
 
     async def _read(self, redis: Redis, region: str) -> tuple[dict, dict]:
         async with redis.pipeline(transaction=False) as pipe:

@@ -13,6 +13,8 @@ from serving.http.errors import ApiError
 from serving.http.schemas import RegionsBody, RegionStatsBody, error_responses
 from serving.monitoring.region_stats import RegionStats, RegionSummary
 
+ALL_TRAFFIC = "all"  # the drift monitor's name for the whole traffic
+
 
 class StatsController(Controller):
     """Request counts per endpoint and predicted-class distribution, per ``X-Region``."""
@@ -22,9 +24,11 @@ class StatsController(Controller):
 
     @get("/regions", responses=error_responses(429))
     async def regions(self, stats: NamedDependency[RegionStats]) -> RegionsBody:
-        """Every region seen, with its counts (``storage`` says whether they come from Redis)."""
+        """Every region seen, with its counts and latest drift status (``drift`` at the top: the whole
+        traffic's); ``storage`` says whether the counts come from Redis."""
         summaries, storage = await stats.all()
-        return {"storage": storage, "regions": [_body(summary) for summary in summaries]}
+        drift = await stats.drift()
+        return {"storage": storage, "drift": drift.get(ALL_TRAFFIC), "regions": [_body(s, drift) for s in summaries]}
 
     @get("/regions/{region:str}", responses=error_responses(400, 404, 429))
     async def region(
@@ -32,17 +36,18 @@ class StatsController(Controller):
         region: Annotated[str, PathParameter(description="A region name as sent in X-Region.")],
         stats: NamedDependency[RegionStats],
     ) -> RegionStatsBody:
-        """One region's counts."""
+        """One region's counts and latest drift status."""
         summary, _ = await stats.one(valid_region(region))
         if summary is None:
             raise ApiError(404, "region_not_found", f"no requests recorded for region '{region}'")
-        return _body(summary)
+        return _body(summary, await stats.drift())
 
 
-def _body(summary: RegionSummary) -> RegionStatsBody:
+def _body(summary: RegionSummary, drift: dict[str, dict]) -> RegionStatsBody:
     return {
         "region": summary.region,
         "total_requests": summary.total_requests,
         "requests": summary.requests,
         "predictions": summary.predictions,
+        "drift": drift.get(summary.region),
     }

@@ -66,7 +66,7 @@ class VehicleController(Controller):
         started = time.perf_counter()
         predictions: list[Prediction] = []
         try:
-            result = await predictor.classify([await read_image_body(request)])
+            result = await predictor.classify([await read_image_body(request)], caller_region)
             outcome = result.outcomes[0]
             if outcome.prediction is None:
                 raise decode_error(outcome.error, predictor.limits)
@@ -102,7 +102,7 @@ class VehicleController(Controller):
                     f"{len(data.files)} files sent; the limit is {settings.max_batch_files} per request",
                     limit_files=settings.max_batch_files,
                 )
-            result = await predictor.classify([await read_upload(upload) for upload in data.files])
+            result = await predictor.classify([await read_upload(upload) for upload in data.files], caller_region)
             predictions = result.predictions
             items = [
                 _batch_item(i, upload.filename, outcome, predictor, top_k)
@@ -141,7 +141,7 @@ class VehicleController(Controller):
         predictions: list[Prediction] = []
         try:
             vehicle_id = _valid_vehicle_id(data.vehicle_id) if data.vehicle_id else new_vehicle_id()
-            result = await predictor.classify([await read_upload(data.file)])
+            result = await predictor.classify([await read_upload(data.file)], caller_region)
             outcome = result.outcomes[0]
             if outcome.prediction is None:
                 raise decode_error(outcome.error, predictor.limits)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from uuid import UUID
 import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import State
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -26,6 +28,7 @@ ENTRYPOINT = "flows/training.py:train_pipeline"
 FLOW_PARAMETERS = {
     "data", "candidates", "metric", "min_improvement", "seed", "time_budget_seconds", "force", "trigger", "drift_regions",
 }
+MONITOR = "monitor-drift/monitor-drift-hourly"
 RUN_TIMEOUT = 240
 
 
@@ -76,6 +79,7 @@ def test_vehicles_deploy_registers_pool_and_both_deployments(
     with prefect(api_url) as client:
         assert client.read_work_pool(POOL).type == "process"
         _assert_both_deployments(client)
+        _assert_monitoring(client)
 
 
 def _wait_for_final_state(
@@ -121,6 +125,50 @@ def test_train_deployment_runs_on_a_process_worker(
     assert champion.tags["candidate"] in parameters["candidates"]
 
 
+def _assert_monitoring(client: SyncPrefectClient) -> None:
+    """The hourly drift check, and the automation that retrains the nightly deployment on drift."""
+    monitor = client.read_deployment_by_name(MONITOR)
+    [schedule] = monitor.schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == ("0 * * * *", "UTC", True)
+    assert {"window_minutes", "min_records", "p_value"} <= set(monitor.parameter_openapi_schema["properties"])
+    nightly = client.read_deployment_by_name(NIGHTLY).id
+    [automation] = [
+        a for a in client.read_automations_by_name("retrain-on-drift") if [x.deployment_id for x in a.actions] == [nightly]
+    ]
+    assert automation.enabled and automation.trigger.expect == {"vehicle.drift.detected"}
+
+
+def _runs_of(client: SyncPrefectClient, deployment_id: UUID) -> list:
+    return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+
+
+def test_drift_event_starts_a_run_of_the_retrain_deployment(
+    deployed: subprocess.CompletedProcess[str], api_url: str, sandbox: Sandbox
+):
+    assert deployed.returncode == 0
+    with prefect(api_url) as client:
+        _assert_monitoring(client)
+        nightly = client.read_deployment_by_name(NIGHTLY).id
+        before = {run.id for run in _runs_of(client, nightly)}
+
+    emitted = sandbox.run(
+        [sandbox.command("prefect"), "event", "emit", "vehicle.drift.detected",
+         "--resource-id", f"vehicle.monitoring.{MODEL}", "--payload", json.dumps({"regions": ["north"], "version": "1"})],
+        env={"PREFECT_API_URL": api_url}, timeout=60,
+    )
+    assert emitted.returncode == 0, emitted.stdout[-3000:] + emitted.stderr[-3000:]
+
+    deadline, started = time.monotonic() + 90, []
+    with prefect(api_url) as client:
+        while not started and time.monotonic() < deadline:
+            started = [run for run in _runs_of(client, nightly) if run.id not in before]
+            time.sleep(1)
+        assert started, "the automation created no flow run of the retrain deployment"
+        [run] = started
+        assert run.parameters == {"trigger": "drift", "drift_regions": ["north"]}
+        client.delete_flow_run(run.id)  # nothing else in this module should pick it up
+
+
 def test_prefect_yaml_deploys_both_deployments(sandbox: Sandbox, api_url: str):
     with prefect(api_url) as client:
         for deployment in client.read_deployments():
@@ -137,3 +185,4 @@ def test_prefect_yaml_deploys_both_deployments(sandbox: Sandbox, api_url: str):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     with prefect(api_url) as client:
         _assert_both_deployments(client)
+        _assert_monitoring(client)

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -25,9 +26,9 @@ class RecordingClassifier(VehicleClassifier):
         super().__init__(classifier.featurizer, classifier.heads)
         self.calls: list[int] = []
 
-    def predict_images(self, images: Sequence[Image.Image]) -> list[Prediction]:
+    def predict_images_summarised(self, images: Sequence[Image.Image]) -> tuple[list[Prediction], np.ndarray]:
         self.calls.append(len(images))
-        return super().predict_images(images)
+        return super().predict_images_summarised(images)
 
 
 async def _hold_the_only_thread(executor: BatchingExecutor) -> tuple[threading.Event, asyncio.Task]:
@@ -55,9 +56,10 @@ async def test_requests_waiting_together_share_one_model_call_and_keep_their_own
     executor.close()
 
     assert model.calls == [4 + 2]  # one call for everything that waited; the bad file is not in it
-    for blobs, answer in zip(requests, answers, strict=True):
-        expected = decode_and_predict(small_model.classifier, blobs, ImageLimits())
+    for blobs, (answer, summaries) in zip(requests, answers, strict=True):
+        expected, expected_summaries = decode_and_predict(small_model.classifier, blobs, ImageLimits())
         assert len(answer) == len(blobs)
+        assert summaries.shape == expected_summaries.shape  # each request gets its own images' summaries
         for got, want in zip(answer, expected, strict=True):
             if isinstance(want, ImageDecodeError):
                 assert isinstance(got, ImageDecodeError) and got.reason == want.reason
@@ -75,7 +77,7 @@ def _same_labels(got: Prediction, want: Prediction) -> bool:
 async def test_one_request_alone_is_not_held_back(small_model):
     model = RecordingClassifier(small_model.classifier)
     executor = BatchingExecutor(threads=1, max_images=32)
-    [answer] = await executor.predict(model, [unique_png(20)], ImageLimits())
+    [answer], _ = await executor.predict(model, [unique_png(20)], ImageLimits())
     executor.close()
     assert model.calls == [1] and set(answer) == {"vehicle_type", "color"}
 
@@ -95,7 +97,7 @@ async def test_a_batch_never_exceeds_the_image_limit_nor_mixes_models(small_mode
     await blocker
     executor.close()
 
-    assert [len(a) for a in answers] == [n for _, n in jobs]
+    assert [len(a) for a, _ in answers] == [n for _, n in jobs]
     assert max(old.calls) <= 3 and sum(old.calls) == 6 and new.calls == [1]
 
 
@@ -107,7 +109,7 @@ async def test_a_failing_call_fails_its_callers_and_the_thread_goes_on(small_mod
 
     with pytest.raises(RuntimeError, match="backbone exploded"):
         await executor.run(boom)
-    [answer] = await executor.predict(small_model.classifier, [unique_png(30)], ImageLimits())
+    [answer], _ = await executor.predict(small_model.classifier, [unique_png(30)], ImageLimits())
     executor.close()
     assert set(answer) == {"vehicle_type", "color"}
 
@@ -120,7 +122,7 @@ async def test_a_caller_that_gave_up_does_not_disturb_the_others(small_model):
     await asyncio.sleep(0.05)
     abandoned.cancel()
     release.set()
-    [answer] = await kept
+    [answer], _ = await kept
     await blocker
     executor.close()
     assert abandoned.cancelled() and set(answer) == {"vehicle_type", "color"}
@@ -133,7 +135,7 @@ async def test_close_lets_queued_work_finish_then_stops_the_threads(small_model)
     await asyncio.sleep(0.05)
     executor.close()
     release.set()
-    [answer] = await queued
+    [answer], _ = await queued
     await blocker
     for thread in executor._threads:
         await asyncio.to_thread(thread.join, 30)
@@ -158,5 +160,5 @@ async def test_several_threads_share_the_waiting_requests(small_model):
     answers = await asyncio.gather(*calls)
     await asyncio.gather(*blockers)
     executor.close()
-    assert all(len(a) == 1 for a in answers)
+    assert all(len(a) == 1 for a, _ in answers)
     assert sum(model.calls) == 8 and max(model.calls) <= 4  # no thread took more than half

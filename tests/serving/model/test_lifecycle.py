@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from serving.app import create_app
 from serving.model.runtime import decode_and_predict
+from vehicle_model.monitoring import SUMMARY_DIM
 from serving.model.service import ModelService, ModelUnavailable
 from serving_helpers import CLASSIFY, assert_error, free_port, metric, running_server, unique_png
 from vehicle_model.images import ImageLimits
@@ -169,10 +170,11 @@ async def test_model_service_serves_a_model_it_is_handed(small_model):
     assert service.require() is small_model and service.problem is None
     refreshed = await service.refresh()
     assert (refreshed.outcome, refreshed.serving) == ("unchanged", "1")
-    predictions = await service.infer(
+    predictions, summaries = await service.infer(
         decode_and_predict, small_model.classifier, [unique_png(5), b"nope"], ImageLimits()
     )
     assert set(predictions[0]) == {"vehicle_type", "color"} and predictions[1].reason == "unsupported_format"
+    assert summaries.shape == (1, SUMMARY_DIM), "one summary per predicted image, for the prediction log"
     await service.close()
     with pytest.raises(ModelUnavailable, match="loading"):
         ModelService(None).require()

@@ -1,0 +1,70 @@
+"""The drift run in words: a one-screen markdown summary and a self-contained HTML report."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from tasks.drift import ALL, records_frame
+
+if TYPE_CHECKING:
+    from tasks.monitor_steps import DriftSummary
+
+
+def markdown_report(summary: DriftSummary) -> str:
+    """Which regions drifted, on what, and how strongly, in one table."""
+    t = summary.thresholds
+    verdict = f"drift in **{', '.join(summary.drifted_regions)}**" if summary.drift else "no drift"
+    lines = [
+        f"# {summary.model} v{summary.version}: {verdict}",
+        "",
+        f"{summary.window_start} to {summary.window_end}: {summary.records} records read, "
+        f"{summary.compared} from v{summary.version} compared with its validation reference. "
+        f"Thresholds: p < {t['p_value']}, score >= {t['min_effect']}, feature share >= {t['feature_share']}, "
+        f">= {t['min_records']} records per region.",
+        "",
+        "| region | records | drift | drifted on (score) | highest score |",
+        "|---|---:|---|---|---|",
+    ]
+    for region, result in summary.regions.items():
+        scores = result["scores"]
+        drifted = ", ".join(f"{name} ({scores[name]:.2f})" for name in result["drifted"]) or "-"
+        top = max(scores, key=scores.get) if scores else None
+        highest = f"{top} ({scores[top]:.2f})" if top else "-"
+        lines.append(f"| {region} | {result['records']} | {'**yes**' if result['drift'] else 'no'} | {drifted} | {highest} |")
+    if summary.too_few:
+        lines += ["", "Not examined (too few records): " + ", ".join(f"{r} ({n})" for r, n in summary.too_few.items())]
+    if summary.mlflow_run_id:
+        lines += ["", f"MLflow run `{summary.mlflow_run_id}` (experiment `vehicle-monitoring`) has the HTML report."]
+    return "\n".join(lines) + "\n"
+
+
+def html_report(summary: DriftSummary, reference: list[dict], records: list[dict]) -> str:
+    """Summary, every check per region, and label distributions next to the reference's."""
+    current = records_frame([r for r in records if str(r["version"]) == summary.version])
+    ref = records_frame(reference)
+    checks = pd.DataFrame([
+        {"region": region, "check": name, "score": score, "p_value": result["p_values"][name], "drift": name in result["drifted"]}
+        for region, result in summary.regions.items() for name, score in result["scores"].items()
+    ])
+    parts = [
+        f"<h1>Drift report: {html.escape(summary.model)} v{html.escape(summary.version)}</h1>",
+        f"<p>{html.escape(summary.window_start)} to {html.escape(summary.window_end)}; "
+        f"{summary.compared} records compared; thresholds {html.escape(str(summary.thresholds))}.</p>",
+        "<h2>Checks</h2>",
+        checks.to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(checks) else "<p>No region had enough records.</p>",
+    ]
+    for column in sorted(c for c in ref.columns if c.startswith("label.")):
+        parts += [f"<h2>{html.escape(column)}: share of predictions</h2>", _label_shares(ref, current, column, summary).to_html(float_format=lambda v: f"{v:.3f}")]
+    return "<!doctype html><html><head><meta charset='utf-8'><title>Drift report</title></head><body>" + "".join(parts) + "</body></html>"
+
+
+def _label_shares(ref: pd.DataFrame, current: pd.DataFrame, column: str, summary: DriftSummary) -> pd.DataFrame:
+    shares = {"reference": ref[column].value_counts(normalize=True)}
+    for region in summary.regions:
+        frame = current if region == ALL else current[current["region"] == region]
+        if column in frame:
+            shares[region] = frame[column].value_counts(normalize=True)
+    return pd.DataFrame(shares).fillna(0.0)

@@ -1,0 +1,106 @@
+"""The prediction log in a real Redis stream: what is written, the cap, Redis going away, and
+the drift status next to the region counts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+from litestar.testing import AsyncTestClient
+from prometheus_client import Counter, CollectorRegistry
+from redis import Redis
+
+from serving.app import create_app
+from serving.monitoring.prediction_log import PredictionLog
+from serving.storage.stores import RedisGuard, redis_client
+from serving_helpers import BATCH, CLASSIFY, metric, unique_png
+from vehicle_model.monitoring import PROJECTION_DIM, SUMMARY_DIM, TONE_DIM, decode, drift_status_key, log_key
+
+pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
+
+
+def upload(data: bytes) -> dict:
+    return {"file": ("car.png", data, "image/png")}
+
+
+async def _metric_reaches(client: AsyncTestClient, name: str, value: float, **labels: str) -> float:
+    """The metric once it reaches ``value`` (the writer runs in the background), or its last value."""
+    for _ in range(100):
+        current = metric((await client.get("/metrics")).text, name, **labels)
+        if current >= value:
+            return current
+        await asyncio.sleep(0.05)
+    return current
+
+
+async def test_inferred_images_are_logged_with_region_labels_and_summary(make_settings, redis_url, redis_prefix):
+    settings = make_settings(prediction_log_flush_seconds=0.05)
+    async with AsyncTestClient(create_app(settings)) as client:
+        single = await client.post(CLASSIFY, files=upload(unique_png(1)), headers={"X-Region": "north"})
+        batch = await client.post(
+            BATCH, files=[("files", ("a.png", unique_png(2), "x")), ("files", ("b", b"not an image", "x"))],
+            headers={"X-Region": "south"},
+        )
+        again = await client.post(CLASSIFY, files=upload(unique_png(1)), headers={"X-Region": "north"})
+        written = await _metric_reaches(client, "vehicle_prediction_log_records_total", 2)
+
+    assert single.status_code == batch.status_code == again.status_code == 200 and again.json()["cached"]
+    assert written == 2, "two images went through the model; the bad file and the cache hit did not"
+    redis = Redis.from_url(redis_url)
+    records = [decode(fields[b"record"]) for _, fields in redis.xrange(log_key(redis_prefix))]
+    redis.close()
+    assert [r["region"] for r in records] == ["north", "south"]
+    first = records[0]
+    assert (first["model"], first["version"]) == ("vehicle-classifier", "1")
+    for attribute, result in single.json()["predictions"].items():
+        assert first["predictions"][attribute]["label"] == result["label"]
+        assert first["predictions"][attribute]["probability"] == pytest.approx(result["top_k"][0]["probability"], abs=1e-4)
+    assert len(first["features"]) == PROJECTION_DIM and len(first["tone"]) == TONE_DIM
+    assert sum(first["tone"][:3]) == pytest.approx(1.0, abs=1e-3), "saturation bins of a histogram sum to 1"
+
+
+async def test_requests_succeed_and_records_are_counted_as_dropped_while_redis_is_away(make_settings, throwaway_redis):
+    settings = make_settings(redis_url=throwaway_redis.url, prediction_log_flush_seconds=0.05)  # never started
+    async with AsyncTestClient(create_app(settings)) as client:
+        responses = [await client.post(CLASSIFY, files=upload(unique_png(10 + i))) for i in range(3)]
+        dropped = await _metric_reaches(client, "vehicle_prediction_log_dropped_total", 3, reason="redis_unavailable")
+        text = (await client.get("/metrics")).text
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert dropped == 3 and metric(text, "vehicle_prediction_log_records_total") == 0
+
+
+async def test_stream_is_capped_and_a_full_queue_drops(redis_url, redis_prefix):
+    registry = CollectorRegistry()
+    written = Counter("written", "w", registry=registry)
+    dropped = Counter("dropped", "d", ["reason"], registry=registry)
+    guard = RedisGuard(redis_client(redis_url, 1.0))
+    log = PredictionLog(guard, redis_prefix, written, dropped, maxlen=50, queue_size=400)
+    prediction = {"vehicle_type": {"label": "bus", "probabilities": {"bus": 0.8, "van": 0.2}}}
+    summaries = np.zeros((500, SUMMARY_DIM), dtype=np.float32)
+    log.submit("m", "1", "north", [prediction] * 500, summaries)
+    assert await log.flush() == 400
+    await guard.close()
+    assert dropped.labels("queue_full")._value.get() == 100
+    redis = Redis.from_url(redis_url)
+    length = redis.xlen(log_key(redis_prefix))
+    redis.close()
+    # MAXLEN ~ trims whole stream nodes (100 entries by default), so the length lands near the cap.
+    assert 50 <= length < 400
+
+
+async def test_stats_show_each_regions_latest_drift_status(make_settings, redis_url, redis_prefix):
+    status = {"drift": True, "drifted": ["tone"], "records": 60, "version": "1", "checked_at": "2026-11-28T09:00:00+00:00"}
+    redis = Redis.from_url(redis_url)
+    redis.hset(drift_status_key(redis_prefix), mapping={"night": json.dumps(status), "all": json.dumps({**status, "drift": False})})
+    redis.close()
+    async with AsyncTestClient(create_app(make_settings())) as client:
+        for region in ("night", "day"):
+            await client.post(CLASSIFY, files=upload(unique_png(20)), headers={"X-Region": region})
+        everything = (await client.get("/api/stats/regions")).json()
+        night = (await client.get("/api/stats/regions/night")).json()
+    regions = {r["region"]: r for r in everything["regions"]}
+    assert regions["night"]["drift"] == status and night["drift"] == status
+    assert regions["day"]["drift"] is None, "a region never checked has no status"
+    assert everything["drift"]["drift"] is False
