@@ -1,47 +1,79 @@
-"""Deployments of the training flow: ``train`` (manual) and ``retrain-nightly`` (02:00 UTC).
+"""Deployments of the training flow, read from ``prefect.yaml`` (their one definition).
 
-Two ways to run them: registered on a process work pool (``vehicles deploy``, or
-``prefect deploy --all`` with ``prefect.yaml``) and picked up by ``prefect worker start``;
-or served from one long-lived process (``vehicles serve-flows``) on a single machine.
+``prefect deploy --all`` reads the same file, so names, schedules, parameters and
+descriptions cannot disagree between the two ways of registering them. Two ways to run them:
+registered on a process work pool (``vehicles deploy``) and picked up by
+``prefect worker start``; or served from one long-lived process (``vehicles serve-flows``).
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import yaml
 from prefect.schedules import Cron
 
 from flows.training import train_pipeline
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-ENTRYPOINT = "flows/training.py:train_pipeline"
-NIGHTLY = Cron("0 2 * * *", timezone="UTC")
-TRAIN = "train"
-RETRAIN_NIGHTLY = "retrain-nightly"
-DESCRIPTIONS = {
-    TRAIN: "Train the six candidates and promote the winner if it beats the champion. Trigger from the UI with parameters.",
-    RETRAIN_NIGHTLY: "Nightly retrain on the default dataset; promotes only when better by min_improvement.",
-}
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-def deploy_to_pool(work_pool: str, project_dir: Path = PROJECT_DIR) -> list[str]:
-    """Registers both deployments on a (process) work pool; returns their ids."""
-    flow = train_pipeline.from_source(source=str(project_dir), entrypoint=ENTRYPOINT)
-    ids = [
-        flow.deploy(name=TRAIN, work_pool_name=work_pool, description=DESCRIPTIONS[TRAIN], print_next_steps=False),
-        flow.deploy(
-            name=RETRAIN_NIGHTLY, work_pool_name=work_pool, schedules=[NIGHTLY],
-            description=DESCRIPTIONS[RETRAIN_NIGHTLY], print_next_steps=False,
-        ),
+def project_dir() -> Path:
+    """Where workers run the flows from: ``VEHICLES_PROJECT_DIR`` (``/app`` in the worker image), else this checkout."""
+    return Path(os.environ.get("VEHICLES_PROJECT_DIR") or CHECKOUT).resolve()
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """One entry of ``prefect.yaml``'s ``deployments`` list (the fields this project uses)."""
+
+    name: str
+    entrypoint: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    schedules: list[Cron] = field(default_factory=list)
+
+
+def load_specs(path: Path | None = None) -> list[DeploymentSpec]:
+    """The deployments declared in ``prefect.yaml`` (the project folder's by default)."""
+    document = yaml.safe_load((path or project_dir() / "prefect.yaml").read_text(encoding="utf-8"))
+    return [
+        DeploymentSpec(
+            name=entry["name"], entrypoint=entry["entrypoint"], description=entry.get("description", ""),
+            parameters=dict(entry.get("parameters") or {}),
+            schedules=[Cron(s["cron"], timezone=s.get("timezone", "UTC")) for s in entry.get("schedules") or []],
+        )
+        for entry in document["deployments"]
     ]
+
+
+def deploy_to_pool(work_pool: str, folder: Path | None = None) -> list[str]:
+    """Registers every deployment on a (process) work pool, run from ``folder``; returns their ids.
+
+    ``folder`` (default :func:`project_dir`) is baked into each deployment's pull step: in a
+    container stack, register from inside the worker image, not from the host.
+    """
+    folder = folder or project_dir()
+    ids = []
+    for spec in load_specs(folder / "prefect.yaml"):
+        flow = train_pipeline.from_source(source=str(folder), entrypoint=spec.entrypoint)
+        ids.append(flow.deploy(
+            name=spec.name, work_pool_name=work_pool, description=spec.description, parameters=spec.parameters,
+            schedules=spec.schedules, print_next_steps=False,
+        ))
     return [str(i) for i in ids]
 
 
 def serve_flows() -> None:
-    """Runs both deployments from this process (no work pool or worker needed)."""
+    """Runs every deployment from this process (no work pool or worker needed)."""
     from prefect import serve
 
-    serve(
-        train_pipeline.to_deployment(name=TRAIN, description=DESCRIPTIONS[TRAIN]),
-        train_pipeline.to_deployment(name=RETRAIN_NIGHTLY, schedules=[NIGHTLY], description=DESCRIPTIONS[RETRAIN_NIGHTLY]),
-    )
+    serve(*(
+        train_pipeline.to_deployment(
+            name=spec.name, description=spec.description, parameters=spec.parameters, schedules=spec.schedules,
+        )
+        for spec in load_specs()
+    ))
