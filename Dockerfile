@@ -10,16 +10,21 @@
 ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm
 
 # ---- builder stages: one virtualenv (/opt/venv) per runtime; dependencies before code, so
-# a code edit rebuilds only the small wheel layer
+# a code edit rebuilds only the small wheel layer. The dependency lists come straight from
+# pyproject.toml (never restated here); `deps` copies only those lists, so edits elsewhere in
+# pyproject.toml keep its cached install.
+FROM ${PYTHON_IMAGE} AS requirements
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+open("requirements.txt", "w").write("\n".join(p["dependencies"]) + "\n"); \
+open("dask.txt", "w").write("\n".join(p["optional-dependencies"]["dask"]) + "\n")'
+
 FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 ARG PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_DEFAULT_TIMEOUT=120
 WORKDIR /src
-COPY pyproject.toml ./
-# The dependency lists come straight from pyproject.toml, so they are never restated here.
-RUN python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-open("requirements.txt", "w").write("\n".join(p["dependencies"])); \
-open("dask.txt", "w").write("\n".join(p["optional-dependencies"]["dask"]))'
+COPY --from=requirements /src/requirements.txt /src/dask.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     python3 -m venv /opt/venv && /opt/venv/bin/pip install -r requirements.txt
 
@@ -27,7 +32,7 @@ FROM deps AS deps-worker
 RUN --mount=type=cache,target=/root/.cache/pip /opt/venv/bin/pip install -r dask.txt
 
 FROM deps AS wheel
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY vehicle_model ./vehicle_model
 COPY tasks ./tasks
 COPY flows ./flows
@@ -47,7 +52,7 @@ FROM ${PYTHON_IMAGE} AS venv-mlflow
 ARG PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_DEFAULT_TIMEOUT=120
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python3 -m venv /opt/venv && /opt/venv/bin/pip install "mlflow>=3.17,<3.18" "psycopg2-binary>=2.9"
+    python3 -m venv /opt/venv && /opt/venv/bin/pip install "mlflow>=3.17,<3.18" "psycopg[binary]>=3.2"
 
 # ---- shared runtime settings
 FROM ${PYTHON_IMAGE} AS runtime
