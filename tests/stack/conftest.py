@@ -64,7 +64,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path, d
                                       "--save", "", "--appendonly", "no", "--dir", str(box.root)])
         prefect, prefect_log = box.start(
             [box.command("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
-            env={"PREFECT_API_DATABASE_CONNECTION_URL": databases["prefect"].replace("postgresql:", "postgresql+asyncpg:")},
+            env={"PREFECT_API_DATABASE_CONNECTION_URL": databases["prefect"].replace("postgresql:", "postgresql+asyncpg:"),
+                 # Where the browser UI calls the API (its default is port 4200).
+                 "PREFECT_UI_API_URL": f"http://127.0.0.1:{prefect_port}/api"},
         )
         # One worker: uvicorn's supervisor kills workers that start slowly on a loaded machine.
         mlflow, mlflow_log = box.start([
