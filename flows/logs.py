@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-
-class JsonLinesFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message and any ``extra`` fields."""
-
-    _standard = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in self._standard})
-        return json.dumps(entry, default=str)
+from vehicle_model.jsonlog import json_formatter
 
 
 def file_logger(name: str, log_dir: Path, max_bytes: int = 5_000_000, backups: int = 5) -> logging.Logger:
@@ -31,7 +16,7 @@ def file_logger(name: str, log_dir: Path, max_bytes: int = 5_000_000, backups: i
     if not any(getattr(h, "baseFilename", None) == str(path) for h in logger.handlers):
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-        handler.setFormatter(JsonLinesFormatter())
+        handler.setFormatter(json_formatter())
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # the flow already logs to Prefect; this file is the JSON copy

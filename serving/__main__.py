@@ -16,7 +16,11 @@ def run(settings: ServingSettings) -> None:
     processes that each call ``serving.app:app_factory``, which reads the same environment
     (so pass settings through the environment when using workers).
     """
-    options = dict(host=settings.serving_host, port=settings.serving_port, access_log=False)
+    # uvicorn rewrites the client address from X-Forwarded-For, for trusted proxies only.
+    options = dict(
+        host=settings.serving_host, port=settings.serving_port, access_log=False,
+        proxy_headers=True, forwarded_allow_ips=settings.trusted_proxies,
+    )
     if settings.serving_workers > 1:
         uvicorn.run(FACTORY, factory=True, workers=settings.serving_workers, **options)
         return

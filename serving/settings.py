@@ -41,6 +41,9 @@ class ServingSettings(BaseSettings):
         low_margin_threshold: a top-1 minus top-2 gap below this is flagged in reports.
         api_key: key for ``/admin/*`` (``X-API-Key``); unset disables the check.
         rate_limit_per_minute: requests per client address per minute; 0 disables the limit.
+        trusted_proxies: addresses or networks (comma-separated; ``*`` for any) of reverse
+            proxies whose ``X-Forwarded-For`` names the client; the rate limit and the access
+            log then see the real client instead of the proxy.
         cors_origins: allowed CORS origins; empty disables CORS.
         inference_threads: concurrent inference calls; each gets cores // threads ONNX threads.
         inference_batch_images: most images one inference call takes from the requests waiting.
@@ -83,6 +86,7 @@ class ServingSettings(BaseSettings):
 
     api_key: SecretStr | None = None
     rate_limit_per_minute: int = Field(600, ge=0)
+    trusted_proxies: str = "127.0.0.1,::1"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     inference_threads: int = Field(default_factory=usable_cores, ge=1)

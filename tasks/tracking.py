@@ -30,7 +30,10 @@ def ensure_experiment(name: str, artifact_root: str | None) -> str:
         return existing.experiment_id
     location = Path(artifact_root).resolve().as_uri() if artifact_root else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        # Model development, not GenAI: the MLflow UI then opens on the runs table.
+        return client.create_experiment(
+            name, artifact_location=location, tags={"mlflow.experimentKind": "custom_model_development"}
+        )
     except MlflowException:
         # Another flow run created it between our lookup and our create.
         existing = client.get_experiment_by_name(name)

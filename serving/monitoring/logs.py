@@ -6,40 +6,19 @@ Records go through a queue so a slow disk never blocks the event loop. Logging i
 
 from __future__ import annotations
 
-import json
 import logging
 import logging.handlers
 import queue
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.http.request_ids import request_id
-
-# Attributes every LogRecord has; anything else passed with ``extra=`` becomes a JSON field.
-_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, extras, exception text."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS and not k.startswith("_")})
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+from vehicle_model.jsonlog import json_formatter
 
 
 def configure_logging(log_dir: Path, level: str = "INFO") -> logging.handlers.QueueListener:
@@ -49,7 +28,7 @@ def configure_logging(log_dir: Path, level: str = "INFO") -> logging.handlers.Qu
     (tests) does not duplicate lines. Returns the started listener; stop it on shutdown.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
-    formatter = JsonFormatter()
+    formatter = json_formatter()
     stdout = logging.StreamHandler(sys.stdout)
     rotating = logging.handlers.RotatingFileHandler(
         log_dir / "api.log", maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8"

@@ -26,7 +26,7 @@ from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from e2e_support import MODEL, Sandbox, tail
-from flows.deploy import NIGHTLY_PARAMETERS
+from flows.deploy import load_specs
 from flows.ingest import ingest_batch
 from flows.training import TrainingSummary, train_pipeline
 from tasks.data import load_dataset
@@ -145,8 +145,13 @@ def test_ingest_adds_batch_b(pipeline, sandbox: Sandbox, root: Path, batch_b: Pa
     assert len(load_dataset(root).frame) == 126
 
 
+def _nightly_parameters() -> dict:
+    """The parameters the nightly deployment passes (prefect.yaml, as `vehicles deploy` reads them)."""
+    return next(spec for spec in load_specs() if spec.name == "retrain-nightly").parameters
+
+
 def test_nightly_flow_trains_v2_on_a_and_b_and_gates_on_unseen_images(pipeline, root: Path, registry: MlflowClient):
-    v2 = train_pipeline(**NIGHTLY_PARAMETERS, candidates=FAST, time_budget_seconds=5)
+    v2 = train_pipeline(**_nightly_parameters(), candidates=FAST, time_budget_seconds=5)
 
     assert isinstance(v2, TrainingSummary) and v2.version == "2"
     tags = registry.get_model_version(MODEL, "2").tags
@@ -163,7 +168,7 @@ def test_nightly_flow_trains_v2_on_a_and_b_and_gates_on_unseen_images(pipeline, 
 
 
 def test_nightly_rerun_without_new_data_trains_nothing(pipeline, sandbox: Sandbox, registry: MlflowClient):
-    skipped = train_pipeline(**NIGHTLY_PARAMETERS, candidates=FAST, time_budget_seconds=5)
+    skipped = train_pipeline(**_nightly_parameters(), candidates=FAST, time_budget_seconds=5)
 
     assert isinstance(skipped, SkippedRun)
     assert skipped.line.startswith(f"no new data since {skipped.alias} v2, trained on ")
