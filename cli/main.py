@@ -116,17 +116,37 @@ def train(
     from flows.training import train_pipeline
     from tasks.prepare_steps import DataValidationError
 
+    parameters = dict(
+        data=data, candidates=candidate or None, metric=metric, min_improvement=min_improvement,
+        seed=seed, time_budget_seconds=time_budget,
+    )
+    _check_flow_parameters(train_pipeline, parameters)
     try:
         with prefect_api():
-            summary = train_pipeline(
-                data=data, candidates=candidate or None, metric=metric, min_improvement=min_improvement,
-                seed=seed, time_budget_seconds=time_budget,
-            )
+            summary = train_pipeline(**parameters)
     except (DataValidationError, FileNotFoundError, ValueError) as exc:
         # Input problems: the flow run already holds the details (logs, artifacts); no traceback here.
         console.print(f"[red]Training stopped:[/red] {exc}")
         raise typer.Exit(1) from exc
     _print_summary(summary, metric)
+
+
+def _check_flow_parameters(flow, parameters: dict) -> None:
+    """The flow's own parameter rules, checked before any server starts; one line when broken."""
+    import logging
+
+    from prefect.exceptions import ParameterTypeError
+
+    prefect_flows = logging.getLogger("prefect.flows")  # it would also log pydantic's raw errors
+    was_disabled, prefect_flows.disabled = prefect_flows.disabled, True
+    try:
+        flow.validate_parameters(parameters)
+    except ParameterTypeError as exc:
+        reasons = "; ".join(line.strip(" -") for line in str(exc).splitlines()[1:])
+        console.print(f"[red]Invalid training parameters:[/red] {reasons}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    finally:
+        prefect_flows.disabled = was_disabled
 
 
 def _print_summary(summary, metric: str) -> None:
