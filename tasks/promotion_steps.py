@@ -25,7 +25,7 @@ from tasks.registry import (
     register_version,
     version_for_alias,
 )
-from tasks.tracking import within_run
+from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, within_run
 from tasks.train_steps import CandidateResult
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.model import VehicleClassifier
@@ -51,7 +51,7 @@ def registry_lock(model_name: str, timeout_seconds: float = 1800) -> Iterator[No
         yield
 
 
-@task(name="score-champion")
+@task(name="score-champion", retries=MLFLOW_RETRIES, retry_delay_seconds=MLFLOW_RETRY_DELAY)
 def champion_score_task(
     model_name: str, alias: str, features: str, manifest: str, attributes: list[str], metric: str
 ) -> tuple[str | None, float | None, str]:
@@ -79,7 +79,7 @@ def champion_score_task(
     return champion_version, value, "re-scored on this run's test split"
 
 
-@task(name="register-model")
+@task(name="register-model", retries=MLFLOW_RETRIES, retry_delay_seconds=MLFLOW_RETRY_DELAY)
 def register_task(
     winner: CandidateResult, test_metrics: dict[str, float], parent_run_id: str, model_name: str, tags: dict[str, str]
 ) -> str:
@@ -87,13 +87,17 @@ def register_task(
     classifier = VehicleClassifier(featurizer=Featurizer(), heads=joblib.load(winner.heads_path))
     with within_run(parent_run_id):
         info = log_classifier(classifier, metadata={"candidate": winner.name, "metrics": test_metrics})
-    version_tags = {"candidate": winner.name, **tags, **{k: f"{v:.6f}" for k, v in test_metrics.items()}}
+    # "pending" until the gate decides: a run killed in between leaves a version that says so.
+    version_tags = {
+        "candidate": winner.name, "promotion.decision": "pending", **tags,
+        **{k: f"{v:.6f}" for k, v in test_metrics.items()},
+    }
     version = register_version(info.model_uri, model_name, version_tags)
     get_run_logger().info("Registered %s version %s (%s)", model_name, version.version, winner.name)
     return str(version.version)
 
 
-@task(name="promotion-gate")
+@task(name="promotion-gate", retries=MLFLOW_RETRIES, retry_delay_seconds=MLFLOW_RETRY_DELAY)
 def promote_task(
     model_name: str, alias: str, version: str, decision: PromotionDecision, champion_version: str | None
 ) -> None:

@@ -116,16 +116,20 @@ def decide(candidate_score: float, champion_score: float | None, min_improvement
 def apply_decision(
     client: MlflowClient, name: str, version: str, decision: PromotionDecision, champion: str = CHAMPION
 ) -> None:
-    """Moves aliases per the decision and records it as version tags."""
-    if decision.promote:
-        promote(client, name, version, champion)
-    else:
-        client.set_registered_model_alias(name, CHALLENGER, version)
-    client.set_model_version_tag(name, version, "promotion.decision", "promoted" if decision.promote else "rejected")
+    """Records the decision as version tags, then moves the aliases.
+
+    Tags first: a run stopped in between never leaves an alias on a version whose decision
+    is not recorded.
+    """
     client.set_model_version_tag(name, version, "promotion.reason", decision.reason)
     client.set_model_version_tag(name, version, "promotion.candidate_score", f"{decision.candidate_score:.6f}")
     if decision.champion_score is not None:
         client.set_model_version_tag(name, version, "promotion.champion_score", f"{decision.champion_score:.6f}")
+    client.set_model_version_tag(name, version, "promotion.decision", "promoted" if decision.promote else "rejected")
+    if decision.promote:
+        promote(client, name, version, champion)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version)
 
 
 def promote(client: MlflowClient, name: str, version: str, champion: str = CHAMPION) -> str | None:
