@@ -8,10 +8,10 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
-from serving.deps import valid_region
-from serving.errors import ApiError
-from serving.schemas import RegionsBody, RegionStatsBody, error_responses
-from serving.stats import RegionStats, RegionSummary
+from serving.http.dependencies import valid_region
+from serving.http.errors import ApiError
+from serving.http.schemas import RegionsBody, RegionStatsBody, error_responses
+from serving.monitoring.region_stats import RegionStats, RegionSummary
 
 
 class StatsController(Controller):

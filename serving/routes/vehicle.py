@@ -10,12 +10,9 @@ from litestar.di import NamedDependency
 from litestar.params import MultipartBody, PathParameter, QueryParameter
 from litestar.response import Template
 
-from serving.errors import ApiError
-from serving.inference import class_counts, present
-from serving.logs import request_id
-from serving.predictor import Outcome, Predictor
-from serving.reports import VEHICLE_ID_PATTERN, VEHICLE_ID_RULE, ReportStore, Thresholds, build_report, new_vehicle_id
-from serving.schemas import (
+from serving.http.errors import ApiError
+from serving.http.request_ids import request_id
+from serving.http.schemas import (
     BatchItem,
     BatchResponse,
     BatchUpload,
@@ -26,9 +23,19 @@ from serving.schemas import (
     ReportUpload,
     error_responses,
 )
+from serving.http.uploads import decode_error, display_name, read_upload
+from serving.model.predictor import ImageOutcome, Predictor
+from serving.monitoring.region_stats import RegionStats
+from serving.results.presentation import class_counts, present
+from serving.results.reports import (
+    VEHICLE_ID_PATTERN,
+    VEHICLE_ID_RULE,
+    ReportStore,
+    Thresholds,
+    build_report,
+    new_vehicle_id,
+)
 from serving.settings import ServingSettings
-from serving.stats import RegionStats
-from serving.uploads import decode_error, display_name, read_upload
 from vehicle_model.model import Prediction
 
 TopK = Annotated[int, QueryParameter(ge=1, le=100, description="Classes listed per attribute, most probable first.")]
@@ -180,7 +187,9 @@ def _render(report: dict[str, Any], output: str, status_code: int = 200, headers
     return Response(report, status_code=status_code, headers=headers)
 
 
-def _batch_item(index: int, filename: str | None, outcome: Outcome, predictor: Predictor, k: int) -> BatchItem:
+def _batch_item(
+    index: int, filename: str | None, outcome: ImageOutcome, predictor: Predictor, k: int
+) -> BatchItem:
     item: BatchItem = {
         "index": index,
         "filename": display_name(filename),

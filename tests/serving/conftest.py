@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from serving.model_source import LoadedModel
+from serving.model.source import LoadedModel
 from serving.settings import ServingSettings
 from serving_helpers import ThrowawayRedis, free_port
 from vehicle_model.model import VehicleClassifier

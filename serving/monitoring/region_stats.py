@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from serving.stores import RedisGuard, RedisUnavailable
+from serving.storage.stores import RedisGuard, RedisUnavailable
 from vehicle_model.model import Prediction
 
 REGION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")

@@ -14,8 +14,8 @@ from typing import Any
 
 from litestar.stores.base import Store
 
-from serving.inference import present
-from serving.model_source import LoadedModel
+from serving.model.source import LoadedModel
+from serving.results.presentation import present
 from vehicle_model.model import Prediction
 
 VEHICLE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

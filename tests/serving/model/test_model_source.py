@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.model_source import _check_featurizer
+from serving.model.source import _check_featurizer
 
 pytestmark = pytest.mark.serving
 

@@ -15,16 +15,16 @@ from dataclasses import dataclass
 
 from litestar.stores.base import Store
 
-from serving.inference import decode_and_predict
-from serving.metrics import ServingMetrics
-from serving.model_service import ModelService
-from serving.model_source import LoadedModel
+from serving.model.runtime import decode_and_predict
+from serving.model.service import ModelService
+from serving.model.source import LoadedModel
+from serving.monitoring.metrics import ServingMetrics
 from vehicle_model.images import ImageDecodeError, ImageLimits
 from vehicle_model.model import Prediction
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ImageOutcome:
     """One image's result: a prediction or the reason it was rejected.
 
     Attributes:
@@ -49,7 +49,7 @@ class Classified:
     """
 
     model: LoadedModel
-    outcomes: list[Outcome]
+    outcomes: list[ImageOutcome]
     inference_ms: float
 
     @property
@@ -85,7 +85,7 @@ class Predictor:
         """
         model = self.models.require()
         keys = [f"{model.name}:{model.version}:{hashlib.sha256(blob).hexdigest()}" for blob in blobs]
-        outcomes: list[Outcome | None] = list(await asyncio.gather(*(self._cached(key) for key in keys)))
+        outcomes: list[ImageOutcome | None] = list(await asyncio.gather(*(self._cached(key) for key in keys)))
         misses = [i for i, outcome in enumerate(outcomes) if outcome is None]
         self.metrics.cache_hits.inc(len(blobs) - len(misses))
         self.metrics.cache_misses.inc(len(misses))
@@ -101,15 +101,15 @@ class Predictor:
             fills = []
             for i, result in zip(misses, results, strict=True):
                 if isinstance(result, ImageDecodeError):
-                    outcomes[i] = Outcome(prediction=None, error=result)
+                    outcomes[i] = ImageOutcome(prediction=None, error=result)
                 else:
-                    outcomes[i] = Outcome(prediction=result)
+                    outcomes[i] = ImageOutcome(prediction=result)
                     fills.append(self.cache.set(keys[i], json.dumps(result), expires_in=self.cache_ttl))
             await asyncio.gather(*fills)
         done = [outcome for outcome in outcomes if outcome is not None]
         self.metrics.count_predictions(o.prediction for o in done if o.prediction is not None)
         return Classified(model=model, outcomes=done, inference_ms=inference_ms)
 
-    async def _cached(self, key: str) -> Outcome | None:
+    async def _cached(self, key: str) -> ImageOutcome | None:
         raw = await self.cache.get(key)
-        return None if raw is None else Outcome(prediction=json.loads(raw), cached=True)
+        return None if raw is None else ImageOutcome(prediction=json.loads(raw), cached=True)

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from serving.inference import warm_up
-from serving.metrics import ServingMetrics
-from serving.model_source import LoadedModel, ModelSource, NoChampion, RegistryUnavailable
+from serving.model.runtime import warm_up
+from serving.model.source import LoadedModel, ModelSource, NoChampion, RegistryUnavailable
+from serving.monitoring.metrics import ServingMetrics
 
 T = TypeVar("T")
-Outcome = Literal["loaded", "unchanged", "failed", "skipped", "no_champion", "unreachable"]
+RefreshOutcome = Literal["loaded", "unchanged", "failed", "skipped", "no_champion", "unreachable"]
 logger = logging.getLogger("serving.model")
 
 
@@ -43,7 +43,7 @@ class RefreshResult:
         detail: a human-readable explanation.
     """
 
-    outcome: Outcome
+    outcome: RefreshOutcome
     version: str | None
     serving: str | None
     detail: str
@@ -214,7 +214,7 @@ class ModelService:
         except TimeoutError as exc:
             raise RegistryUnavailable(f"no answer within {self.registry_timeout:.0f} s") from exc
 
-    def _without_version(self, outcome: Outcome, detail: str) -> RefreshResult:
+    def _without_version(self, outcome: RefreshOutcome, detail: str) -> RefreshResult:
         if self._model is None:
             self._problem = detail
         else:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from serving.metrics import ServingMetrics
-from serving.model_service import ModelService
-from serving.model_source import ModelSource
-from serving.predictor import Predictor
-from serving.reports import ReportStore
+from serving.model.predictor import Predictor
+from serving.model.service import ModelService
+from serving.model.source import ModelSource
+from serving.monitoring.metrics import ServingMetrics
+from serving.monitoring.region_stats import RegionStats
+from serving.results.reports import ReportStore
 from serving.settings import ServingSettings
-from serving.stats import RegionStats
-from serving.stores import RedisGuard, ResilientStore, redis_client
+from serving.storage.stores import RedisGuard, ResilientStore, redis_client
 from vehicle_model.images import ImageLimits
 
 logger = logging.getLogger("serving.app")

@@ -23,8 +23,8 @@ from litestar.exceptions import (
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap
 
-from serving.logs import request_id
-from serving.model_service import ModelUnavailable
+from serving.http.request_ids import request_id
+from serving.model.service import ModelUnavailable
 
 logger = logging.getLogger("serving.errors")
 # What Litestar's multipart parser says (as a 400) when a part count or header size limit is hit.

@@ -11,7 +11,7 @@ import re
 
 from litestar.datastructures import UploadFile
 
-from serving.errors import ApiError
+from serving.http.errors import ApiError
 from vehicle_model.images import ACCEPTED_FORMATS, ImageDecodeError, ImageLimits
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")

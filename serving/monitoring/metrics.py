@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from litestar.plugins.prometheus import PrometheusConfig
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from vehicle_model.model import Prediction
+
+
+def prometheus_config() -> PrometheusConfig:
+    """Litestar's request metrics: count and latency by route template and status."""
+    # Route templates, not raw paths, as labels: report ids must not explode the series count.
+    return PrometheusConfig(app_name="vehicle-serving", prefix="litestar", group_path=True, exclude=["^/metrics"])
 
 
 class ServingMetrics:

@@ -14,7 +14,8 @@ from litestar.testing import AsyncTestClient
 from PIL import Image, ImageDraw
 
 from serving.app import create_app
-from serving.model_service import ModelService
+from serving.http.uploads import display_name
+from serving.model.service import ModelService
 from serving.settings import ServingSettings
 from serving_helpers import BATCH, CLASSIFY, REPORT, assert_error
 
@@ -223,3 +224,9 @@ async def test_uploads_are_never_written_under_client_names(client, tmp_path: Pa
     response = await client.post(CLASSIFY, files={"file": ("../escape.png", GOOD, "image/png")})
     assert response.status_code == 200
     assert list(workdir.iterdir()) == [] and not (tmp_path / "escape.png").exists()
+
+
+async def test_display_name_strips_control_characters():
+    assert display_name("a\x00b\x1f\x7f.png") == "ab.png"
+    assert display_name("\x00") is None and display_name(None) is None
+    assert len(display_name("x" * 500)) == 100

@@ -1,4 +1,4 @@
-"""JSON logs to stdout and a rotating file, with a request id on every line of a request.
+"""JSON logs to stdout and a rotating file, and one access-log line per request with its id.
 
 Records go through a queue so a slow disk never blocks the event loop. Logging is set up by
 ``configure_logging`` from the app's lifespan, never at import.
@@ -10,46 +10,20 @@ import json
 import logging
 import logging.handlers
 import queue
-import re
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID_HEADER = "X-Request-ID"
-_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_STATE_KEY = "request_id"
+from serving.http.request_ids import request_id
+
 # Attributes every LogRecord has; anything else passed with ``extra=`` becomes a JSON field.
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-def request_id(scope: Scope) -> str:
-    """The request's id: the client's ``X-Request-ID`` when well-formed, else a new one.
-
-    Stored in the scope on first use, so the error handlers, the access log and the response
-    header all agree even for requests that never reach a route.
-    """
-    state = scope.setdefault("state", {})
-    if (existing := state.get(_STATE_KEY)) is not None:
-        return existing
-    incoming = next(
-        (value.decode("latin-1") for name, value in scope.get("headers", []) if name == b"x-request-id"), ""
-    )
-    state[_STATE_KEY] = incoming if _CLIENT_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-    return state[_STATE_KEY]
-
-
-async def add_request_id_header(message: Message, scope: Scope) -> None:
-    """``before_send`` hook: echoes the request id on every HTTP response."""
-    if message["type"] == "http.response.start":
-        MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id(scope)
 
 
 class JsonFormatter(logging.Formatter):

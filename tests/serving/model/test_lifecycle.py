@@ -15,8 +15,8 @@ from litestar.testing import AsyncTestClient
 from mlflow import MlflowClient
 
 from serving.app import create_app
-from serving.inference import decode_and_predict
-from serving.model_service import ModelService, ModelUnavailable
+from serving.model.runtime import decode_and_predict
+from serving.model.service import ModelService, ModelUnavailable
 from serving_helpers import CLASSIFY, assert_error, free_port, metric, running_server, unique_png
 from vehicle_model.images import ImageLimits
 
@@ -203,10 +203,10 @@ async def test_inference_is_bounded_and_off_the_event_loop(small_model):
 
 
 async def test_in_flight_request_finishes_on_the_model_it_started_with(registry_uri, sample_images):
-    from serving.metrics import ServingMetrics
-    from serving.model_source import ModelSource
-    from serving.predictor import Predictor
-    from serving.stores import BoundedMemoryStore
+    from serving.model.predictor import Predictor
+    from serving.model.source import ModelSource
+    from serving.monitoring.metrics import ServingMetrics
+    from serving.storage.stores import BoundedMemoryStore
 
     metrics = ServingMetrics()
     service = ModelService(ModelSource(registry_uri, NAME, "champion"), inference_threads=1, metrics=metrics)
@@ -233,7 +233,7 @@ async def test_python_m_serving_runs_workers_from_the_environment(registry_uri, 
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
         "MLFLOW_TRACKING_URI": registry_uri,
         "SERVING_PORT": str(port),
         "SERVING_WORKERS": "2",

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from litestar import Request
-from litestar.connection import ASGIConnection
 from litestar.di import Provide
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import HeaderParameter
-from litestar.types import Guard
 
-from serving.errors import ApiError
-from serving.services import Services
-from serving.stats import DEFAULT_REGION, REGION_PATTERN
+from serving.http.errors import ApiError
+from serving.monitoring.region_stats import DEFAULT_REGION, REGION_PATTERN
+from serving.wiring import Services
 
 REGION_RULE = "1-32 characters from A-Z, a-z, 0-9, '_' and '-'"
-API_KEY_HEADER = "X-API-Key"
 
 
 def valid_region(region: str) -> str:
@@ -60,17 +55,3 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "caller_region": Provide(provide_region, sync_to_thread=False),
     }
 
-
-def api_key_guard(api_key: str | None) -> Guard:
-    """A guard requiring ``X-API-Key`` to equal ``api_key``; no check when ``api_key`` is None."""
-
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        if api_key is None:
-            return
-        sent = connection.headers.get(API_KEY_HEADER)
-        if not sent:
-            raise ApiError(401, "missing_api_key", f"this endpoint needs the {API_KEY_HEADER} header")
-        if not hmac.compare_digest(sent.encode(), api_key.encode()):
-            raise ApiError(403, "invalid_api_key", f"the {API_KEY_HEADER} header does not match the configured key")
-
-    return guard

@@ -1,0 +1,1 @@
+"""The request/response edge: errors, schemas, uploads, dependencies and request ids."""

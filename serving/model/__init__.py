@@ -1,0 +1,1 @@
+"""The model lifecycle: registry -> load -> warm -> swap -> infer."""

@@ -1,0 +1,1 @@
+"""What the app tells operators: metrics, per-region stats and logs."""

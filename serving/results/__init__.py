@@ -1,0 +1,1 @@
+"""Pure functions from predictions to what clients read: presentation and reports."""

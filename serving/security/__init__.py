@@ -1,0 +1,1 @@
+"""One policy reviewed together: the admin API key, the rate limit and CORS."""
