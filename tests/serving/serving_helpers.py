@@ -74,6 +74,71 @@ class ThrowawayRedis:
         return Redis.from_url(self.url)
 
 
+class LossyProxy:
+    """A loopback TCP proxy in front of Redis that can swallow Redis' replies.
+
+    With ``drop_replies`` set, requests still reach Redis (and are applied) but the client
+    never hears back: the "read timeout after Redis applied it" failure, on demand.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.drop_replies = False
+        self._server: socket.socket | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._server.settimeout(0.2)
+        self._spawn(self._accept)
+
+    def _spawn(self, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self._spawn(self._pipe, client, upstream, False)
+            self._spawn(self._pipe, upstream, client, True)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+        source.settimeout(0.2)
+        try:
+            while not self._stop.is_set():
+                try:
+                    data = source.recv(65536)
+                except TimeoutError:
+                    continue
+                if not data:
+                    break
+                if not (replies and self.drop_replies):
+                    sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.close()
+        for thread in self._threads:
+            thread.join(timeout=2)
+
+
 def metric(text: str, sample_name: str, /, **labels: str) -> float:
     """The value of one sample in a Prometheus exposition (0 when absent)."""
     for family in text_string_to_metric_families(text):

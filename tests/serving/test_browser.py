@@ -8,7 +8,7 @@ import pytest
 
 from browser import Browser
 from serving.app import create_app
-from serving.model_service import ModelService
+from serving.model.service import ModelService
 from serving_helpers import running_server
 
 pytestmark = pytest.mark.serving
