@@ -90,6 +90,7 @@ def build_services(settings: ServingSettings, models: ModelService | None = None
             poll_interval=settings.poll_interval_seconds,
             registry_timeout=settings.registry_timeout_seconds,
             retry_failed_after=settings.retry_failed_version_seconds,
+            load_timeout=settings.reload_timeout_seconds,
         )
     limits = ImageLimits(max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels)
     return Services(

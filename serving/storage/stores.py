@@ -192,6 +192,22 @@ class ResilientStore(NamespacedStore):
         else:
             await self._memory.delete(key)
 
+    async def add(self, key: str, value: str | bytes, expires_in: int) -> bool:
+        """Stores ``value`` only if ``key`` holds nothing; False when it already does.
+
+        One ``SET NX`` in Redis, so two writers racing for a key cannot both win. While Redis
+        is away only the memory copy can be checked.
+        """
+        if await self._memory.exists(key):
+            return False
+        try:
+            return bool(await self.guard.run(
+                lambda redis: redis.set(f"{self.namespace}:{key}", value, ex=expires_in, nx=True)
+            ))
+        except RedisUnavailable:
+            await self._memory.set(key, value, expires_in)
+            return True
+
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         try:
             value = await self._redis(lambda store: store.get(key, renew_for))
