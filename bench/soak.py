@@ -193,6 +193,9 @@ def main() -> int:
     server_args = argparse.Namespace(
         model_name=bench.MODEL_NAME, alias="champion", workers=1, batch_size=4, redis_url=args.redis_url
     )
+    # bench/serving.py polls hourly; a first load slower than the registry timeout (a busy
+    # machine) would then leave the replica unready for an hour.
+    os.environ.setdefault("REGISTRY_TIMEOUT_SECONDS", "600")
     try:
         tracking_uri = args.tracking_uri or bench.build_tiny_registry(workdir / "registry")
         server = bench.start_server(tracking_uri, port, workdir, server_args)
