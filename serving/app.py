@@ -27,7 +27,7 @@ from serving.routes.stats import StatsController
 from serving.routes.system import health, index, metadata, metrics, ready
 from serving.routes.vehicle import VehicleController
 from serving.security.clients import client_guard, key_ring, operator_guard
-from serving.security.cors import cors_config
+from serving.security.cors import cors_config, strip_foreign_cors
 from serving.security.headers import add_security_headers
 from serving.security.rate_limit import RATE_LIMIT_STORE, rate_limit_middleware
 from serving.settings import ServingSettings, get_settings
@@ -62,7 +62,7 @@ def create_app(settings: ServingSettings, model_service: ModelService | None = N
         lifespan=[_lifespan(services)],
         stores={RATE_LIMIT_STORE: services.rate_limit_store},
         middleware=[AccessLogMiddleware(), prometheus_config().middleware, *rate_limit_middleware(settings)],
-        before_send=[add_request_id_header, add_security_headers],
+        before_send=[add_request_id_header, add_security_headers, strip_foreign_cors(settings)],
         exception_handlers=exception_handlers(
             settings.max_body_bytes, settings.poll_interval_seconds, on_error=_count_error(services)
         ),

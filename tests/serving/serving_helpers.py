@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import shutil
+import signal
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from PIL import Image
@@ -40,8 +42,9 @@ def free_port() -> int:
 class ThrowawayRedis:
     """A private ``redis-server`` on a free loopback port that tests may stop and restart."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, data_dir: Path | None = None) -> None:
         self.port = port
+        self.data_dir = data_dir  # with a folder, an append-only file keeps data across restarts
         self.url = f"redis://127.0.0.1:{port}/0"
         self._process: subprocess.Popen | None = None
 
@@ -50,7 +53,7 @@ class ThrowawayRedis:
         if binary is None:
             raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
         self._process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *self._persistence()],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         client = Redis.from_url(self.url, socket_connect_timeout=0.2)
@@ -64,6 +67,11 @@ class ThrowawayRedis:
             raise RuntimeError(f"redis-server on port {self.port} did not start")
         client.close()
 
+    def _persistence(self) -> list[str]:
+        if self.data_dir is None:
+            return ["--appendonly", "no"]
+        return ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.data_dir)]
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()
@@ -72,6 +80,15 @@ class ThrowawayRedis:
 
     def client(self) -> Redis:
         return Redis.from_url(self.url)
+
+    def pause(self) -> None:
+        """SIGSTOP: the port still accepts connections, nothing ever answers (a hung Redis)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
 
 class LossyProxy:
