@@ -83,7 +83,7 @@ async def test_a_report_belongs_to_its_client_and_is_never_replaced(keyed_app):
     assert after.json() == created.json(), "the first report is untouched"
 
 
-async def test_two_writers_racing_for_one_vehicle_id_get_one_201_and_one_409(make_settings, small_model):
+async def test_four_writers_of_one_vehicle_id_get_one_201_and_three_409(make_settings, small_model):
     import asyncio
 
     app = create_app(make_settings(), model_service=ModelService(None, small_model))
