@@ -107,8 +107,11 @@ class ReportStore:
         return await self.store.add(report["vehicle_id"], json.dumps(stored), expires_in=self.ttl_seconds)
 
     async def get(self, vehicle_id: str, owner: str) -> dict[str, Any] | None:
-        """The report, or None when absent, expired or made by another client."""
-        raw = await self.store.get(vehicle_id)
+        """The report, or None when absent, expired or made by another client.
+
+        Raises RedisUnavailable when the report is not in memory and Redis could not be asked.
+        """
+        raw = await self.store.lookup(vehicle_id)
         if raw is None:
             return None
         report = json.loads(raw)

@@ -39,6 +39,7 @@ from serving.results.reports import (
 )
 from serving.security.clients import client_name
 from serving.settings import ServingSettings
+from serving.storage.stores import RedisUnavailable
 from vehicle_model.model import Prediction
 
 TopK = Annotated[int, QueryParameter(ge=1, le=100, description="Classes listed per attribute, most probable first.")]
@@ -177,7 +178,9 @@ class VehicleController(Controller):
         finally:
             await stats.record(caller_region, "report", predictions)
 
-    @get("/report/{vehicle_id:str}", responses=error_responses(400, 401, 404, 429), operation_class=ReportOperation)
+    @get(
+        "/report/{vehicle_id:str}", responses=error_responses(400, 401, 404, 429, 503), operation_class=ReportOperation
+    )
     async def get_report(
         self,
         request: Request,
@@ -194,7 +197,16 @@ class VehicleController(Controller):
     ) -> Response[Report]:
         """A stored report, while it has not expired; only the client that created it sees it."""
         try:
-            report = await reports.get(_valid_vehicle_id(vehicle_id), client_name(request))
+            try:
+                report = await reports.get(_valid_vehicle_id(vehicle_id), client_name(request))
+            except RedisUnavailable:
+                retry_after = max(1, round(reports.store.guard.retry_after))
+                raise ApiError(
+                    503, "store_unavailable",
+                    f"the report store (Redis) is not answering, so whether a report for vehicle_id "
+                    f"'{vehicle_id}' exists is unknown; retry after {retry_after} s",
+                    headers={"Retry-After": str(retry_after)},
+                ) from None
             if report is None:
                 raise ApiError(
                     404, "report_not_found",

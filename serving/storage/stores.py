@@ -70,9 +70,13 @@ class RedisGuard:
             return "memory"
         return "ok" if self._up else "degraded"
 
-    async def run(self, operation: Callable[[Redis], Awaitable[T]]) -> T:
-        """Runs ``operation(redis)``; raises RedisUnavailable instead of any Redis failure."""
-        if self.redis is None or time.monotonic() < self._open_until:
+    async def run(self, operation: Callable[[Redis], Awaitable[T]], force: bool = False) -> T:
+        """Runs ``operation(redis)``; raises RedisUnavailable instead of any Redis failure.
+
+        With ``force`` Redis is asked even while the breaker is open (one timeout at most):
+        for callers that cannot answer from memory alone.
+        """
+        if self.redis is None or (not force and time.monotonic() < self._open_until):
             raise RedisUnavailable
         try:
             result = await operation(self.redis)
@@ -81,6 +85,7 @@ class RedisGuard:
             raise RedisUnavailable from exc
         if not self._up:
             self._up = True
+            self._open_until = 0.0
             logger.info("redis is reachable again; leaving the in-memory fallback")
             self._on_change(True)
         return result
@@ -214,6 +219,19 @@ class ResilientStore(NamespacedStore):
         except RedisUnavailable:
             value = None
         return value if value is not None else await self._memory.get(key, renew_for)
+
+    async def lookup(self, key: str) -> bytes | None:
+        """The value, or None only when Redis itself said the key is absent.
+
+        Memory first (it holds what was written during an outage), then one Redis read made
+        even while the breaker is open. Raises RedisUnavailable when memory misses and Redis
+        could not answer: a miss in memory alone does not prove the key is absent.
+        """
+        value = await self._memory.get(key)
+        if value is not None or self._redis_store is None:
+            return value
+        store = self._redis_store
+        return await self.guard.run(lambda _: store.get(key), force=True)
 
     async def delete(self, key: str) -> None:
         await self._memory.delete(key)

@@ -10,7 +10,7 @@ import pytest
 
 from serving.app import create_app
 from serving.model.service import ModelService
-from serving_helpers import CLASSIFY, REPORT, ThrowawayRedis, free_port, running_server, unique_png
+from serving_helpers import CLASSIFY, REPORT, ThrowawayRedis, assert_error, free_port, running_server, unique_png
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 
@@ -61,9 +61,9 @@ async def test_redis_killed_mid_load_loses_no_request_and_counts_stats_once(make
     throwaway_redis.stop()
     classify, create, read = statuses[0::3], statuses[1::3], statuses[2::3]
     assert classify == [200] * CLIENTS * ROUNDS and create == [201] * CLIENTS * ROUNDS
-    # A report stored in Redis just before it died is out of reach until it returns: 404, not 500.
-    # Each client has at most one report across the moment Redis dies.
-    assert set(read) <= {200, 404} and read.count(200) >= len(read) - CLIENTS
+    # A report stored in Redis just before it died is out of reach until it returns: 503, never a
+    # 404 claiming it does not exist. Each client has at most one report across the moment Redis dies.
+    assert set(read) <= {200, 503} and read.count(200) >= len(read) - CLIENTS
     assert counted == CLIENTS * ROUNDS, "every classify counted in Redis, none twice"
 
 
@@ -86,3 +86,33 @@ async def test_hung_redis_costs_a_timeout_not_a_request(make_settings, throwaway
     assert before == after == [200, 201, 200]
     assert during == [200, 201, 200] * 8
     assert ready["redis"] == "degraded"
+
+
+async def test_report_read_never_says_not_found_when_redis_could_not_be_asked(make_settings, throwaway_redis,
+                                                                             small_model):
+    throwaway_redis.start()
+    # A long breaker window: after one failure every other caller skips Redis for a minute.
+    settings = make_settings(redis_url=throwaway_redis.url, redis_retry_after_seconds=60.0)
+    app = create_app(settings, model_service=ModelService(None, small_model, inference_threads=2))
+    with running_server(app) as base_url:
+        async with httpx.AsyncClient(base_url=base_url, timeout=CLIENT_TIMEOUT) as client:
+            created = await client.post(REPORT, files={"file": ("c.png", unique_png(777), "image/png")},
+                                        data={"vehicle_id": "in-redis"})
+            assert created.status_code == 201, created.text
+            throwaway_redis.pause()
+            try:
+                hung = await client.get(f"{REPORT}/in-redis")
+                hung_again = await client.get(f"{REPORT}/in-redis")  # breaker open: Redis asked anyway
+                ready = (await client.get("/ready")).json()
+            finally:
+                throwaway_redis.resume()
+            # Redis answers again but the breaker is still open for everyone else.
+            back = await client.get(f"{REPORT}/in-redis")
+            absent = await client.get(f"{REPORT}/never-created")
+    for response in (hung, hung_again):
+        error = assert_error(response, 503, "store_unavailable")
+        assert "in-redis" in error["message"]
+        assert int(response.headers["retry-after"]) == 60
+    assert ready["redis"] == "degraded"
+    assert back.status_code == 200 and back.json()["vehicle_id"] == "in-redis"
+    assert_error(absent, 404, "report_not_found")
