@@ -16,6 +16,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
+from serving.http.body_deadline import BodyDeadlineMiddleware
 from serving.http.dependencies import dependencies
 from serving.http.errors import ApiError, exception_handlers
 from serving.http.request_ids import add_request_id_header
@@ -61,7 +62,12 @@ def create_app(settings: ServingSettings, model_service: ModelService | None = N
         dependencies=dependencies(services),
         lifespan=[_lifespan(services)],
         stores={RATE_LIMIT_STORE: services.rate_limit_store},
-        middleware=[AccessLogMiddleware(), prometheus_config().middleware, *rate_limit_middleware(settings)],
+        middleware=[
+            AccessLogMiddleware(),
+            prometheus_config().middleware,
+            *rate_limit_middleware(settings),
+            BodyDeadlineMiddleware(settings.body_timeout_seconds),
+        ],
         before_send=[add_request_id_header, add_security_headers, strip_foreign_cors(settings)],
         exception_handlers=exception_handlers(
             settings.max_body_bytes, settings.poll_interval_seconds, on_error=_count_error(services)

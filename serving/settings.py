@@ -40,6 +40,8 @@ class ServingSettings(BaseSettings):
         max_file_bytes: largest single upload.
         max_body_bytes: largest request body.
         max_image_pixels: largest width*height decoded (decompression-bomb guard).
+        body_timeout_seconds: longest a request body may take to arrive after its headers (408).
+        keep_alive_timeout_seconds: an idle keep-alive connection is closed after this (uvicorn).
         report_ttl_seconds: how long reports are kept.
         classify_cache_ttl_seconds: how long classification results are cached per image and model version.
         low_confidence_threshold: a top probability below this is flagged in reports.
@@ -81,6 +83,8 @@ class ServingSettings(BaseSettings):
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    keep_alive_timeout_seconds: int = Field(5, ge=1)
 
     report_ttl_seconds: int = Field(3600, ge=1)
     classify_cache_ttl_seconds: int = Field(3600, ge=1)

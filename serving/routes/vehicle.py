@@ -45,7 +45,7 @@ from vehicle_model.model import Prediction
 TopK = Annotated[int, QueryParameter(ge=1, le=100, description="Classes listed per attribute, most probable first.")]
 
 
-UPLOAD_ERRORS = error_responses(400, 401, 413, 415, 422, 429, 503)
+UPLOAD_ERRORS = error_responses(400, 401, 408, 413, 415, 422, 429, 503)
 
 
 @dataclass
@@ -137,7 +137,7 @@ class VehicleController(Controller):
             await stats.record(caller_region, "classify-batch", predictions)
 
     @post(
-        "/report", status_code=201, responses=error_responses(400, 401, 409, 413, 415, 422, 429, 503),
+        "/report", status_code=201, responses=error_responses(400, 401, 408, 409, 413, 415, 422, 429, 503),
         operation_class=ReportOperation,
     )
     async def create_report(

@@ -178,13 +178,15 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
 
 
 @contextmanager
-def running_server(app) -> Iterator[str]:
+def running_server(app, **options) -> Iterator[str]:
     """Serves ``app`` with uvicorn on a free loopback port in a thread; yields its base URL.
 
     Litestar's test clients hand requests to the app one at a time, so tests that need
-    requests truly in flight together go through a real server.
+    requests truly in flight together go through a real server. ``options`` are more
+    ``uvicorn.Config`` arguments (host and port are always loopback and free).
     """
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
+    options = {**options, "host": "127.0.0.1", "port": free_port()}
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
