@@ -6,7 +6,7 @@ DATA ?= data/synthetic
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: install install-export run train serve test test-e2e test-images bench bench-serving lint clean
+.PHONY: install install-export run train serve test test-e2e test-images bench bench-serving soak browser lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,12 @@ serve: $(VENV)/.installed
 
 run: train serve
 
+# The browser test drives Debian's chromium; installed here when missing.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null)
+
 # Uses the Redis on 6379 when it answers; otherwise starts a throwaway one and stops it after.
-test: $(VENV)/.installed-export
+test: $(VENV)/.installed-export browser
 	@REDIS_TEST_URL="$$(scripts/ensure_redis.sh)" && export REDIS_TEST_URL && \
 		echo "Redis for tests: $$REDIS_TEST_URL" && \
 		status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
@@ -76,6 +80,13 @@ bench-serving: $(VENV)/.installed
 	@REDIS_BENCH_URL="$$(scripts/ensure_redis.sh)" && \
 		status=0; $(BIN)/python bench/serving.py --redis-url "$$REDIS_BENCH_URL" $(SERVING_BENCH_ARGS) || status=$$?; \
 		case "$$REDIS_BENCH_URL" in *:6379/*) ;; *) $(BIN)/python -c "import redis, sys; redis.Redis.from_url(sys.argv[1]).shutdown(nosave=True)" "$$REDIS_BENCH_URL" 2>/dev/null || true;; esac; \
+		exit $$status
+
+# Bounded: 5 minutes at 16 in flight by default (SOAK_ARGS="--minutes 1" to shorten); numbers in docs/reliability.md.
+soak: $(VENV)/.installed
+	@REDIS_URL="$$(scripts/ensure_redis.sh)" && export REDIS_URL && \
+		status=0; $(BIN)/python bench/soak.py $(SOAK_ARGS) || status=$$?; \
+		case "$$REDIS_URL" in *:6379/*) ;; *) $(BIN)/python -c "import redis, sys; redis.Redis.from_url(sys.argv[1]).shutdown(nosave=True)" "$$REDIS_URL" 2>/dev/null || true;; esac; \
 		exit $$status
 
 clean:

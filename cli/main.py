@@ -154,12 +154,14 @@ def train(
     from tasks.prepare_steps import DataValidationError
     from tasks.retrain import SkippedRun
 
+    parameters = dict(
+        data=data, candidates=candidate or None, metric=metric, min_improvement=min_improvement,
+        seed=seed, time_budget_seconds=time_budget, force=force,
+    )
+    _check_flow_parameters(train_pipeline, parameters)
     try:
         with prefect_api():
-            summary = train_pipeline(
-                data=data, candidates=candidate or None, metric=metric, min_improvement=min_improvement,
-                seed=seed, time_budget_seconds=time_budget, force=force,
-            )
+            summary = train_pipeline(**parameters)
     except (DataValidationError, FileNotFoundError, ValueError) as exc:
         # Input problems: the flow run already holds the details (logs, artifacts); no traceback here.
         console.print(f"[red]Training stopped:[/red] {exc}")
@@ -168,6 +170,24 @@ def train(
         console.print(f"Nothing to train: {summary.line}. Use --force to retrain anyway.", soft_wrap=True)
         return
     _print_summary(summary, metric)
+
+
+def _check_flow_parameters(flow, parameters: dict) -> None:
+    """The flow's own parameter rules, checked before any server starts; one line when broken."""
+    import logging
+
+    from prefect.exceptions import ParameterTypeError
+
+    prefect_flows = logging.getLogger("prefect.flows")  # it would also log pydantic's raw errors
+    was_disabled, prefect_flows.disabled = prefect_flows.disabled, True
+    try:
+        flow.validate_parameters(parameters)
+    except ParameterTypeError as exc:
+        reasons = "; ".join(line.strip(" -") for line in str(exc).splitlines()[1:])
+        console.print(f"[red]Invalid training parameters:[/red] {reasons}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    finally:
+        prefect_flows.disabled = was_disabled
 
 
 def _print_summary(summary, metric: str) -> None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger
+from pydantic import Field
 from prefect.runtime import flow_run
 
 from flows.logs import file_logger
@@ -53,8 +59,8 @@ def train_pipeline(
     candidates: list[str] | None = None,
     metric: Metric = "macro_f1",
     min_improvement: float = 0.005,
-    seed: int = 0,
-    time_budget_seconds: float = 120.0,
+    seed: Annotated[int, Field(ge=0)] = 0,
+    time_budget_seconds: Annotated[float, Field(gt=0)] = 120.0,
     force: bool = False,
     trigger: str | None = None,
     drift_regions: list[str] | None = None,
@@ -84,8 +90,11 @@ def train_pipeline(
     if skip is not None:
         return report_skip_task(skip, trigger, drift_regions)
     artifact_root = local_artifact_root(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
-    with parent_run(settings.mlflow_experiment, artifact_root, settings.mlflow_ui_url, flow_run.get_name(), _run_tags(), prepared) as parent:
-        results, failures = train_candidates(names, prepared, seed, time_budget_seconds, parent.experiment_id, parent.run_id, settings)
+    with parent_run(settings.mlflow_experiment, artifact_root, settings.mlflow_ui_url, flow_run.get_name(), _run_tags(), prepared) as parent, \
+            heads_folder(prepared) as heads_dir:
+        results, failures = train_candidates(
+            names, prepared, seed, time_budget_seconds, parent.experiment_id, parent.run_id, settings, heads_dir
+        )
         board = leaderboard(results, metric)
         publish_leaderboard_task(board, failures, parent.run_id, parent.url, metric)
         winner = next(r for r in results if r.name == board.iloc[0]["candidate"])
@@ -109,14 +118,27 @@ def train_pipeline(
     return summary
 
 
+@contextmanager
+def heads_folder(prepared: PreparedData) -> Iterator[Path]:
+    """This run's fitted heads, next to the features (storage every worker shares).
+
+    Only registration reads them (the model version holds its own copy), so the folder is
+    removed when the run ends, failed or not.
+    """
+    folder = prepared.features.parent / f"heads-{flow_run.get_id() or uuid.uuid4().hex}"
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def train_candidates(
     names: list[str], prepared: PreparedData, seed: int, budget: float, experiment_id: str, parent_run_id: str,
-    settings: PipelineSettings,
+    settings: PipelineSettings, out_dir: Path,
 ) -> tuple[list[CandidateResult], list[CandidateFailure]]:
     """Fans the candidates out on the configured runner; fails unless at least half succeed."""
     workers = max(1, min(settings.workers, len(names)))
     threads = max(1, settings.workers // workers)
-    out_dir = prepared.features.parent / f"heads-{flow_run.get_id() or 'local'}"
     common = dict(
         features=str(prepared.features), attributes=prepared.attributes, seed=seed, budget_seconds=budget,
         tracking_uri=settings.mlflow_tracking_uri, experiment_id=experiment_id, parent_run_id=parent_run_id,

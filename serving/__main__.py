@@ -9,6 +9,22 @@ from serving.settings import ServingSettings, get_settings
 FACTORY = "serving.app:app_factory"
 
 
+def uvicorn_options(settings: ServingSettings) -> dict:
+    """uvicorn's options for this app: address, idle keep-alive limit, no access log of its own.
+
+    uvicorn has no body-read timeout; the app sets one (``BODY_TIMEOUT_SECONDS``).
+    """
+    return dict(
+        host=settings.serving_host,
+        port=settings.serving_port,
+        access_log=False,
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
+        # uvicorn rewrites the client address from X-Forwarded-For, for trusted proxies only.
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
+    )
+
+
 def run(settings: ServingSettings) -> None:
     """Serves the app until interrupted.
 
@@ -16,11 +32,7 @@ def run(settings: ServingSettings) -> None:
     processes that each call ``serving.app:app_factory``, which reads the same environment
     (so pass settings through the environment when using workers).
     """
-    # uvicorn rewrites the client address from X-Forwarded-For, for trusted proxies only.
-    options = dict(
-        host=settings.serving_host, port=settings.serving_port, access_log=False,
-        proxy_headers=True, forwarded_allow_ips=settings.trusted_proxies,
-    )
+    options = uvicorn_options(settings)
     if settings.serving_workers > 1:
         uvicorn.run(FACTORY, factory=True, workers=settings.serving_workers, **options)
         return

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
+from serving.http.body_deadline import BodyDeadlineMiddleware
 from serving.http.dependencies import dependencies
 from serving.http.errors import ApiError, exception_handlers
 from serving.http.request_ids import add_request_id_header
@@ -26,7 +27,9 @@ from serving.routes.admin import admin_router
 from serving.routes.stats import StatsController
 from serving.routes.system import health, index, metadata, metrics, ready
 from serving.routes.vehicle import VehicleController
-from serving.security.cors import cors_config
+from serving.security.clients import client_guard, key_ring, operator_guard
+from serving.security.cors import cors_config, strip_foreign_cors
+from serving.security.headers import add_security_headers
 from serving.security.rate_limit import RATE_LIMIT_STORE, rate_limit_middleware
 from serving.settings import ServingSettings, get_settings
 from serving.wiring import Services, build_services
@@ -44,10 +47,11 @@ def create_app(settings: ServingSettings, model_service: ModelService | None = N
             by default one following ``MODEL_NAME@MODEL_ALIAS`` in the registry is built.
     """
     services = build_services(settings, model_service)
+    keys = key_ring(settings)
     return Litestar(
         route_handlers=[
-            VehicleController,
-            StatsController,
+            Router("/", route_handlers=[VehicleController], guards=[client_guard(keys)]),
+            Router("/", route_handlers=[StatsController], guards=[operator_guard(keys)]),
             health,
             ready,
             metadata,
@@ -58,8 +62,13 @@ def create_app(settings: ServingSettings, model_service: ModelService | None = N
         dependencies=dependencies(services),
         lifespan=[_lifespan(services)],
         stores={RATE_LIMIT_STORE: services.rate_limit_store},
-        middleware=[AccessLogMiddleware(), prometheus_config().middleware, *rate_limit_middleware(settings)],
-        before_send=[add_request_id_header],
+        middleware=[
+            AccessLogMiddleware(),
+            prometheus_config().middleware,
+            *rate_limit_middleware(settings),
+            BodyDeadlineMiddleware(settings.body_timeout_seconds),
+        ],
+        before_send=[add_request_id_header, add_security_headers, strip_foreign_cors(settings)],
         exception_handlers=exception_handlers(
             settings.max_body_bytes, settings.poll_interval_seconds, on_error=_count_error(services)
         ),

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 def usable_cores() -> int:
@@ -31,15 +35,23 @@ class ServingSettings(BaseSettings):
         poll_interval_seconds: how often the alias is checked.
         registry_timeout_seconds: longest wait for one registry call before it counts as unreachable.
         retry_failed_version_seconds: how long a version that failed to load is left alone.
+        reload_timeout_seconds: longest ``POST /admin/reload`` waits for a load before answering 504.
         max_batch_files: most files in one classify-batch request.
         max_file_bytes: largest single upload.
         max_body_bytes: largest request body.
         max_image_pixels: largest width*height decoded (decompression-bomb guard).
+        body_timeout_seconds: longest a request body may take to arrive after its headers (408).
+        keep_alive_timeout_seconds: an idle keep-alive connection is closed after this (uvicorn).
         report_ttl_seconds: how long reports are kept.
         classify_cache_ttl_seconds: how long classification results are cached per image and model version.
         low_confidence_threshold: a top probability below this is flagged in reports.
         low_margin_threshold: a top-1 minus top-2 gap below this is flagged in reports.
-        api_key: key for ``/admin/*`` (``X-API-Key``); unset disables the check.
+        api_key: key for ``/admin/*`` (``X-API-Key``); unset leaves admin open, but only to
+            loopback callers on a loopback address unless ``admin_open`` says otherwise.
+        admin_open: serve ``/admin/*`` without a key to any address (explicit opt-in).
+        client_keys: client name -> sha256 hex digest of its key; empty turns client
+            authentication off (every caller is the anonymous client).
+        operator_key_sha256: sha256 hex digest of the key that reads ``/api/stats``.
         rate_limit_per_minute: requests per client address per minute; 0 disables the limit.
         trusted_proxies: addresses or networks (comma-separated; ``*`` for any) of reverse
             proxies whose ``X-Forwarded-For`` names the client; the rate limit and the access
@@ -73,11 +85,14 @@ class ServingSettings(BaseSettings):
     poll_interval_seconds: float = Field(30.0, gt=0)
     registry_timeout_seconds: float = Field(30.0, gt=0)
     retry_failed_version_seconds: float = Field(300.0, ge=0)
+    reload_timeout_seconds: float = Field(60.0, gt=0)
 
     max_batch_files: int = Field(64, ge=1)
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    keep_alive_timeout_seconds: int = Field(5, ge=1)
 
     report_ttl_seconds: int = Field(3600, ge=1)
     classify_cache_ttl_seconds: int = Field(3600, ge=1)
@@ -85,6 +100,9 @@ class ServingSettings(BaseSettings):
     low_margin_threshold: float = Field(0.15, ge=0, le=1)
 
     api_key: SecretStr | None = None
+    admin_open: bool = False
+    client_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    operator_key_sha256: str | None = None
     rate_limit_per_minute: int = Field(600, ge=0)
     trusted_proxies: str = "127.0.0.1,::1"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -103,7 +121,33 @@ class ServingSettings(BaseSettings):
     serving_port: int = Field(8000, ge=1, le=65535)
     serving_workers: int = Field(1, ge=1)
 
-    @field_validator("redis_url", "api_key", mode="before")
+    @field_validator("client_keys", mode="before")
+    @classmethod
+    def _name_digest_pairs(cls, value: object) -> object:
+        # "alice:<sha256 hex>,bob:<sha256 hex>" or a JSON object.
+        if isinstance(value, str):
+            if value.lstrip().startswith("{"):
+                return json.loads(value)
+            pairs = [item.strip().partition(":") for item in value.split(",") if item.strip()]
+            return {name.strip(): digest.strip().lower() for name, _, digest in pairs}
+        return value
+
+    @field_validator("client_keys")
+    @classmethod
+    def _digests_only(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, digest in value.items():
+            if not name or not SHA256_HEX.match(digest):
+                raise ValueError(f"client key for {name!r} must be NAME:<64 hex digits of sha256(key)>")
+        return value
+
+    @field_validator("operator_key_sha256")
+    @classmethod
+    def _operator_digest(cls, value: str | None) -> str | None:
+        if value is not None and not SHA256_HEX.match(value.lower()):
+            raise ValueError("OPERATOR_KEY_SHA256 must be 64 hex digits of sha256(key)")
+        return value.lower() if value else None
+
+    @field_validator("redis_url", "api_key", "operator_key_sha256", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -6,8 +6,10 @@ run from the app's lifespan, do that.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serving.model.predictor import Predictor
 from serving.model.service import ModelService
@@ -37,19 +39,38 @@ class Services:
     stats: RegionStats
     rate_limit_store: ResilientStore
     prediction_log: PredictionLog
+    _flusher: asyncio.Task | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         state = await self.guard.probe()
         logger.info("redis: %s", state)
+        if self.guard.redis is not None:
+            self._flusher = asyncio.create_task(self._flush_stats(), name="stats-flusher")
         if self.settings.api_key is None:
             logger.warning("API_KEY is not set: admin endpoints are open")
         await self.models.start(wait=self.settings.registry_timeout_seconds)
         await self.prediction_log.start()
 
     async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            await self.stats.flush()  # a last try, so a clean shutdown loses no count
         await self.models.close()
         await self.prediction_log.stop()
         await self.guard.close()
+
+    async def _flush_stats(self) -> None:
+        """Counts kept in memory during an outage reach Redis once it is back, with no request needed."""
+        interval = min(5.0, max(0.5, self.settings.redis_retry_after_seconds))
+        while True:
+            await asyncio.sleep(interval)
+            if self.stats.unsent:
+                try:
+                    await self.stats.flush()
+                except Exception:  # keep flushing later; never let the loop die silently
+                    logger.exception("flushing region stats failed")
 
 
 def build_services(settings: ServingSettings, models: ModelService | None = None) -> Services:
@@ -74,6 +95,7 @@ def build_services(settings: ServingSettings, models: ModelService | None = None
             poll_interval=settings.poll_interval_seconds,
             registry_timeout=settings.registry_timeout_seconds,
             retry_failed_after=settings.retry_failed_version_seconds,
+            load_timeout=settings.reload_timeout_seconds,
         )
     limits = ImageLimits(max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels)
     log = PredictionLog(

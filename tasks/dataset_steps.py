@@ -20,5 +20,5 @@ def resolve_dataset_task(data: str, data_dir: Path, seed: int = 0) -> str:
     root = data_dir / SYNTHETIC
     if not (root / "labels.csv").exists():
         get_run_logger().info("Generating the synthetic dataset (%d images) in %s", SYNTHETIC_SIZE, root)
-        generate_dataset(root, n=SYNTHETIC_SIZE, seed=seed)
+        generate_dataset(root, n=SYNTHETIC_SIZE, seed=seed, replace=False)
     return str(root)

@@ -35,7 +35,7 @@ from tasks.registry import (
     version_for_alias,
 )
 from tasks.retrain import DATASET_TAG, FEATURIZER_TAG, FINGERPRINT_TAG, IMAGES_TAG, SkippedRun, unchanged_since
-from tasks.tracking import within_run
+from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, within_run
 from tasks.train_steps import CandidateResult
 from tasks.validation import SHA_COLUMN
 from vehicle_model.featurizer import Featurizer
@@ -92,7 +92,7 @@ def report_skip_task(skip: SkippedRun, trigger: str | None, drift_regions: list[
     return skip
 
 
-@task(name="promotion-gate")
+@task(name="promotion-gate", retries=MLFLOW_RETRIES, retry_delay_seconds=MLFLOW_RETRY_DELAY)
 def gate_task(
     model_name: str, alias: str, winner: CandidateResult, test_metrics: dict[str, float], prepared: PreparedData,
     metric: str, policy: GatePolicy, feature_cache_dir: str,
@@ -163,7 +163,7 @@ def _probabilities(heads, X: np.ndarray) -> Probabilities:
     return {attribute: (list(map(str, head.classes_)), head.predict_proba(X)) for attribute, head in heads.items()}
 
 
-@task(name="register-model")
+@task(name="register-model", retries=MLFLOW_RETRIES, retry_delay_seconds=MLFLOW_RETRY_DELAY)
 def register_task(
     winner: CandidateResult, test_metrics: dict[str, float], parent_run_id: str, model_name: str,
     prepared: PreparedData, tags: dict[str, str],
@@ -176,9 +176,10 @@ def register_task(
     with within_run(parent_run_id):
         mlflow.log_dict({"fingerprint": prepared.fingerprint, **images}, TRAINING_IMAGES_ARTIFACT)
         info = log_classifier(classifier, metadata={"candidate": winner.name, "metrics": test_metrics})
+    # "pending" until the gate's decision is recorded: a run killed in between leaves a version that says so.
     version_tags = {
-        "candidate": winner.name, FINGERPRINT_TAG: prepared.fingerprint, FEATURIZER_TAG: prepared.featurizer_version,
-        DATASET_TAG: prepared.source, IMAGES_TAG: str(len(manifest)), **tags,
+        "candidate": winner.name, "promotion.decision": "pending", FINGERPRINT_TAG: prepared.fingerprint,
+        FEATURIZER_TAG: prepared.featurizer_version, DATASET_TAG: prepared.source, IMAGES_TAG: str(len(manifest)), **tags,
         **{k: f"{v:.6f}" for k, v in test_metrics.items()},
     }
     version = register_version(info.model_uri, model_name, version_tags)
@@ -186,7 +187,7 @@ def register_task(
     return str(version.version)
 
 
-@task(name="move-aliases")
+@task(name="move-aliases", retries=MLFLOW_RETRIES, retry_delay_seconds=MLFLOW_RETRY_DELAY)
 def promote_task(model_name: str, alias: str, version: str, decision: PromotionDecision, parent_run_id: str) -> None:
     """Moves the aliases per the gate, logs the gate's numbers and emits ``vehicle.model.promoted``."""
     apply_decision(MlflowClient(), model_name, version, decision, alias)

@@ -106,13 +106,17 @@ def version_featurizer(name: str, version: str) -> str | None:
 def apply_decision(
     client: MlflowClient, name: str, version: str, decision: PromotionDecision, champion: str = CHAMPION
 ) -> None:
-    """Moves aliases per the decision and records it (counts, interval, reason) as version tags."""
+    """Records the decision (counts, interval, reason) as version tags, then moves the aliases.
+
+    Tags first: a run stopped in between never leaves an alias on a version whose decision
+    is not recorded.
+    """
+    for key, value in decision.tags().items():
+        client.set_model_version_tag(name, version, key, value)
     if decision.promote:
         promote(client, name, version, champion)
     else:
         client.set_registered_model_alias(name, CHALLENGER, version)
-    for key, value in decision.tags().items():
-        client.set_model_version_tag(name, version, key, value)
 
 
 def promote(client: MlflowClient, name: str, version: str, champion: str = CHAMPION) -> str | None:

@@ -17,6 +17,12 @@ from mlflow.exceptions import MlflowException
 if TYPE_CHECKING:
     from tasks.prepare_steps import PreparedData
 
+# Tasks that write to the tracking store or the registry retry: a locked SQLite file or a
+# tracking server that blinks must not cost a whole training run. Each of them is safe to
+# repeat (the gate re-reads the aliases it moves).
+MLFLOW_RETRIES = 2
+MLFLOW_RETRY_DELAY = 2
+
 
 def ensure_experiment(name: str, artifact_root: str | None) -> str:
     """Creates the experiment once and returns its id.

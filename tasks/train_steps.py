@@ -21,6 +21,7 @@ from tasks.evaluation import (
     evaluate_heads,
 )
 from tasks.features import load_split
+from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY
 from tasks.training import CV_FOLDS, fit_candidate
 
 
@@ -91,7 +92,7 @@ def _flat_params(fitted, budget_seconds: float, seed: int) -> dict[str, str]:
     return params
 
 
-@task(name="publish-leaderboard")
+@task(name="publish-leaderboard", retries=MLFLOW_RETRIES, retry_delay_seconds=MLFLOW_RETRY_DELAY)
 def publish_leaderboard_task(
     board: pd.DataFrame, failures: list[CandidateFailure], parent_run_id: str, parent_url: str, metric: str
 ) -> None:
@@ -107,7 +108,7 @@ def publish_leaderboard_task(
     get_run_logger().info("Leaderboard:\n%s", board.drop(columns="run_id").round(4).to_string(index=False))
 
 
-@task(name="score-on-test")
+@task(name="score-on-test", retries=MLFLOW_RETRIES, retry_delay_seconds=MLFLOW_RETRY_DELAY)
 def score_on_test_task(result: CandidateResult, features: str, attributes: list[str], parent_run_id: str) -> dict[str, float]:
     """Scores the winner once on the untouched test split; logged on its run and the parent."""
     heads = joblib.load(result.heads_path)

@@ -79,7 +79,13 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
             "unsupported_format",
             f"not a recognised image; accepted formats: {', '.join(ACCEPTED_FORMATS)}",
         ) from exc
-    except (OSError, ValueError, SyntaxError, EOFError, TypeError, KeyError, IndexError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Pillow's decoders raise whatever a crafted file provokes (struct.error,
+        # ZeroDivisionError, ...); any of them means these bytes are not a usable image.
+        # MemoryError is the process's problem, not the file's; KeyboardInterrupt and
+        # SystemExit are not Exceptions and pass through.
         raise ImageDecodeError("corrupt", f"the image could not be decoded: {exc}") from exc
 
 

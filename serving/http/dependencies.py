@@ -13,6 +13,8 @@ from serving.monitoring.region_stats import DEFAULT_REGION, REGION_PATTERN
 from serving.wiring import Services
 
 REGION_RULE = "1-32 characters from A-Z, a-z, 0-9, '_' and '-'"
+# Documented in the schema, checked by ``valid_region`` (so the error says ``invalid_region``).
+REGION_SCHEMA = {"pattern": REGION_PATTERN.pattern}
 
 
 def valid_region(region: str) -> str:
@@ -30,11 +32,15 @@ def provide_region(
     request: Request,
     x_region: Annotated[
         str | None,
-        HeaderParameter(name="X-Region", description=f"Caller's region ({REGION_RULE}); default 'unknown'."),
+        HeaderParameter(
+            name="X-Region",
+            description=f"Caller's region ({REGION_RULE}); absent or empty means '{DEFAULT_REGION}'.",
+            schema_extra={"pattern": "^([A-Za-z0-9_-]{1,32})?$"},
+        ),
     ] = None,
 ) -> str:
-    """The caller's region from ``X-Region`` (``unknown`` when absent), validated."""
-    region = valid_region(x_region) if x_region is not None else DEFAULT_REGION
+    """The caller's region from ``X-Region`` (``unknown`` when absent or empty), validated."""
+    region = valid_region(x_region) if x_region else DEFAULT_REGION
     request.scope["state"]["region"] = region
     return region
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -68,6 +70,7 @@ class ModelService:
         registry_timeout: longest wait for one registry lookup.
         retry_failed_after: seconds before a version that failed to load is tried again
             (``/admin/reload`` retries at once).
+        load_timeout: longest one download + load + warm-up may take before it counts as failed.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class ModelService:
         poll_interval: float = 30.0,
         registry_timeout: float = 30.0,
         retry_failed_after: float = 300.0,
+        load_timeout: float = 600.0,
     ) -> None:
         self.source = source
         self.metrics = metrics or ServingMetrics()
@@ -89,6 +93,7 @@ class ModelService:
         self.poll_interval = poll_interval
         self.registry_timeout = registry_timeout
         self.retry_failed_after = retry_failed_after
+        self.load_timeout = load_timeout
         self._inference = BatchingExecutor(inference_threads, batch_images)
         self._registry = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
         self._refresh_lock = asyncio.Lock()
@@ -188,7 +193,18 @@ class ModelService:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            model = await loop.run_in_executor(self._registry, self._load_and_warm, version)
+            # Bounded, so a hung download cannot hold the refresh lock (and every later poll) forever.
+            model = await asyncio.wait_for(
+                loop.run_in_executor(self._registry, self._load_and_warm, version), self.load_timeout
+            )
+        except TimeoutError:
+            self._failed[version] = time.monotonic()
+            self.metrics.model_reload_failures.inc()
+            detail = f"version {version} did not load within {self.load_timeout:g} s; still serving {self._serving}"
+            logger.error(detail)
+            if self._model is None:
+                self._problem = f"{detail}; {self._retry_note}"
+            return RefreshResult("failed", version, self._serving, detail)
         except Exception as exc:
             self._failed[version] = time.monotonic()
             self.metrics.model_reload_failures.inc()
@@ -208,11 +224,13 @@ class ModelService:
 
     def _load_and_warm(self, version: str) -> LoadedModel:
         assert self.source is not None
-        model = self.source.load(version)
-        if self.onnx_threads is not None:
-            # Before the first inference creates the ONNX session, so all pools fit the cores.
-            model.classifier.featurizer.threads = self.onnx_threads
-        warm_up(model.classifier)
+        # The download lives only until the warm-up has read the weights: no folder per reload.
+        with tempfile.TemporaryDirectory(prefix=f"model-v{version}-") as folder:
+            model = self.source.load(version, Path(folder))
+            if self.onnx_threads is not None:
+                # Before the first inference creates the ONNX session, so all pools fit the cores.
+                model.classifier.featurizer.threads = self.onnx_threads
+            warm_up(model.classifier)
         return model
 
     def _install(self, model: LoadedModel) -> None:

@@ -6,8 +6,10 @@ on its own thread so the event loop never waits on the registry.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from vehicle_model.model import VehicleClassifier
@@ -109,16 +111,27 @@ class ModelSource:
             self._client = None
             raise RegistryUnavailable(f"registry unreachable: {type(exc).__name__}: {exc}") from exc
 
-    def load(self, version: str) -> LoadedModel:
-        """Loads version ``version`` by number (not by alias, which may move meanwhile)."""
+    def load(self, version: str, folder: Path) -> LoadedModel:
+        """Loads version ``version`` by number (not by alias, which may move meanwhile).
+
+        The artifacts are downloaded into ``folder``, which the caller owns and removes once
+        the model is warmed up (the ONNX session holds the weights from then on).
+        """
         import mlflow
 
         model_version = self.client.get_model_version(self.name, version)
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=self.client.get_model_version_download_uri(self.name, version),
+            dst_path=str(folder),
             tracking_uri=self.tracking_uri,
         )
-        pyfunc = mlflow.pyfunc.load_model(local)
+        # MLflow prepends the model's code folder to sys.path on every load; this process runs
+        # its own vehicle_model, so the path is only a leak (one more entry per reload).
+        saved_path = list(sys.path)
+        try:
+            pyfunc = mlflow.pyfunc.load_model(local)
+        finally:
+            sys.path[:] = saved_path
         classifier = pyfunc.unwrap_python_model().classifier
         _check_featurizer(version, dict(pyfunc.metadata.metadata or {}), classifier.featurizer.version)
         metrics = {}

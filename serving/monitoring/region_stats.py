@@ -11,8 +11,10 @@ into the hash ``<prefix>:monitoring:drift`` (region -> JSON) and read here next 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +30,18 @@ DEFAULT_REGION = "unknown"
 OVERFLOW_REGION = "other"
 
 Delta = tuple[str, str, str]  # (region, "requests" | "predictions", field)
+# How long Redis remembers an applied batch id: far longer than any retry of that batch.
+BATCH_ID_TTL_SECONDS = 86_400
+APPLY_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  for i = 2, #ARGV, 4 do
+    redis.call('SADD', KEYS[2], ARGV[i])
+    redis.call('HINCRBY', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  end
+  return 1
+end
+return 0
+"""
 
 
 @dataclass
@@ -66,6 +80,8 @@ class RegionStats:
         self.max_regions = max_regions
         self._seen: set[str] = set()
         self._pending: Counter[Delta] = Counter()
+        self._batch: tuple[str, Counter[Delta]] | None = None  # sent, not yet confirmed
+        self._flushing = asyncio.Lock()
 
     def _admit(self, region: str) -> str:
         if region not in self._seen:
@@ -85,32 +101,47 @@ class RegionStats:
             for attribute, result in prediction.items():
                 deltas[(region, "predictions", f"{attribute}:{result['label']}")] += 1
         self._pending.update(deltas)
-        try:
-            await self.guard.run(self._flush)
-        except RedisUnavailable:
-            pass
+        await self.flush()
 
-    async def _flush(self, redis: Redis) -> None:
-        pending, self._pending = self._pending, Counter()
-        try:
-            async with redis.pipeline(transaction=False) as pipe:
-                for region in {region for region, _, _ in pending}:
-                    pipe.sadd(f"{self.prefix}:regions", region)
-                for (region, kind, name), count in pending.items():
-                    pipe.hincrby(self._key(region, kind), name, count)
-                await pipe.execute()
-        except BaseException:
-            self._pending.update(pending)  # nothing is lost: retried with the next record
-            raise
+    @property
+    def unsent(self) -> bool:
+        """Whether counts are waiting in memory for Redis."""
+        return bool(self._pending) or self._batch is not None
+
+    async def flush(self) -> bool:
+        """Sends the counts held in memory to Redis; True when none are left.
+
+        A caller never waits for another caller's flush: that one sends what is pending.
+        """
+        if self._flushing.locked():
+            return False
+        async with self._flushing:
+            try:
+                while self.unsent:
+                    if self._batch is None:
+                        self._batch, self._pending = (uuid.uuid4().hex, self._pending), Counter()
+                    await self.guard.run(self._send)
+                    self._batch = None
+            except RedisUnavailable:
+                return False  # the batch keeps its id: a retry cannot count it twice
+        return True
+
+    async def _send(self, redis: Redis) -> None:
+        assert self._batch is not None
+        batch_id, counts = self._batch
+        args = [str(BATCH_ID_TTL_SECONDS)]
+        for (region, kind, name), count in counts.items():
+            args += [region, self._key(region, kind), name, str(count)]
+        await redis.eval(APPLY_ONCE, 2, f"{self.prefix}:batch:{batch_id}", f"{self.prefix}:regions", *args)
 
     async def all(self) -> tuple[list[RegionSummary], str]:
         """Every region's summary and where the numbers come from (``redis`` or ``memory``)."""
         try:
             regions = await self.guard.run(lambda redis: redis.smembers(f"{self.prefix}:regions"))
         except RedisUnavailable:
-            names = {region for region, _, _ in self._pending}
+            names = {region for region, _, _ in self._unsent()}
             return [self._from_pending(name) for name in sorted(names)], "memory"
-        names = {r.decode() if isinstance(r, bytes) else r for r in regions} | {r for r, _, _ in self._pending}
+        names = {r.decode() if isinstance(r, bytes) else r for r in regions} | {r for r, _, _ in self._unsent()}
         summaries = [await self.one(name) for name in sorted(names)]
         return [s for s, _ in summaries if s is not None], "redis"
 
@@ -124,7 +155,7 @@ class RegionStats:
         summary = RegionSummary(region)
         _add(summary, "requests", requests)
         _add(summary, "predictions", predictions)
-        _add_pending(summary, self._pending)
+        _add_pending(summary, self._unsent())
         return (summary if summary.requests else None), "redis"
 
     async def drift(self) -> dict[str, dict]:
@@ -144,8 +175,12 @@ class RegionStats:
 
     def _from_pending(self, region: str) -> RegionSummary:
         summary = RegionSummary(region)
-        _add_pending(summary, self._pending)
+        _add_pending(summary, self._unsent())
         return summary
+
+    def _unsent(self) -> Counter[Delta]:
+        """Counts not confirmed by Redis (an unconfirmed batch may already be applied there)."""
+        return self._pending + (self._batch[1] if self._batch else Counter())
 
 
 def _text(value: bytes | str) -> str:

@@ -5,6 +5,7 @@ Reports are JSON in the report store under the vehicle id, expiring after the re
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import uuid
@@ -12,14 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from litestar.stores.base import Store
-
 from serving.model.source import LoadedModel
 from serving.results.presentation import present
+from serving.storage.stores import ResilientStore
 from vehicle_model.model import Prediction
 
 VEHICLE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 VEHICLE_ID_RULE = "1-64 characters from A-Z, a-z, 0-9, '_' and '-'"
+# Who made a report: stored with it, never shown.
+OWNER_FIELD = "_owner"
 
 
 @dataclass(frozen=True)
@@ -88,20 +90,31 @@ def _doubt(attribute: str, result: dict[str, Any], thresholds: Thresholds) -> st
 
 
 class ReportStore:
-    """Reports by vehicle id, with a time to live.
+    """Reports by vehicle id, with a time to live, each readable only by the client that made it.
 
     Args:
         store: the underlying key/value store (a ``ResilientStore`` in the app).
         ttl_seconds: how long a report is kept.
     """
 
-    def __init__(self, store: Store, ttl_seconds: int) -> None:
+    def __init__(self, store: ResilientStore, ttl_seconds: int) -> None:
         self.store = store
         self.ttl_seconds = ttl_seconds
 
-    async def save(self, report: dict[str, Any]) -> None:
-        await self.store.set(report["vehicle_id"], json.dumps(report), expires_in=self.ttl_seconds)
+    async def create(self, report: dict[str, Any], owner: str) -> bool:
+        """Stores a new report; False (nothing written) when its vehicle id is taken."""
+        stored = {**report, OWNER_FIELD: owner}
+        return await self.store.add(report["vehicle_id"], json.dumps(stored), expires_in=self.ttl_seconds)
 
-    async def get(self, vehicle_id: str) -> dict[str, Any] | None:
-        raw = await self.store.get(vehicle_id)
-        return None if raw is None else json.loads(raw)
+    async def get(self, vehicle_id: str, owner: str) -> dict[str, Any] | None:
+        """The report, or None when absent, expired or made by another client.
+
+        Raises RedisUnavailable when the report is not in memory and Redis could not be asked.
+        """
+        raw = await self.store.lookup(vehicle_id)
+        if raw is None:
+            return None
+        report = json.loads(raw)
+        if not hmac.compare_digest(str(report.pop(OWNER_FIELD, "")), owner):
+            return None
+        return report

@@ -8,7 +8,7 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
-from serving.http.dependencies import valid_region
+from serving.http.dependencies import REGION_RULE, REGION_SCHEMA, valid_region
 from serving.http.errors import ApiError
 from serving.http.schemas import RegionsBody, RegionStatsBody, error_responses
 from serving.monitoring.region_stats import RegionStats, RegionSummary
@@ -22,7 +22,7 @@ class StatsController(Controller):
     path = "/api/stats"
     tags = ["stats"]
 
-    @get("/regions", responses=error_responses(429))
+    @get("/regions", responses=error_responses(401, 429))
     async def regions(self, stats: NamedDependency[RegionStats]) -> RegionsBody:
         """Every region seen, with its counts and latest drift status (``drift`` at the top: the whole
         traffic's); ``storage`` says whether the counts come from Redis."""
@@ -30,10 +30,12 @@ class StatsController(Controller):
         drift = await stats.drift()
         return {"storage": storage, "drift": drift.get(ALL_TRAFFIC), "regions": [_body(s, drift) for s in summaries]}
 
-    @get("/regions/{region:str}", responses=error_responses(400, 404, 429))
+    @get("/regions/{region:str}", responses=error_responses(400, 401, 404, 429))
     async def region(
         self,
-        region: Annotated[str, PathParameter(description="A region name as sent in X-Region.")],
+        region: Annotated[
+            str, PathParameter(description=f"A region name as sent in X-Region ({REGION_RULE}).", schema_extra=REGION_SCHEMA)
+        ],
         stats: NamedDependency[RegionStats],
     ) -> RegionStatsBody:
         """One region's counts and latest drift status."""

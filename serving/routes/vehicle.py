@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import MultipartBody, PathParameter, QueryParameter
 from litestar.response import Template
 
@@ -35,13 +37,25 @@ from serving.results.reports import (
     build_report,
     new_vehicle_id,
 )
+from serving.security.clients import client_name
 from serving.settings import ServingSettings
+from serving.storage.stores import RedisUnavailable
 from vehicle_model.model import Prediction
 
 TopK = Annotated[int, QueryParameter(ge=1, le=100, description="Classes listed per attribute, most probable first.")]
 
 
-UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 429, 503)
+UPLOAD_ERRORS = error_responses(400, 401, 408, 413, 415, 422, 429, 503)
+
+
+@dataclass
+class ReportOperation(Operation):
+    """Reports come as JSON or, with ``format=html``, as a page: the schema says both."""
+
+    def __post_init__(self) -> None:
+        for status, response in (self.responses or {}).items():
+            if status.startswith("2") and isinstance(response, OpenAPIResponse) and response.content is not None:
+                response.content["text/html"] = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))
 
 
 class VehicleController(Controller):
@@ -124,9 +138,13 @@ class VehicleController(Controller):
         finally:
             await stats.record(caller_region, "classify-batch", predictions)
 
-    @post("/report", status_code=201, responses=error_responses(400, 413, 415, 422, 429, 503))
+    @post(
+        "/report", status_code=201, responses=error_responses(400, 401, 408, 409, 413, 415, 422, 429, 503),
+        operation_class=ReportOperation,
+    )
     async def create_report(
         self,
+        request: Request,
         data: MultipartBody[ReportUpload],
         settings: NamedDependency[ServingSettings],
         predictor: NamedDependency[Predictor],
@@ -137,7 +155,10 @@ class VehicleController(Controller):
             ReportFormat | None, QueryParameter(name="format", description="Overrides the form's `format`.")
         ] = None,
     ) -> Response[Report]:
-        """Classifies the image, stores the report under its vehicle id (TTL) and returns it."""
+        """Classifies the image, stores the report under its vehicle id (TTL) and returns it.
+
+        A ``vehicle_id`` that already holds a report is refused (409); reports are never replaced.
+        """
         predictions: list[Prediction] = []
         try:
             vehicle_id = _valid_vehicle_id(data.vehicle_id) if data.vehicle_id else new_vehicle_id()
@@ -148,24 +169,46 @@ class VehicleController(Controller):
             predictions = [outcome.prediction]
             thresholds = Thresholds(settings.low_confidence_threshold, settings.low_margin_threshold)
             report = build_report(vehicle_id, outcome.prediction, result.model, thresholds, reports.ttl_seconds)
-            await reports.save(report)
+            if not await reports.create(report, client_name(request)):
+                raise ApiError(
+                    409, "report_exists",
+                    f"a report for vehicle_id '{vehicle_id}' already exists; reports are never replaced. "
+                    "Choose another vehicle_id or leave it out to get a generated one.",
+                )
             location = {"Location": f"/api/vehicle/report/{vehicle_id}"}
             return _render(report, output or data.format or "json", status_code=201, headers=location)
         finally:
             await stats.record(caller_region, "report", predictions)
 
-    @get("/report/{vehicle_id:str}", responses=error_responses(400, 404, 429))
+    @get(
+        "/report/{vehicle_id:str}", responses=error_responses(400, 401, 404, 429, 503), operation_class=ReportOperation
+    )
     async def get_report(
         self,
-        vehicle_id: Annotated[str, PathParameter(description=f"Vehicle id: {VEHICLE_ID_RULE}.")],
+        request: Request,
+        vehicle_id: Annotated[
+            str,
+            PathParameter(
+                description=f"Vehicle id: {VEHICLE_ID_RULE}.", schema_extra={"pattern": VEHICLE_ID_PATTERN.pattern}
+            ),
+        ],
         reports: NamedDependency[ReportStore],
         stats: NamedDependency[RegionStats],
         caller_region: NamedDependency[str],
         output: Annotated[ReportFormat, QueryParameter(name="format")] = "json",
     ) -> Response[Report]:
-        """A stored report, while it has not expired."""
+        """A stored report, while it has not expired; only the client that created it sees it."""
         try:
-            report = await reports.get(_valid_vehicle_id(vehicle_id))
+            try:
+                report = await reports.get(_valid_vehicle_id(vehicle_id), client_name(request))
+            except RedisUnavailable:
+                retry_after = max(1, round(reports.store.guard.retry_after))
+                raise ApiError(
+                    503, "store_unavailable",
+                    f"the report store (Redis) is not answering, so whether a report for vehicle_id "
+                    f"'{vehicle_id}' exists is unknown; retry after {retry_after} s",
+                    headers={"Retry-After": str(retry_after)},
+                ) from None
             if report is None:
                 raise ApiError(
                     404, "report_not_found",

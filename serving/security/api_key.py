@@ -1,8 +1,14 @@
-"""The admin API key: ``/admin/*`` needs ``X-API-Key`` equal to ``API_KEY`` when one is set."""
+"""The admin API key: ``/admin/*`` needs ``X-API-Key`` equal to ``API_KEY`` when one is set.
+
+With no key, admin answers only requests that arrived on a loopback address, unless
+``ADMIN_OPEN`` explicitly allows everyone: an app bound to 0.0.0.0 without a key never
+hands reloads to the network by accident.
+"""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
@@ -30,5 +36,29 @@ def api_key_guard(api_key: str | None) -> Guard:
 
 
 def admin_guard(settings: ServingSettings) -> Guard:
-    """The guard of ``/admin/*`` for ``settings.api_key`` (unset: open, warned about at start)."""
-    return api_key_guard(settings.api_key.get_secret_value() if settings.api_key else None)
+    """The guard of ``/admin/*``: the API key when set, else loopback only (or ``ADMIN_OPEN``)."""
+    if settings.api_key is not None:
+        return api_key_guard(settings.api_key.get_secret_value())
+    if settings.admin_open:
+        return api_key_guard(None)
+
+    def loopback_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        # The local address the request arrived on, as the server reports it.
+        address = _network_address(connection)
+        if address is not None and not address.is_loopback:
+            raise ApiError(
+                403, "admin_disabled",
+                "admin endpoints answer only on loopback while no API_KEY is set; set API_KEY "
+                "(or ADMIN_OPEN=true to allow any caller without a key)",
+            )
+
+    return loopback_only
+
+
+def _network_address(connection: ASGIConnection) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The server-side IP of the connection; None when the server gives no IP (in-process calls)."""
+    host = (connection.scope.get("server") or ("",))[0]
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None

@@ -70,9 +70,13 @@ class RedisGuard:
             return "memory"
         return "ok" if self._up else "degraded"
 
-    async def run(self, operation: Callable[[Redis], Awaitable[T]]) -> T:
-        """Runs ``operation(redis)``; raises RedisUnavailable instead of any Redis failure."""
-        if self.redis is None or time.monotonic() < self._open_until:
+    async def run(self, operation: Callable[[Redis], Awaitable[T]], force: bool = False) -> T:
+        """Runs ``operation(redis)``; raises RedisUnavailable instead of any Redis failure.
+
+        With ``force`` Redis is asked even while the breaker is open (one timeout at most):
+        for callers that cannot answer from memory alone.
+        """
+        if self.redis is None or (not force and time.monotonic() < self._open_until):
             raise RedisUnavailable
         try:
             result = await operation(self.redis)
@@ -81,6 +85,7 @@ class RedisGuard:
             raise RedisUnavailable from exc
         if not self._up:
             self._up = True
+            self._open_until = 0.0
             logger.info("redis is reachable again; leaving the in-memory fallback")
             self._on_change(True)
         return result
@@ -192,12 +197,41 @@ class ResilientStore(NamespacedStore):
         else:
             await self._memory.delete(key)
 
+    async def add(self, key: str, value: str | bytes, expires_in: int) -> bool:
+        """Stores ``value`` only if ``key`` holds nothing; False when it already does.
+
+        One ``SET NX`` in Redis, so two writers racing for a key cannot both win. While Redis
+        is away only the memory copy can be checked.
+        """
+        if await self._memory.exists(key):
+            return False
+        try:
+            return bool(await self.guard.run(
+                lambda redis: redis.set(f"{self.namespace}:{key}", value, ex=expires_in, nx=True)
+            ))
+        except RedisUnavailable:
+            await self._memory.set(key, value, expires_in)
+            return True
+
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         try:
             value = await self._redis(lambda store: store.get(key, renew_for))
         except RedisUnavailable:
             value = None
         return value if value is not None else await self._memory.get(key, renew_for)
+
+    async def lookup(self, key: str) -> bytes | None:
+        """The value, or None only when Redis itself said the key is absent.
+
+        Memory first (it holds what was written during an outage), then one Redis read made
+        even while the breaker is open. Raises RedisUnavailable when memory misses and Redis
+        could not answer: a miss in memory alone does not prove the key is absent.
+        """
+        value = await self._memory.get(key)
+        if value is not None or self._redis_store is None:
+            return value
+        store = self._redis_store
+        return await self.guard.run(lambda _: store.get(key), force=True)
 
     async def delete(self, key: str) -> None:
         await self._memory.delete(key)

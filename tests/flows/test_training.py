@@ -44,6 +44,10 @@ def _child_runs(parent_run_id: str) -> pd.DataFrame:
     return runs
 
 
+def _heads_folders(pipeline_env: Path) -> list[Path]:
+    return list((pipeline_env / "prepared").rglob("heads-*"))
+
+
 def _artifact(key: str) -> dict | str:
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
@@ -140,6 +144,7 @@ def test_gate_keeps_champion_unless_better_by_margin(pipeline_env, tiny_dataset,
 
     assert rollback(client, MODEL) == (first.version, forced.version)
     assert str(version_for_alias(client, MODEL, CHAMPION).version) == first.version
+    assert _heads_folders(pipeline_env) == [], "fitted heads are scratch: removed after each run"
 
 
 def test_unchanged_data_trains_nothing_unless_forced(pipeline_env, tiny_dataset):
@@ -224,6 +229,7 @@ def test_flow_fails_when_most_candidates_fail(pipeline_env, tiny_dataset, monkey
     with pytest.raises(RuntimeError, match="only 1 of 3 candidates succeeded"):
         _train(tiny_dataset, candidates=["knn", "broken", "broken2"])
     assert version_for_alias(MlflowClient(), MODEL, CHAMPION) is None
+    assert _heads_folders(pipeline_env) == [], "a failed run removes its fitted heads too"
 
 
 def test_invalid_data_fails_before_training(pipeline_env, tiny_dataset, tmp_path):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import shutil
+import signal
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from PIL import Image
@@ -40,8 +42,9 @@ def free_port() -> int:
 class ThrowawayRedis:
     """A private ``redis-server`` on a free loopback port that tests may stop and restart."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, data_dir: Path | None = None) -> None:
         self.port = port
+        self.data_dir = data_dir  # with a folder, an append-only file keeps data across restarts
         self.url = f"redis://127.0.0.1:{port}/0"
         self._process: subprocess.Popen | None = None
 
@@ -50,7 +53,7 @@ class ThrowawayRedis:
         if binary is None:
             raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
         self._process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *self._persistence()],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         client = Redis.from_url(self.url, socket_connect_timeout=0.2)
@@ -64,6 +67,11 @@ class ThrowawayRedis:
             raise RuntimeError(f"redis-server on port {self.port} did not start")
         client.close()
 
+    def _persistence(self) -> list[str]:
+        if self.data_dir is None:
+            return ["--appendonly", "no"]
+        return ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.data_dir)]
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()
@@ -72,6 +80,80 @@ class ThrowawayRedis:
 
     def client(self) -> Redis:
         return Redis.from_url(self.url)
+
+    def pause(self) -> None:
+        """SIGSTOP: the port still accepts connections, nothing ever answers (a hung Redis)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
+
+class LossyProxy:
+    """A loopback TCP proxy in front of Redis that can swallow Redis' replies.
+
+    With ``drop_replies`` set, requests still reach Redis (and are applied) but the client
+    never hears back: the "read timeout after Redis applied it" failure, on demand.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.drop_replies = False
+        self._server: socket.socket | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._server.settimeout(0.2)
+        self._spawn(self._accept)
+
+    def _spawn(self, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self._spawn(self._pipe, client, upstream, False)
+            self._spawn(self._pipe, upstream, client, True)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+        source.settimeout(0.2)
+        try:
+            while not self._stop.is_set():
+                try:
+                    data = source.recv(65536)
+                except TimeoutError:
+                    continue
+                if not data:
+                    break
+                if not (replies and self.drop_replies):
+                    sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.close()
+        for thread in self._threads:
+            thread.join(timeout=2)
 
 
 def metric(text: str, sample_name: str, /, **labels: str) -> float:
@@ -96,13 +178,15 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
 
 
 @contextmanager
-def running_server(app) -> Iterator[str]:
+def running_server(app, **options) -> Iterator[str]:
     """Serves ``app`` with uvicorn on a free loopback port in a thread; yields its base URL.
 
     Litestar's test clients hand requests to the app one at a time, so tests that need
-    requests truly in flight together go through a real server.
+    requests truly in flight together go through a real server. ``options`` are more
+    ``uvicorn.Config`` arguments (host and port are always loopback and free).
     """
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
+    options = {**options, "host": "127.0.0.1", "port": free_port()}
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()

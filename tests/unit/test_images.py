@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from vehicle_model.images import ACCEPTED_FORMATS, ImageDecodeError, ImageLimits, decode_image
 
@@ -232,3 +232,60 @@ def test_malformed_exif_block_is_corrupt_not_a_crash() -> None:
     with pytest.raises(ImageDecodeError) as raised:
         decode_image(png[:33] + exif + png[33:])  # after the 33-byte signature + IHDR
     assert raised.value.reason == "corrupt"
+
+
+def exif_png(tag: int, tag_type: int, value: bytes) -> bytes:
+    """An 8x8 PNG whose eXIf block says "rotate" (orientation 6) and holds one crafted tag.
+
+    Applying the orientation makes Pillow re-encode the EXIF block, which is where a tag
+    stored with a type its value cannot be written back as blows up.
+    """
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    entries = [(0x0112, 3, 1, struct.pack("<H", 6)), (tag, tag_type, 1, value)]
+    offset = 8 + 2 + 12 * len(entries) + 4
+    table, blobs = b"", b""
+    for number, kind, count, data in entries:
+        inline = data.ljust(4, b"\0") if len(data) <= 4 else struct.pack("<I", offset + len(blobs))
+        blobs += b"" if len(data) <= 4 else data
+        table += struct.pack("<HHI", number, kind, count) + inline
+    payload = b"II*\0" + struct.pack("<IH", 8, len(entries)) + table + b"\0\0\0\0" + blobs
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    return png[:33] + chunk + png[33:]  # after the 33-byte signature + IHDR
+
+
+CRAFTED_EXIF = {
+    # XResolution stored as a signed byte -1: re-encoding it raises struct.error.
+    "struct.error": (struct.error, exif_png(0x011A, 6, b"\xff")),
+    # ImageDescription stored as a rational: Pillow calls .encode() on it (AttributeError).
+    "AttributeError": (AttributeError, exif_png(0x010E, 5, struct.pack("<II", 1, 0))),
+    # The Exif sub-IFD pointer as a 64-bit offset past any buffer: OverflowError.
+    "OverflowError": (OverflowError, exif_png(0x8769, 16, b"\xff" * 8)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CRAFTED_EXIF))
+def test_any_exception_from_a_crafted_file_is_corrupt(name: str) -> None:
+    """Pillow raises far more than OSError/ValueError on hostile files; each must become a
+    ``corrupt`` rejection, never escape (a 500 for a whole batch, an aborted validation run)."""
+    expected, data = CRAFTED_EXIF[name]
+    with pytest.raises(expected):  # the premise: Pillow itself really raises this type here
+        ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+
+    with pytest.raises(ImageDecodeError) as raised:
+        decode_image(data)
+
+    assert raised.value.reason == "corrupt"
+    assert isinstance(raised.value.__cause__, expected)
+
+
+def test_memory_error_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Running out of memory is the process's problem, not the file's."""
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(Image, "open", exhausted)
+    with pytest.raises(MemoryError):
+        decode_image(encode(Image.new("RGB", (4, 4)), "PNG"))

@@ -91,3 +91,32 @@ def test_images_vary_in_size_and_format(tmp_path: Path) -> None:
             formats.add(image.format)
     assert len(sizes) >= 3
     assert len(formats) >= 2
+
+
+@pytest.mark.unit
+def test_concurrent_generations_never_share_a_folder(tmp_path: Path) -> None:
+    """A second generator that runs to completion while the first is mid-way (as two flow
+    runs resolving ``synthetic`` at once do) finds nothing half written and leaves one
+    complete dataset; no staging folder is left behind."""
+    out = tmp_path / "synthetic"
+    seen_mid_way: list[set[str]] = []
+
+    def first_progress(done: int) -> None:
+        if done == 5:
+            seen_mid_way.append(set(_snapshot(out)) if out.exists() else set())
+            generate_dataset(out, n=12, seed=1, replace=False)
+
+    generate_dataset(out, n=12, seed=2, progress=first_progress, replace=False)
+
+    assert seen_mid_way == [set()]  # the first generator wrote nothing into ``out`` yet
+    assert _snapshot(out) == _snapshot(generate_dataset(tmp_path / "expected", n=12, seed=1).parent)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["expected", "synthetic"]
+
+
+@pytest.mark.unit
+def test_regenerating_replaces_the_whole_dataset(tmp_path: Path) -> None:
+    generate_dataset(tmp_path / "d", n=8, seed=0)
+    generate_dataset(tmp_path / "d", n=3, seed=5)
+
+    assert _snapshot(tmp_path / "d") == _snapshot(generate_dataset(tmp_path / "e", n=3, seed=5).parent)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "e"]

@@ -14,6 +14,8 @@ from tasks.data import load_dataset
 from tasks.validation import REPORT_COLUMNS, ValidationConfig, ValidationResult, validate_dataset
 from vehicle_model.images import ImageLimits
 
+from test_images import CRAFTED_EXIF
+
 pytestmark = pytest.mark.unit
 
 
@@ -103,6 +105,19 @@ def test_truncated_image(tmp_path: Path) -> None:
 
     assert problem["image"] == str(broken)
     assert (problem["column"], problem["check"]) == ("file", "decodes")
+    assert problem["value"].startswith("corrupt: ")
+
+
+def test_crafted_file_that_crashes_pillow_is_one_problem_row(tmp_path: Path) -> None:
+    """A file provoking struct.error inside Pillow is reported, not an aborted run."""
+    builder = Builder(tmp_path).clean()
+    crafted = tmp_path / "img" / "crafted.png"
+    crafted.write_bytes(CRAFTED_EXIF["struct.error"][1])
+    builder.row(crafted, "car")
+
+    problem = single(builder.validate())
+
+    assert (problem["image"], problem["check"]) == (str(crafted), "decodes")
     assert problem["value"].startswith("corrupt: ")
 
 

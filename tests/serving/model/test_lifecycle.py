@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -163,6 +164,42 @@ async def test_unreachable_registry_still_starts_and_says_why(make_settings, mon
     assert health.status_code == 200
     assert ready.status_code == 503 and "registry unreachable" in ready.json()["reason"]
     assert "registry unreachable" in assert_error(refused, 503, "model_unavailable")["message"]
+
+
+async def test_tracking_server_down_at_start_then_back_makes_the_app_ready_without_restart(
+    make_settings, registry_uri, tmp_path, monkeypatch
+):
+    # What the compose stack sets: MLflow's own defaults retry a refused connection for minutes.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    port = free_port()  # nothing listens here yet
+    settings = make_settings(mlflow_tracking_uri=f"http://127.0.0.1:{port}", poll_interval_seconds=0.5)
+    async with AsyncTestClient(create_app(settings)) as client:
+        health = await client.get("/health")
+        not_ready = await client.get("/ready")
+        refused = await client.post(CLASSIFY, files={"file": ("x.png", unique_png(11), "image/png")})
+        # A real tracking server over a copy of the registry (champion -> 1) on that port.
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", registry_uri,
+                   "--default-artifact-root", str(tmp_path / "server-artifacts"),
+                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        server = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        try:
+            async def is_ready():
+                response = await client.get("/ready")
+                return response if response.status_code == 200 else None
+
+            ready = await wait_until(is_ready, attempts=1200)  # the server takes a while to start here
+            served = await classify_version(client, 12)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+    assert health.status_code == 200
+    assert not_ready.status_code == 503 and not_ready.json()["ready"] is False
+    assert "registry unreachable" in not_ready.json()["reason"]
+    assert_error(refused, 503, "model_unavailable")
+    assert ready.json()["model_version"] == "1"
+    assert served == (200, "1")
 
 
 async def test_model_service_serves_a_model_it_is_handed(small_model):

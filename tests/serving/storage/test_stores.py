@@ -28,3 +28,7 @@ async def test_resilient_store_without_redis_is_a_memory_store():
     assert await store.get("k") == b"v" and 0 < await store.expires_in("k") <= 30
     await store.delete("k")
     assert await store.get("k") is None
+    # Without Redis, memory is the whole truth: a miss is an answer, not "Redis unavailable".
+    assert await store.lookup("k") is None
+    await store.set("k", "again")
+    assert await store.lookup("k") == b"again"

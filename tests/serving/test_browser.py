@@ -1,0 +1,39 @@
+"""A person's path through the upload page, in a real headless Chromium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from browser import Browser
+from serving.app import create_app
+from serving.model.service import ModelService
+from serving_helpers import running_server
+
+pytestmark = pytest.mark.serving
+
+
+def test_upload_form_shows_the_html_report(make_settings, small_model, tiny_dataset: Path, tmp_path: Path):
+    image = sorted((tiny_dataset / "images").glob("*.jpg"))[0]
+    expected = small_model.classifier.predict_bytes([image.read_bytes()])[0]
+    app = create_app(make_settings(), model_service=ModelService(None, small_model))
+    with running_server(app) as base_url:
+        browser = Browser()
+        try:
+            browser.open(f"{base_url}/")
+            assert browser.evaluate("document.querySelector('h1').textContent") == "Vehicle classifier"
+            browser.set_file("input[type=file]", image)
+            browser.evaluate("document.querySelector('input[name=vehicle_id]').value = 'browser-car-1'")
+            browser.evaluate("document.querySelector('form').requestSubmit()")
+            browser.wait_for("Page.loadEventFired")
+            url = browser.evaluate("location.href")
+            heading = browser.evaluate("document.querySelector('h1').textContent")
+            headings = browser.evaluate("[...document.querySelectorAll('h2')].map(h => h.textContent.trim())")
+        finally:
+            browser.close()
+
+    assert url == f"{base_url}/api/vehicle/report"
+    assert heading == "Vehicle report browser-car-1"
+    for attribute, result in expected.items():
+        assert any(h.startswith(f"{attribute}: {result['label']}") for h in headings), headings
