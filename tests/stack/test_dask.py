@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from distributed import Client
 from mlflow import MlflowClient
 
 from conftest import Stack
@@ -32,6 +31,8 @@ def scheduler(stack: Stack) -> Iterator[str]:
                    "--host", "127.0.0.1", "--name", f"stack-worker-{i}", "--no-dashboard"], cwd=REPO, env=stack.env)
         for i in range(2)
     ]
+    from distributed import Client  # the dask extra: make test-e2e installs it, make test does not
+
     with Client(address, timeout=60) as client:
         client.wait_for_workers(2, timeout=120)
     yield address
@@ -45,6 +46,8 @@ def executed_keys(address: str) -> dict[str, list[str]]:
 
     def keys(dask_worker) -> list[str]:
         return sorted({str(entry[0]) for entry in dask_worker.state.log if len(entry) > 2 and entry[2] == "executing"})
+
+    from distributed import Client
 
     with Client(address, timeout=60) as client:
         by_address = client.run(keys)
