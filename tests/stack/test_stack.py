@@ -77,7 +77,9 @@ def worker(stack: Stack) -> Iterator[None]:
     deploy = stack.sandbox.run([stack.sandbox.command("vehicles"), "deploy"], env=stack.env, timeout=240)
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
     process, log = stack.sandbox.start(
-        [stack.sandbox.command("prefect"), "worker", "start", "--pool", POOL], cwd=REPO, env=stack.env
+        [stack.sandbox.command("prefect"), "worker", "start", "--pool", POOL], cwd=REPO,
+        # The tiny test split is too small for the default gate; these let a forced run promote.
+        env={**stack.env, "PIPELINE_GATE_MIN_IMAGES": "1", "PIPELINE_GATE_MIN_LOWER_BOUND": "-2"},
     )
     yield
     stack.sandbox.stop(process)
@@ -175,12 +177,14 @@ def test_promotion_gate_and_rollback_are_followed_by_both_replicas(
 ):
     two = ["logistic_regression", "knn"]
     data = str(tiny_dataset)
-    trigger(stack, {"data": data, "candidates": two, "seed": 2, "time_budget_seconds": 3, "min_improvement": -1.0})
+    trigger(stack, {"data": data, "candidates": two, "seed": 2, "time_budget_seconds": 3, "min_improvement": -1.0,
+                     "force": True})  # same data as v1: only a forced run trains
     client = registry(stack)
     assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
     wait_until_served(replicas, "2")
 
-    trigger(stack, {"data": data, "candidates": two, "seed": 3, "time_budget_seconds": 3, "min_improvement": 1.0})
+    trigger(stack, {"data": data, "candidates": two, "seed": 3, "time_budget_seconds": 3, "min_improvement": 1.0,
+                     "force": True})
     rejected = client.get_model_version(MODEL, "3")
     assert rejected.tags["promotion.decision"] == "rejected"
     assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
