@@ -7,6 +7,7 @@ on its own thread so the event loop never waits on the registry.
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,9 @@ from vehicle_model.model import VehicleClassifier
 
 # Registry answers that mean "there is no such model or alias" rather than "cannot reach it".
 _ABSENT_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+# sys.path is process-wide: two loads saving and restoring it at once (a timed-out load still
+# running beside the next one) would restore each other's entries. One load at a time edits it.
+_SYS_PATH_LOCK = threading.Lock()
 
 
 class NoChampion(LookupError):
@@ -127,11 +131,12 @@ class ModelSource:
         )
         # MLflow prepends the model's code folder to sys.path on every load; this process runs
         # its own vehicle_model, so the path is only a leak (one more entry per reload).
-        saved_path = list(sys.path)
-        try:
-            pyfunc = mlflow.pyfunc.load_model(local)
-        finally:
-            sys.path[:] = saved_path
+        with _SYS_PATH_LOCK:
+            saved_path = list(sys.path)
+            try:
+                pyfunc = mlflow.pyfunc.load_model(local)
+            finally:
+                sys.path[:] = saved_path
         classifier = pyfunc.unwrap_python_model().classifier
         _check_featurizer(version, dict(pyfunc.metadata.metadata or {}), classifier.featurizer.version)
         metrics = {}

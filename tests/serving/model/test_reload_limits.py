@@ -58,5 +58,6 @@ async def test_reloads_leave_no_download_folder_and_no_sys_path_entry(registry_u
     finally:
         await service.close()
     assert outcomes == ["loaded"] * 4 and served == "2"
-    assert sys.path == before_path
+    # Other tests' loads may still be finishing in this process, so compare what was added.
+    assert not [entry for entry in sys.path if entry not in before_path], "no load left a sys.path entry"
     assert not download_folders() - before_folders, "no download folder outlives its load"
