@@ -23,11 +23,13 @@ import sys
 import tempfile
 import time
 import uuid
+from urllib.parse import urlsplit
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from rich.console import Console
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,6 +49,8 @@ class Sample:
     rss_mb: float
     fds: int
     threads: int
+    fd_kinds: Counter = field(default_factory=Counter)
+    thread_names: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -57,26 +61,75 @@ class Load:
     latencies: dict[str, list[float]] = field(default_factory=dict)
 
 
-def sample(pid: int, started: float) -> Sample:
+def _socket_peers(pid: int, server_port: int, redis_port: int) -> dict[str, str]:
+    """Socket inode -> who is on the other end (client, redis, listen, other), from /proc/<pid>/net."""
+    peers = {}
+    for table in ("tcp", "tcp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        for line in path.read_text().splitlines()[1:] if path.exists() else ():
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == 0:
+                kind = "listen"
+            elif local_port == server_port:
+                kind = "client"
+            elif remote_port == redis_port:
+                kind = "redis"
+            else:
+                kind = f"tcp:{remote_port}"
+            peers[fields[9]] = kind
+    return peers
+
+
+def _fd_kinds(pid: int, server_port: int, redis_port: int) -> Counter:
+    """What the open fds are: client/redis sockets, pipes, files, anon inodes (epoll, eventfd)."""
+    peers, kinds = _socket_peers(pid, server_port, redis_port), Counter()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed between listdir and readlink
+            continue
+        if target.startswith("socket:["):
+            kinds[f"socket:{peers.get(target[8:-1], 'unix')}"] += 1
+        elif target.startswith(("pipe:", "anon_inode:")):
+            kinds[target.split(":[")[0]] += 1
+        else:
+            kinds["file"] += 1
+    return kinds
+
+
+def _thread_names(pid: int) -> Counter:
+    names = Counter()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{task}/comm").read_text().strip()
+        except OSError:
+            continue
+        names[name.rstrip("0123456789_-") or name] += 1
+    return names
+
+
+def sample(pid: int, started: float, ports: tuple[int, int]) -> Sample:
+    """RSS, fds and threads of the server, with what the fds and threads are."""
     status = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
     )
+    kinds = _fd_kinds(pid, *ports)
     return Sample(
         seconds=time.monotonic() - started,
         rss_mb=int(status["VmRSS"].split()[0]) / 1024,
-        fds=len(os.listdir(f"/proc/{pid}/fd")),
+        fds=sum(kinds.values()),
         threads=int(status["Threads"]),
+        fd_kinds=kinds,
+        thread_names=_thread_names(pid),
     )
 
 
 async def client_loop(number: int, client: httpx.AsyncClient, deadline: float, load: Load, images) -> None:
     """One client: classify, batch of 4, report create, report read, repeated until the deadline."""
-    sequence = 0
-
     def image() -> bytes:
-        nonlocal sequence
-        sequence += 1
-        return images(1, seed=number * 10_000_000 + sequence)[0]
+        return images.take(1)[0]
 
     async def call(kind: str, request) -> httpx.Response | None:
         started = time.perf_counter()
@@ -107,7 +160,9 @@ async def client_loop(number: int, client: httpx.AsyncClient, deadline: float, l
             await call("report read", client.get(f"/api/vehicle/report/{vehicle_id}"))
 
 
-async def run_load(base_url: str, pid: int, args: argparse.Namespace, images) -> tuple[Load, list[Sample]]:
+async def run_load(
+    base_url: str, pid: int, ports: tuple[int, int], args: argparse.Namespace, images
+) -> tuple[Load, list[Sample]]:
     load, samples = Load(), []
     started = time.monotonic()
     deadline = started + args.minutes * 60
@@ -115,9 +170,9 @@ async def run_load(base_url: str, pid: int, args: argparse.Namespace, images) ->
 
     async def sampler() -> None:
         while time.monotonic() < deadline:
-            samples.append(sample(pid, started))
+            samples.append(sample(pid, started, ports))
             await asyncio.sleep(args.sample_seconds)
-        samples.append(sample(pid, started))
+        samples.append(sample(pid, started, ports))
 
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
         await asyncio.gather(sampler(), *(client_loop(n, client, deadline, load, images) for n in range(args.concurrency)))
@@ -160,6 +215,11 @@ def print_report(load: Load, samples: list[Sample], lines: list[str], args: argp
     print(f"\n{'t (s)':>7}{'RSS MB':>9}{'fds':>6}{'threads':>9}")
     for s in samples[:: max(1, len(samples) // 12)] + samples[-1:]:
         print(f"{s.seconds:>7.0f}{s.rss_mb:>9.1f}{s.fds:>6}{s.threads:>9}")
+    steady = [s for s in samples if s.seconds >= args.warmup_seconds] or samples
+    for label, picked in (("after warm-up", steady[0]), ("at the end", samples[-1])):
+        print(f"\n{label} (t={picked.seconds:.0f} s):")
+        print("  fds:     " + ", ".join(f"{k} {v}" for k, v in sorted(picked.fd_kinds.items())))
+        print("  threads: " + ", ".join(f"{k} {v}" for k, v in sorted(picked.thread_names.items())))
     print()
     for line in lines:
         print(line)
@@ -187,29 +247,29 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     bench = _bench_serving()
+    console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    port = bench.free_port()
     server = None
     server_args = argparse.Namespace(
-        model_name=bench.MODEL_NAME, alias="champion", workers=1, batch_size=4, redis_url=args.redis_url
+        model_name=bench.MODEL_NAME, alias="champion", redis_url=args.redis_url, redis_prefixes=[]
     )
-    # bench/serving.py polls hourly; a first load slower than the registry timeout (a busy
-    # machine) would then leave the replica unready for an hour.
-    os.environ.setdefault("REGISTRY_TIMEOUT_SECONDS", "600")
     try:
-        tracking_uri = args.tracking_uri or bench.build_tiny_registry(workdir / "registry")
-        server = bench.start_server(tracking_uri, port, workdir, server_args)
-        base_url = f"http://127.0.0.1:{port}"
-        ready = bench.wait_ready(base_url, server, timeout=600)
-        load, samples = asyncio.run(run_load(base_url, server.pid, args, bench.distinct_images))
+        tracking_uri = args.tracking_uri or bench.build_tiny_registry(workdir / "registry", console)
+        # The bench's defaults, but a poll that never moves the model: the soak watches one version.
+        server = bench.start_app("soak", "multipart", {"POLL_INTERVAL_SECONDS": "3600"}, tracking_uri, workdir, server_args)
+        with console.status("Loading the model"):
+            server.wait_ready("/ready", 600)
+            images = bench.DistinctImages(bench.base_images(workdir / "images", 84, (320, 240)))
+        ready = httpx.get(f"http://127.0.0.1:{server.port}/ready").json()
+        ports = (server.port, urlsplit(args.redis_url).port or 6379)
+        load, samples = asyncio.run(run_load(f"http://127.0.0.1:{server.port}", server.process.pid, ports, args, images))
         passed, lines = verdict(load, samples, args)
         print_report(load, samples, lines, args, ready)
         return 0 if passed else 1
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-            bench.delete_keys(args.redis_url, f"bench-{port}")
+            server.stop()
+        bench.delete_keys(args.redis_url, server_args.redis_prefixes)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

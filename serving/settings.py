@@ -29,7 +29,10 @@ class ServingSettings(BaseSettings):
         model_alias: alias whose version is served; polled for moves.
         redis_url: Redis for reports, stats, cache and rate limits; unset keeps them in memory.
         redis_key_prefix: prefix of every Redis key, so several deployments can share a Redis.
-        redis_timeout_seconds: socket connect/read timeout; short so an outage costs little.
+        redis_timeout_seconds: socket connect/read timeout: far above a healthy answer (< 1 ms)
+            and above event-loop lag on a saturated host, short enough that an outage costs one
+            request this long before the breaker opens.
+        redis_max_connections: most connections to Redis; callers beyond it wait for a free one.
         redis_retry_after_seconds: after a Redis failure, how long to use memory before retrying.
         memory_fallback_max_items: bound of each in-memory fallback store.
         poll_interval_seconds: how often the alias is checked.
@@ -78,7 +81,8 @@ class ServingSettings(BaseSettings):
 
     redis_url: str | None = None
     redis_key_prefix: str = "vehicles"
-    redis_timeout_seconds: float = Field(0.25, gt=0)
+    redis_timeout_seconds: float = Field(1.0, gt=0)
+    redis_max_connections: int = Field(16, ge=1)
     redis_retry_after_seconds: float = Field(5.0, ge=0)
     memory_fallback_max_items: int = Field(10_000, ge=1)
 

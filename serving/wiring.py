@@ -76,7 +76,11 @@ class Services:
 def build_services(settings: ServingSettings, models: ModelService | None = None) -> Services:
     """Wires the services for ``settings``; ``models`` replaces the registry-backed one (tests)."""
     metrics = models.metrics if models is not None else ServingMetrics()
-    redis = redis_client(settings.redis_url, settings.redis_timeout_seconds) if settings.redis_url else None
+    redis = (
+        redis_client(settings.redis_url, settings.redis_timeout_seconds, settings.redis_max_connections)
+        if settings.redis_url
+        else None
+    )
     guard = RedisGuard(
         redis, settings.redis_retry_after_seconds, on_change=lambda up: metrics.redis_up.set(1 if up else 0)
     )

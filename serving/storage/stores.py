@@ -19,7 +19,7 @@ from typing import Literal, TypeVar
 
 from litestar.stores.base import NamespacedStore, StorageObject, Store
 from litestar.stores.redis import RedisStore
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -33,16 +33,25 @@ class RedisUnavailable(Exception):
     """Redis is not configured, or the breaker is open, or the call just failed."""
 
 
-def redis_client(url: str, timeout_seconds: float) -> Redis:
-    """A client that fails fast: short socket timeouts and no retries of its own."""
-    return Redis.from_url(
+def redis_client(url: str, timeout_seconds: float, max_connections: int = 16) -> Redis:
+    """A client that fails fast (one socket timeout, no retries of its own) on a bounded pool.
+
+    redis-py's default pool opens a connection for every concurrent command and keeps it, so
+    open sockets creep up with each new concurrency peak. Here callers beyond
+    ``max_connections`` wait for a free one; connections come back within one command, or
+    within ``timeout_seconds`` when Redis hangs, so the wait is bounded by twice that.
+    """
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=2 * timeout_seconds,
         socket_timeout=timeout_seconds,
         socket_connect_timeout=timeout_seconds,
         retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False,
         health_check_interval=30,
     )
+    return Redis.from_pool(pool)
 
 
 class RedisGuard:

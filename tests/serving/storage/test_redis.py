@@ -147,3 +147,22 @@ async def test_memory_mode_without_redis_url(make_settings, sample_images):
     assert ready["redis"] == "memory"
     assert report.status_code == 200
     assert stats["storage"] == "memory" and stats["regions"][0]["requests"] == {"report": 1, "report-get": 1}
+
+
+
+async def test_connections_to_redis_stay_bounded_under_any_concurrency(redis_url, redis_prefix):
+    """Open sockets must not creep up with each new concurrency peak (the soak saw 28 -> 35)."""
+    from serving.storage.stores import redis_client
+
+    name = f"{redis_prefix}-pool"
+    client = redis_client(f"{redis_url}?client_name={name}", 1.0, max_connections=4)
+    observer = Redis.from_url(redis_url)
+    key = f"{redis_prefix}:pool"
+    try:
+        results = await asyncio.gather(*(client.incr(key) for _ in range(300)))
+        connections = sum(c["name"] == name for c in observer.client_list())
+    finally:
+        await client.aclose(close_connection_pool=True)
+        observer.close()
+    assert sorted(results) == list(range(1, 301)), "every caller got its answer, none dropped"
+    assert 1 <= connections <= 4
