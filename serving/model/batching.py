@@ -2,19 +2,21 @@
 
 A request's images join a queue; an idle inference thread takes the first job and every
 prediction job behind it for the same model snapshot (up to ``max_images`` images), runs them
-as one batch and hands each request its share. Nobody waits for company: with one request in
-flight a call holds the batch alone and all of its ONNX threads, so latency is the model's
-own; under load the per-call costs (thread handoffs, backbone dispatch, head input checks) are
-paid once per batch instead of once per request. With several threads, each takes an equal
-share of the requests waiting.
+as one batch and hands each request its share. Nobody waits for company. Under load the
+per-call costs (thread handoffs, backbone dispatch, head input checks) are paid once per
+batch instead of once per request, and with several threads each takes an equal share of the
+requests waiting, on its share of the cores. A call that finds the other threads idle and
+nobody waiting runs on the job's ``wide`` classifier instead (every core), so a lone request,
+or a lone classify-batch, does not leave cores idle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -37,6 +39,7 @@ class _Job:
     future: asyncio.Future
     call: Callable[[], Any] | None = None  # any blocking call, run alone
     classifier: VehicleClassifier | None = None  # or images to predict, batchable
+    wide: VehicleClassifier | None = None  # the same model on every core, for a call made alone
     limits: ImageLimits | None = None
     blobs: Sequence[bytes] = field(default_factory=list)
 
@@ -57,12 +60,18 @@ class BatchingExecutor:
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._count = threads
         self._threads: list[threading.Thread] = []  # started by the first job, like a ThreadPoolExecutor
+        self._busy = 0  # threads inside a call
+        self._busy_lock = threading.Lock()
 
     async def predict(
-        self, classifier: VehicleClassifier, blobs: Sequence[bytes], limits: ImageLimits
+        self, classifier: VehicleClassifier, blobs: Sequence[bytes], limits: ImageLimits,
+        wide: VehicleClassifier | None = None,
     ) -> tuple[list[Result], np.ndarray]:
-        """``decode_and_predict`` over ``blobs``, possibly in one call with other requests' images."""
-        return await self._submit(classifier=classifier, blobs=blobs, limits=limits)
+        """``decode_and_predict`` over ``blobs``, possibly in one call with other requests' images.
+
+        ``wide`` (the same model on every core) is used when the call runs alone.
+        """
+        return await self._submit(classifier=classifier, blobs=blobs, limits=limits, wide=wide)
 
     async def run(self, call: Callable[..., T], *args: Any) -> T:
         """Runs any blocking call on an inference thread, by itself."""
@@ -94,7 +103,8 @@ class BatchingExecutor:
                 return
             assert isinstance(job, _Job)
             if job.call is not None:
-                self._settle([job], job.call)
+                with self._inside():
+                    self._settle([job], job.call)
                 continue
             # With several threads, each takes its share of the queue: one thread holding every
             # waiting request while another idles would double the slowest request's wait.
@@ -110,12 +120,26 @@ class BatchingExecutor:
                     break
                 batch.append(more)
                 images += len(more.blobs)
-            self._settle(batch, lambda: self._predict(batch))
+            with self._inside(carrying=carried is not None) as alone:
+                classifier = job.wide if alone and job.wide is not None else job.classifier
+                self._settle(batch, lambda: self._predict(classifier, batch))
+
+    @contextlib.contextmanager
+    def _inside(self, carrying: bool = False) -> Iterator[bool]:
+        """Counts this thread as busy; yields whether it is alone (no other call, nobody waiting)."""
+        with self._busy_lock:
+            alone = self._busy == 0 and self._queue.empty() and not carrying
+            self._busy += 1
+        try:
+            yield alone
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
 
     @staticmethod
-    def _predict(batch: list[_Job]) -> list[tuple[list[Result], np.ndarray]]:
+    def _predict(classifier: VehicleClassifier, batch: list[_Job]) -> list[tuple[list[Result], np.ndarray]]:
         head = batch[0]
-        results, summaries = decode_and_predict(head.classifier, [blob for job in batch for blob in job.blobs], head.limits)
+        results, summaries = decode_and_predict(classifier, [blob for job in batch for blob in job.blobs], head.limits)
         shares, start, row = [], 0, 0  # summaries exist for predicted images only
         for job in batch:
             share = results[start : start + len(job.blobs)]

@@ -96,7 +96,7 @@ class Predictor:
         inference_ms = 0.0
         if misses:
             started = time.perf_counter()
-            results, summaries = await self.models.predict(model.classifier, [blobs[i] for i in misses], self.limits)
+            results, summaries = await self.models.predict(model, [blobs[i] for i in misses], self.limits)
             elapsed = time.perf_counter() - started
             self.metrics.inference_seconds.labels("batch" if len(misses) > 1 else "single").observe(elapsed)
             inference_ms = elapsed * 1000

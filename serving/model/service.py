@@ -9,6 +9,8 @@ run on a dedicated thread, inference on a few batching threads, so neither block
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import logging
 import tempfile
 import time
@@ -25,6 +27,7 @@ from serving.model.batching import BatchingExecutor
 from serving.model.runtime import warm_up
 from serving.model.source import LoadedModel, ModelSource, NoChampion, RegistryUnavailable
 from serving.monitoring.metrics import ServingMetrics
+from serving.settings import usable_cores
 from vehicle_model.images import ImageDecodeError, ImageLimits
 from vehicle_model.model import Prediction, VehicleClassifier
 
@@ -129,10 +132,14 @@ class ModelService:
         return await self._inference.run(fn, *args)
 
     async def predict(
-        self, classifier: VehicleClassifier, blobs: Sequence[bytes], limits: ImageLimits
+        self, model: LoadedModel, blobs: Sequence[bytes], limits: ImageLimits
     ) -> tuple[list[Prediction | ImageDecodeError], np.ndarray]:
-        """``decode_and_predict`` on an inference thread, batched with other requests waiting for one."""
-        return await self._inference.predict(classifier, blobs, limits)
+        """``decode_and_predict`` on an inference thread, batched with other requests waiting for one.
+
+        A call that finds the other inference threads idle and nobody waiting runs on the
+        model's ``wide`` view (every core), any other on its own share of the cores.
+        """
+        return await self._inference.predict(model.classifier, blobs, limits, wide=model.wide)
 
     async def start(self, wait: float) -> None:
         """Starts following the alias; waits up to ``wait`` s for the first load.
@@ -228,9 +235,10 @@ class ModelService:
         with tempfile.TemporaryDirectory(prefix=f"model-v{version}-") as folder:
             model = self.source.load(version, Path(folder))
             if self.onnx_threads is not None:
-                # Before the first inference creates the ONNX session, so all pools fit the cores.
-                model.classifier.featurizer.threads = self.onnx_threads
-            warm_up(model.classifier)
+                model = with_thread_layout(model, self.onnx_threads, usable_cores())
+            for classifier in (model.classifier, model.wide):
+                if classifier is not None:
+                    warm_up(classifier)
         return model
 
     def _install(self, model: LoadedModel) -> None:
@@ -277,3 +285,20 @@ def _redact(uri: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def with_thread_layout(model: LoadedModel, onnx_threads: int, cores: int) -> LoadedModel:
+    """``model`` with ``onnx_threads`` per call, plus a ``wide`` view on all ``cores`` when that is more.
+
+    Set before the first inference creates the ONNX sessions. Under load every inference
+    thread runs its own call on its share of the cores; a lone request would leave the other
+    cores idle, so it runs on a second session of the same backbone that uses them all (two
+    sessions: ONNX Runtime fixes a session's threads when it is created).
+    """
+    featurizer = model.classifier.featurizer
+    featurizer.threads = onnx_threads
+    if cores <= onnx_threads:
+        return dataclasses.replace(model, wide=None)
+    wide = copy.copy(featurizer)  # without the session (``Featurizer.__getstate__``)
+    wide.threads = cores
+    return dataclasses.replace(model, wide=VehicleClassifier(wide, model.classifier.heads))

@@ -39,6 +39,8 @@ class LoadedModel:
         version: registered version number.
         alias: the alias it was loaded through.
         classifier: featurizer and heads, used directly (no pyfunc overhead).
+        wide: the same heads on a featurizer using every core, for a call that finds the other
+            inference threads idle (None: ``classifier`` already uses them all).
         run_id: the training run.
         tags: version tags (``candidate``, scores, promotion decision, ...).
         metrics: the training run's metrics.
@@ -50,6 +52,7 @@ class LoadedModel:
     version: str
     alias: str
     classifier: VehicleClassifier
+    wide: VehicleClassifier | None = None
     run_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)

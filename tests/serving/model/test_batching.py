@@ -162,3 +162,19 @@ async def test_several_threads_share_the_waiting_requests(small_model):
     executor.close()
     assert all(len(a) == 1 for a, _ in answers)
     assert sum(model.calls) == 8 and max(model.calls) <= 4  # no thread took more than half
+
+
+async def test_a_call_made_alone_runs_on_the_wide_model_and_one_beside_another_on_its_share(small_model):
+    narrow, wide = RecordingClassifier(small_model.classifier), RecordingClassifier(small_model.classifier)
+    executor = BatchingExecutor(threads=2, max_images=32)
+    [alone], _ = await executor.predict(narrow, [unique_png(300)], ImageLimits(), wide=wide)
+    assert (narrow.calls, wide.calls) == ([], [1])
+
+    release, blocker = await _hold_the_only_thread(executor)  # one of the two threads is now busy
+    [beside], _ = await executor.predict(narrow, [unique_png(301)], ImageLimits(), wide=wide)
+    release.set()
+    await blocker
+    executor.close()
+    assert (narrow.calls, wide.calls) == ([1], [1])
+    assert alone == decode_and_predict(small_model.classifier, [unique_png(300)], ImageLimits())[0][0]
+    assert beside == decode_and_predict(small_model.classifier, [unique_png(301)], ImageLimits())[0][0]

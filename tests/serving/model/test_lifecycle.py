@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import os
 import signal
 import subprocess
@@ -21,6 +23,7 @@ from vehicle_model.monitoring import SUMMARY_DIM
 from serving.model.service import ModelService, ModelUnavailable
 from serving_helpers import CLASSIFY, assert_error, free_port, metric, running_server, unique_png
 from vehicle_model.images import ImageLimits
+from vehicle_model.model import VehicleClassifier
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 
@@ -298,3 +301,23 @@ async def test_python_m_serving_runs_workers_from_the_environment(registry_uri, 
         server.wait(timeout=30)
     assert classified.status_code == 200 and classified.json()["model"]["version"] == "1"
     assert (tmp_path / "logs" / "api.log").exists()
+
+
+async def test_a_loaded_version_has_one_session_per_call_share_and_one_on_every_core(registry_uri, sample_images):
+    from serving.model.source import ModelSource
+    from serving.model.service import with_thread_layout
+
+    service = ModelService(ModelSource(registry_uri, NAME, "champion"), inference_threads=2, onnx_threads=1)
+    assert (await service.refresh()).outcome == "loaded"
+    model = service.require()
+    await service.close()
+    narrow, wide = model.classifier.featurizer, model.wide.featurizer
+    # Both warmed up at load (sessions exist), separate, with their own thread counts.
+    assert "session" in narrow.__dict__ and "session" in wide.__dict__ and narrow.session is not wide.session
+    assert (narrow.threads, wide.threads) == (1, len(os.sched_getaffinity(0)))
+    assert model.wide.heads is model.classifier.heads
+    blob = sample_images["jpeg"]
+    assert model.wide.predict_bytes([blob]) == model.classifier.predict_bytes([blob])
+    # One call's share already is every core: no second session.
+    fresh = dataclasses.replace(model, classifier=VehicleClassifier(copy.copy(narrow), model.classifier.heads))
+    assert with_thread_layout(fresh, onnx_threads=2, cores=2).wide is None
