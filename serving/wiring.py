@@ -45,7 +45,9 @@ class Services:
         state = await self.guard.probe()
         logger.info("redis: %s", state)
         if self.guard.redis is not None:
-            self._flusher = asyncio.create_task(self._flush_stats(), name="stats-flusher")
+            # After a failed send: as often as the breaker lets Redis be tried, within 0.5-5 s.
+            retry = min(5.0, max(0.5, self.settings.redis_retry_after_seconds))
+            self._flusher = asyncio.create_task(self.stats.keep_flushing(retry), name="stats-flusher")
         if self.settings.api_key is None:
             logger.warning("API_KEY is not set: admin endpoints are open")
         await self.models.start(wait=self.settings.registry_timeout_seconds)
@@ -60,17 +62,6 @@ class Services:
         await self.models.close()
         await self.prediction_log.stop()
         await self.guard.close()
-
-    async def _flush_stats(self) -> None:
-        """Counts kept in memory during an outage reach Redis once it is back, with no request needed."""
-        interval = min(5.0, max(0.5, self.settings.redis_retry_after_seconds))
-        while True:
-            await asyncio.sleep(interval)
-            if self.stats.unsent:
-                try:
-                    await self.stats.flush()
-                except Exception:  # keep flushing later; never let the loop die silently
-                    logger.exception("flushing region stats failed")
 
 
 def build_services(settings: ServingSettings, models: ModelService | None = None) -> Services:

@@ -2,8 +2,11 @@
 
 Layout under ``<prefix>:stats``: a set ``regions`` of region names and, per region, hashes
 ``region:<name>:requests`` (endpoint -> count) and ``region:<name>:predictions``
-(``attribute:label`` -> count), all updated with HINCRBY in one pipeline. While Redis is
-away the increments accumulate in memory and are flushed into Redis when it answers again.
+(``attribute:label`` -> count), all updated with HINCRBY in one script. A request only adds
+its increments in memory; a background task (``keep_flushing``) sends what has accumulated, so
+under load one round trip carries many requests' counts and no request waits for Redis. While
+Redis is away the increments accumulate in memory and are flushed into Redis when it answers
+again. Reads add what is not sent yet, so the numbers served are always exact.
 
 Each region's latest drift status is written by the drift monitor (``flows/monitoring.py``)
 into the hash ``<prefix>:monitoring:drift`` (region -> JSON) and read here next to the counts.
@@ -82,6 +85,7 @@ class RegionStats:
         self._pending: Counter[Delta] = Counter()
         self._batch: tuple[str, Counter[Delta]] | None = None  # sent, not yet confirmed
         self._flushing = asyncio.Lock()
+        self._wake = asyncio.Event()
 
     def _admit(self, region: str) -> str:
         if region not in self._seen:
@@ -93,15 +97,28 @@ class RegionStats:
     def _key(self, region: str, kind: str) -> str:
         return f"{self.prefix}:region:{region}:{kind}"
 
-    async def record(self, region: str, endpoint: str, predictions: Iterable[Prediction] = ()) -> None:
-        """Counts one request to ``endpoint`` and the labels it predicted."""
+    def record(self, region: str, endpoint: str, predictions: Iterable[Prediction] = ()) -> None:
+        """Counts one request to ``endpoint`` and the labels it predicted (in memory; no I/O)."""
         region = self._admit(region)
-        deltas: Counter[Delta] = Counter({(region, "requests", endpoint): 1})
+        pending = self._pending
+        pending[(region, "requests", endpoint)] += 1
         for prediction in predictions:
             for attribute, result in prediction.items():
-                deltas[(region, "predictions", f"{attribute}:{result['label']}")] += 1
-        self._pending.update(deltas)
-        await self.flush()
+                pending[(region, "predictions", f"{attribute}:{result['label']}")] += 1
+        self._wake.set()
+
+    async def keep_flushing(self, retry_seconds: float) -> None:
+        """Sends counts as they arrive, many requests' in one round trip; runs until cancelled.
+
+        After a failed send (Redis away) it waits ``retry_seconds`` and tries again, so counts
+        made during an outage reach Redis with no further request.
+        """
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not await self.flush():
+                await asyncio.sleep(retry_seconds)
+                self._wake.set()
 
     @property
     def unsent(self) -> bool:

@@ -93,7 +93,7 @@ class VehicleController(Controller):
                 "request_id": request_id(request.scope),
             }
         finally:
-            await stats.record(caller_region, "classify", predictions)
+            stats.record(caller_region, "classify", predictions)
 
     @post("/classify-batch", status_code=200, responses=UPLOAD_ERRORS)
     async def classify_batch(
@@ -136,7 +136,7 @@ class VehicleController(Controller):
                 "request_id": request_id(request.scope),
             }
         finally:
-            await stats.record(caller_region, "classify-batch", predictions)
+            stats.record(caller_region, "classify-batch", predictions)
 
     @post(
         "/report", status_code=201, responses=error_responses(400, 401, 408, 409, 413, 415, 422, 429, 503),
@@ -178,7 +178,7 @@ class VehicleController(Controller):
             location = {"Location": f"/api/vehicle/report/{vehicle_id}"}
             return _render(report, output or data.format or "json", status_code=201, headers=location)
         finally:
-            await stats.record(caller_region, "report", predictions)
+            stats.record(caller_region, "report", predictions)
 
     @get(
         "/report/{vehicle_id:str}", responses=error_responses(400, 401, 404, 429, 503), operation_class=ReportOperation
@@ -217,7 +217,7 @@ class VehicleController(Controller):
                 )
             return _render(report, output)
         finally:
-            await stats.record(caller_region, "report-get")
+            stats.record(caller_region, "report-get")
 
 
 def _valid_vehicle_id(vehicle_id: str) -> str:

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 async def test_region_names_beyond_the_bound_are_counted_as_other():
     stats = RegionStats(RedisGuard(None), "p", max_regions=2)
     for region in ("a", "b", "c", "d"):
-        await stats.record(region, "classify")
+        stats.record(region, "classify")
     summaries, storage = await stats.all()
     assert storage == "memory"
     assert {s.region: s.requests["classify"] for s in summaries} == {"a": 1, "b": 1, OVERFLOW_REGION: 2}
