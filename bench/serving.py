@@ -158,6 +158,12 @@ class Phase:
     failures: int = 0
     cache_hits: int = 0
     first_error: str = ""
+    client_cpu_seconds: float = float("nan")  # this bench process, the HTTP client, on the same cores
+    redis_cpu_seconds: float = float("nan")  # redis-server's own CPU, when the app uses Redis
+
+    def _per_image(self, seconds: float) -> float:
+        images = len(self.latencies) * self.images_per_request
+        return seconds * 1000 / images if images else float("nan")
 
     @property
     def images_per_second(self) -> float:
@@ -168,13 +174,20 @@ class Phase:
 
     @property
     def core_ms_per_image(self) -> float:
-        images = len(self.latencies) * self.images_per_request
-        return self.cpu_seconds * 1000 / images if images else float("nan")
+        return self._per_image(self.cpu_seconds)
+
+    @property
+    def client_ms_per_image(self) -> float:
+        return self._per_image(self.client_cpu_seconds)
+
+    @property
+    def redis_ms_per_image(self) -> float:
+        return self._per_image(self.redis_cpu_seconds)
 
 
 async def http_phase(
     port: int, requests: list[bytes], concurrency: int, max_seconds: float, cpu: Callable[[], float],
-    images_per_request: int = 1, expect_miss: bool = True,
+    images_per_request: int = 1, expect_miss: bool = True, redis_cpu: Callable[[], float] | None = None,
 ) -> Phase:
     """Sends ``requests`` over ``concurrency`` keep-alive connections, each waiting for its answer."""
     pending = iter(requests)
@@ -198,9 +211,12 @@ async def http_phase(
             else:
                 latencies.append(elapsed)
 
-    cpu_before, started = cpu(), time.perf_counter()
+    redis_before = redis_cpu() if redis_cpu else float("nan")
+    cpu_before, client_before, started = cpu(), time.process_time(), time.perf_counter()
     await asyncio.gather(*(client(r, w) for r, w in connections))
     phase.wall_seconds, phase.cpu_seconds = time.perf_counter() - started, cpu() - cpu_before
+    phase.client_cpu_seconds = time.process_time() - client_before
+    phase.redis_cpu_seconds = (redis_cpu() if redis_cpu else float("nan")) - redis_before
     for _, writer in connections:
         writer.close()
     return phase
@@ -476,7 +492,8 @@ async def one_repeat(
             fresh = images.take(count) if server.body != "mlflow" else batch
             with console.status(f"{server.label}, {concurrency} in flight"):
                 phase = await http_phase(server.port, [server.request(i) for i in fresh], concurrency,
-                                         args.max_seconds, server.cpu, expect_miss=server.body != "mlflow")
+                                         args.max_seconds, server.cpu, expect_miss=server.body != "mlflow",
+                                         redis_cpu=args.redis_cpu if server.body != "mlflow" else None)
             results.add(server.label, concurrency, phase)
 
     batches = [images.take(BATCH_SIZE) for _ in range(args.batches)]
@@ -490,7 +507,8 @@ async def one_repeat(
             requests.append(http_request(BATCH, payload, content_type))
         with console.status(f"{server.label}, classify-batch of {BATCH_SIZE}"):
             results.add(server.label, f"batch {BATCH_SIZE}", await http_phase(
-                server.port, requests, 1, args.max_seconds, server.cpu, images_per_request=BATCH_SIZE))
+                server.port, requests, 1, args.max_seconds, server.cpu, images_per_request=BATCH_SIZE,
+                redis_cpu=args.redis_cpu))
         results.add(server.label, "report hit", await report_reads(server, images, args))
 
 
@@ -505,7 +523,7 @@ async def report_reads(server: Server, images: DistinctImages, args: argparse.Na
     vehicle_id = json.loads(body)["vehicle_id"]
     read = http_request(f"{REPORT}/{vehicle_id}", b"", "application/json", method="GET")
     return await http_phase(server.port, [read] * args.report_reads, 1, args.max_seconds, server.cpu,
-                            expect_miss=False)
+                            expect_miss=False, redis_cpu=args.redis_cpu)
 
 
 # --------------------------------------------------------------------------- the table
@@ -530,7 +548,8 @@ def limit_phases(results: Results, concurrency: int) -> list[Phase]:
 def report(console: Console, results: Results, apps: list[Server], args: argparse.Namespace, caption: str) -> None:
     table = Table(title=f"Serving throughput and latency ({args.repeats} repeats: median (min-max))",
                   caption=caption)
-    for column in ("configuration", "in flight", "img/s", "p50 ms", "p99 ms", "p99/p50", "core-ms/img", "failed"):
+    for column in ("configuration", "in flight", "img/s", "p50 ms", "p99 ms", "p99/p50", "core-ms/img",
+                   "client core-ms/img", "redis core-ms/img", "failed"):
         table.add_column(column, justify="left" if column == "configuration" else "right")
     for (name, concurrency), phases in results.phases.items():
         failed = sum(p.failures for p in phases)
@@ -542,6 +561,8 @@ def report(console: Console, results: Results, apps: list[Server], args: argpars
             spread([p.percentile(99) for p in phases], "{:.2f}"),
             spread([p.percentile(99) / p.percentile(50) for p in phases], "{:.2f}"),
             spread([p.core_ms_per_image for p in phases], "{:.2f}"),
+            spread([p.client_ms_per_image for p in phases], "{:.2f}"),
+            spread([p.redis_ms_per_image for p in phases], "{:.2f}"),
             f"{failed}" + (f" +{hits} hits" if hits else ""),
         )
     console.print(table)
@@ -581,6 +602,8 @@ def target_rows(results: Results, args: argparse.Namespace) -> list:
         if (MLFLOW, 8) in p:
             rows.append(("c=8: throughput / mlflow serve", ">= 1.5", lambda v: v >= 1.5,
                          lambda label: per_repeat(label, 8, lambda ph, i: ph.images_per_second / p[(MLFLOW, 8)][i].images_per_second)))
+            rows.append(("c=8: in-process limit / mlflow serve (info: ceiling of the row above)", "", lambda v: True,
+                         lambda label: per_repeat(label, 8, lambda ph, i: limit8[i].images_per_second / p[(MLFLOW, 8)][i].images_per_second)))
         rows.append(("c=8: p99 / p50", "<= 2", lambda v: v <= 2,
                      lambda label: per_repeat(label, 8, lambda ph, i: ph.percentile(99) / ph.percentile(50))))
     if 1 in args.concurrency:
@@ -636,6 +659,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="one repeat, a third of the requests")
     args = parser.parse_args(argv)
     args.redis_prefixes = []
+    args.redis_cpu = redis_cpu_reader(args.redis_url) if args.redis_url else None
     # The default layout with both bodies, and the one-inference-thread layout (all cores per
     # backbone call), so every run shows the layout choice of docs/benchmarks.md again.
     args.apps = args.apps or [
@@ -688,6 +712,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.redis_url:
             delete_keys(args.redis_url, args.redis_prefixes)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def redis_cpu_reader(redis_url: str) -> Callable[[], float]:
+    """A reader of redis-server's own CPU seconds (user + system), from INFO."""
+    from redis import Redis
+
+    client = Redis.from_url(redis_url)
+
+    def read() -> float:
+        info = client.info("cpu")
+        return info["used_cpu_user"] + info["used_cpu_sys"]
+
+    return read
 
 
 def delete_keys(redis_url: str, prefixes: list[str]) -> None:
