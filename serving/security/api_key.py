@@ -23,7 +23,7 @@ API_KEY_HEADER = "X-API-Key"
 def api_key_guard(api_key: str | None) -> Guard:
     """A guard requiring ``X-API-Key`` to equal ``api_key``; no check when ``api_key`` is None."""
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # async: no worker thread
         if api_key is None:
             return
         sent = connection.headers.get(API_KEY_HEADER)
@@ -42,7 +42,7 @@ def admin_guard(settings: ServingSettings) -> Guard:
     if settings.admin_open:
         return api_key_guard(None)
 
-    def loopback_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    async def loopback_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         # The local address the request arrived on, as the server reports it.
         address = _network_address(connection)
         if address is not None and not address.is_loopback:

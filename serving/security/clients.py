@@ -82,14 +82,16 @@ def key_ring(settings: ServingSettings) -> KeyRing:
 def client_guard(keys: KeyRing) -> Guard:
     """Requires a known client key (when keys are on) and records the client's name."""
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    # Guards are coroutines: Litestar runs a plain function guard on a worker thread, a thread
+    # handoff per request for a dictionary lookup.
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         connection.scope["state"][CLIENT_STATE] = keys.client(connection)
 
     return guard
 
 
 def operator_guard(keys: KeyRing) -> Guard:
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         keys.require_operator(connection)
 
     return guard

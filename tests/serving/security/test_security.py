@@ -199,3 +199,14 @@ async def test_html_report_escapes_what_it_shows(make_settings, small_model):
     }
     html = app.template_engine.get_template("report.html").render(report=report)
     assert hostile not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_every_guard_runs_on_the_event_loop(make_settings, small_model):
+    """A plain-function guard makes Litestar hand every request to a worker thread and back."""
+    import inspect
+
+    for settings in (make_settings(), make_settings(api_key="k", client_keys={"c": "0" * 64})):
+        app = create_app(settings, model_service=ModelService(None, small_model))
+        guards = [g for route in app.routes for handler in route.route_handlers
+                  for layer in handler.ownership_layers for g in (layer.guards or [])]
+        assert guards and all(inspect.iscoroutinefunction(g) for g in guards), guards
