@@ -74,7 +74,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/drift.py
 	$(MAKE) --no-print-directory bench-serving
 
-# The app backed by Redis, as deployed (the local one, or a throwaway stopped after); a few
+# The app backed by Redis, as deployed (the local one, or a throwaway stopped after); about ten
 # minutes. Faster: `make bench-serving SERVING_BENCH_ARGS=--quick`.
 bench-serving: $(VENV)/.installed
 	@REDIS_BENCH_URL="$$(scripts/ensure_redis.sh)" && \
