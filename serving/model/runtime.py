@@ -39,6 +39,12 @@ def decode_and_predict(
     return [item if isinstance(item, ImageDecodeError) else next(predictions) for item in decoded], summaries
 
 
-def warm_up(classifier: VehicleClassifier) -> Prediction:
-    """One inference on a blank image: creates the ONNX session and touches every head."""
-    return classifier.predict_images([Image.new("RGB", WARM_UP_IMAGE_SIZE, (128, 128, 128))])[0]
+def warm_up(classifier: VehicleClassifier, images: int = 1) -> Prediction:
+    """Inference on ``images`` blank images: creates the ONNX session and touches every head.
+
+    ONNX Runtime's memory arena grows to the largest batch a session has run and keeps that
+    memory; warming up with the largest batch the service will form allocates it at load, so
+    memory does not step up later under load.
+    """
+    blank = Image.new("RGB", WARM_UP_IMAGE_SIZE, (128, 128, 128))
+    return classifier.predict_images([blank] * images)[0]

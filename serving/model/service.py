@@ -238,7 +238,7 @@ class ModelService:
                 model = with_thread_layout(model, self.onnx_threads, usable_cores())
             for classifier in (model.classifier, model.wide):
                 if classifier is not None:
-                    warm_up(classifier)
+                    warm_up(classifier, self._inference.max_images)
         return model
 
     def _install(self, model: LoadedModel) -> None:
