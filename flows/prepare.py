@@ -1,7 +1,8 @@
-"""Flow: load → validate → split → featurize (sharded) → assemble."""
+"""Flow: load → validate → split → featurize (sharded, with the shifted test images) → assemble."""
 
 from __future__ import annotations
 
+import pandas as pd
 from prefect import flow, get_run_logger
 
 from flows.settings import PipelineSettings, get_settings
@@ -15,6 +16,7 @@ from tasks.prepare_steps import (
     split_task,
     validate_task,
 )
+from tasks.shifts import SHIFT_COLUMN, shifted_evaluation_rows
 from tasks.split import SplitFractions
 from tasks.validation import SHA_COLUMN, ValidationConfig
 from vehicle_model.featurizer import Featurizer
@@ -42,12 +44,14 @@ def prepare_data(
     frame = validate_task(dataset, ValidationConfig(min_per_class=min_per_class))
     frame, data_id, manifest = split_task(frame, dataset.attributes, seed, SplitFractions(), settings.prepared_dir)
 
+    # The shifted evaluation set rides along as extra splits; its images exist only as features.
+    featurized = pd.concat([frame, shifted_evaluation_rows(frame)], ignore_index=True)
     # Hashing the 13 MB backbone names the cache; do it once per run, not per step.
     cache = FeatureCache(settings.feature_cache_dir, Featurizer().version)
-    computed = featurize_shards(frame, cache, settings)
-    get_run_logger().info("Featurized %d new images; %d from cache", computed, frame[SHA_COLUMN].nunique() - computed)
+    computed = featurize_shards(featurized, cache, settings)
+    get_run_logger().info("Featurized %d new images; %d from cache", computed, featurized[SHA_COLUMN].nunique() - computed)
 
-    features = assemble_task(frame, dataset.attributes, cache, manifest.with_suffix(".npz"))
+    features = assemble_task(featurized, dataset.attributes, cache, manifest.with_suffix(".npz"))
     return PreparedData(
         source=str(data),
         fingerprint=data_id,
@@ -74,6 +78,7 @@ def featurize_shards(frame, cache: FeatureCache, settings: PipelineSettings) -> 
                 {
                     "paths": list(part["image"]),
                     "sha256s": list(part[SHA_COLUMN]),
+                    "shifts": [k if isinstance(k, str) else None for k in part[SHIFT_COLUMN]] if SHIFT_COLUMN in part else None,
                     "cache_dir": str(settings.feature_cache_dir),
                     "threads": threads,
                     "index": i,

@@ -16,6 +16,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, classificati
 
 SELECTION_METRICS = ("macro_f1", "accuracy", "log_loss", "ece")
 LOWER_IS_BETTER = {"log_loss", "ece"}
+SHIFT_METRIC_PREFIX = "shift."
 
 
 def expected_calibration_error(proba: np.ndarray, y_true_index: np.ndarray, bins: int = 10) -> float:
@@ -62,6 +63,50 @@ def evaluate_heads(
     for name in SELECTION_METRICS:
         metrics[f"{split}.{name}"] = float(np.mean([metrics[f"{split}.{a}.{name}"] for a in heads]))
     return metrics
+
+
+def shift_metrics(
+    heads: Mapping[str, object], shifted: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray]]]
+) -> dict[str, float]:
+    """Metrics on each shift kind (``shift.<kind>.<attribute>.<metric>``), plus the worst kind's
+    macro-F1 per attribute and overall (``shift.worst.<attribute>.macro_f1``, ``shift.worst.macro_f1``)."""
+    metrics: dict[str, float] = {}
+    for kind, (X, ys) in shifted.items():
+        metrics |= evaluate_heads(heads, X, ys, f"{SHIFT_METRIC_PREFIX}{kind}")
+    if shifted:
+        for attribute in [*heads, None]:
+            suffix = f"{attribute}.macro_f1" if attribute else "macro_f1"
+            metrics[f"{SHIFT_METRIC_PREFIX}worst.{suffix}"] = min(metrics[f"{SHIFT_METRIC_PREFIX}{k}.{suffix}"] for k in shifted)
+    return metrics
+
+
+def worst_shift(metrics: Mapping[str, float]) -> tuple[str, float] | None:
+    """The shift kind with the lowest attribute-mean macro-F1, and that score; None without shifts."""
+    scores = {
+        key.removeprefix(SHIFT_METRIC_PREFIX).removesuffix(".macro_f1"): value
+        for key, value in metrics.items()
+        if key.startswith(SHIFT_METRIC_PREFIX) and key.count(".") == 2 and key.endswith(".macro_f1")
+        and key != f"{SHIFT_METRIC_PREFIX}worst.macro_f1"
+    }
+    if not scores:
+        return None
+    kind = min(scores, key=scores.__getitem__)
+    return kind, scores[kind]
+
+
+def shift_table(test: Mapping[str, float], shifted: Mapping[str, float], attributes: list[str]) -> pd.DataFrame:
+    """One row per condition (``clean``, then each kind): macro-F1 and ECE per attribute,
+    and each macro-F1's drop from clean."""
+    kinds = sorted({key.split(".")[1] for key in shifted} - {"worst"})
+    rows = [{"condition": "clean", **{f"{a}.{m}": test[f"test.{a}.{m}"] for a in attributes for m in ("macro_f1", "ece")}}]
+    for kind in kinds:
+        row: dict[str, object] = {"condition": kind}
+        for a in attributes:
+            row[f"{a}.macro_f1"] = shifted[f"{SHIFT_METRIC_PREFIX}{kind}.{a}.macro_f1"]
+            row[f"{a}.ece"] = shifted[f"{SHIFT_METRIC_PREFIX}{kind}.{a}.ece"]
+            row[f"{a}.drop"] = test[f"test.{a}.macro_f1"] - row[f"{a}.macro_f1"]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def class_report(head, X: np.ndarray, y: np.ndarray) -> dict:
@@ -124,6 +169,8 @@ def leaderboard(results: list[CandidateResult], metric: str) -> pd.DataFrame:
             "val.accuracy": r.metrics["val.accuracy"],
             "val.log_loss": r.metrics["val.log_loss"],
             "val.ece": r.metrics["val.ece"],
+            # Shown, never ranked on: the shifted images are the test split's.
+            **_worst_shift_columns(r.metrics),
             "fit_seconds": r.metrics["fit_seconds"],
             "predict_ms_per_image": r.metrics["predict_ms_per_image"],
             "model_bytes": int(r.metrics["model_bytes"]),
@@ -135,3 +182,8 @@ def leaderboard(results: list[CandidateResult], metric: str) -> pd.DataFrame:
     board = pd.DataFrame(rows).sort_values(["_score", "predict_ms_per_image"], ascending=[False, True]).drop(columns="_score")
     board["rank"] = range(1, len(board) + 1)
     return board.reset_index(drop=True)
+
+
+def _worst_shift_columns(metrics: Mapping[str, float]) -> dict[str, object]:
+    worst = worst_shift(metrics)
+    return {} if worst is None else {"worst_shift": worst[0], "worst_shift.macro_f1": worst[1]}

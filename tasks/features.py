@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from tasks.data import IMAGE_COLUMN, SPLIT_COLUMN
+from tasks.shifts import SHIFT_COLUMN, SHIFTED_SPLIT_PREFIX, apply_shift
 from tasks.validation import SHA_COLUMN
 from vehicle_model.featurizer import Featurizer
+from vehicle_model.images import ImageLimits, decode_image
 
 
 class FeatureCache:
@@ -59,22 +62,40 @@ def featurize_into_cache(
     cache: FeatureCache,
     featurizer: Featurizer,
     progress: Callable[[int], None] | None = None,
+    shifts: Sequence[str | None] | None = None,
 ) -> int:
-    """Featurizes the images whose content is not cached yet; returns how many it computed."""
-    todo: dict[str, str] = {}
-    for path, sha in zip(paths, sha256s):
+    """Featurizes the images whose content is not cached yet; returns how many it computed.
+
+    With ``shifts``, a row naming a kind is its image under that shift (``tasks.shifts``),
+    cached under its ``sha256``, which is then the shifted image's key.
+    """
+    kinds = list(shifts) if shifts is not None else [None] * len(paths)
+    todo: dict[str, tuple[str, str | None]] = {}
+    for path, sha, kind in zip(paths, sha256s, kinds):
         if sha not in todo and not cache.has(sha):
-            todo[sha] = path
-    if todo:
-        features = featurizer.transform_paths(list(todo.values()), progress=progress)
-        for sha, vector in zip(todo, features):
-            cache.put(sha, vector)
+            todo[sha] = (path, kind if isinstance(kind, str) and kind else None)
+    if not todo:
+        return 0
+    if all(kind is None for _, kind in todo.values()):
+        features = featurizer.transform_paths([path for path, _ in todo.values()], progress=progress)
+    else:
+        items = [(path, kind, sha) for sha, (path, kind) in todo.items()]
+        features = featurizer.transform(items, lambda item: _load_shifted(item, featurizer.limits), progress=progress)
+    for sha, vector in zip(todo, features):
+        cache.put(sha, vector)
     return len(todo)
+
+
+def _load_shifted(item: tuple[str, str | None, str], limits: ImageLimits) -> Image.Image:
+    path, kind, key = item
+    image = decode_image(Path(path).read_bytes(), limits)
+    return image if kind is None else apply_shift(image, kind, key)
 
 
 def shard(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
     """Splits the unique contents of a manifest into shards of at most ``size`` images."""
-    unique = frame.drop_duplicates(SHA_COLUMN)[[IMAGE_COLUMN, SHA_COLUMN]].reset_index(drop=True)
+    columns = [IMAGE_COLUMN, SHA_COLUMN, *([SHIFT_COLUMN] if SHIFT_COLUMN in frame.columns else [])]
+    unique = frame.drop_duplicates(SHA_COLUMN)[columns].reset_index(drop=True)
     return [unique.iloc[i : i + size] for i in range(0, len(unique), size)]
 
 
@@ -99,6 +120,14 @@ def load_split(path: Path | str, split: str, attributes: Sequence[str]) -> tuple
     """Reads X and attribute -> y for one split from an assembled ``.npz``."""
     with np.load(path) as data:
         return data[f"X_{split}"], {a: data[f"y_{split}__{a}"] for a in attributes}
+
+
+def load_shifted(path: Path | str, attributes: Sequence[str]) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Kind -> (X, attribute -> y) of the shifted evaluation set in an assembled ``.npz``;
+    empty when the features hold none (no test split)."""
+    with np.load(path) as data:
+        splits = sorted(key.removeprefix("X_") for key in data.files if key.startswith(f"X_{SHIFTED_SPLIT_PREFIX}"))
+    return {split.removeprefix(SHIFTED_SPLIT_PREFIX): load_split(path, split, attributes) for split in splits}
 
 
 def features_from(

@@ -98,13 +98,15 @@ def split_task(
 
 @task(name="featurize-shard", retries=1)
 def featurize_shard_task(
-    paths: list[str], sha256s: list[str], cache_dir: str, threads: int, index: int, total: int
+    paths: list[str], sha256s: list[str], cache_dir: str, threads: int, index: int, total: int,
+    shifts: list[str | None] | None = None,
 ) -> int:
-    """Featurizes the uncached images of one shard; runs in a worker process."""
+    """Featurizes the uncached images of one shard (``shifts`` names each row's shift, if any);
+    runs in a worker process."""
     featurizer = Featurizer(threads=threads)
     cache = FeatureCache(cache_dir, featurizer.version)
     started = time.perf_counter()
-    computed = featurize_into_cache(paths, sha256s, cache, featurizer)
+    computed = featurize_into_cache(paths, sha256s, cache, featurizer, shifts=shifts)
     seconds = time.perf_counter() - started
     rate = f"{computed / seconds:.0f} images/s" if computed else "all cached"
     get_run_logger().info("Shard %d/%d: %d images, %d computed (%s)", index + 1, total, len(paths), computed, rate)

@@ -19,8 +19,11 @@ from tasks.evaluation import (
     class_report,
     confusion_figure,
     evaluate_heads,
+    shift_metrics,
+    shift_table,
+    worst_shift,
 )
-from tasks.features import load_split
+from tasks.features import load_shifted, load_split
 from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY
 from tasks.training import CV_FOLDS, fit_candidate
 
@@ -57,6 +60,7 @@ def train_candidate_task(
             raise
         mlflow.log_params(_flat_params(fitted, budget_seconds, seed))
         metrics = evaluate_heads(fitted.heads, X_val, ys_val, "val")
+        metrics |= shift_metrics(fitted.heads, load_shifted(features, attributes))
         metrics |= {
             "fit_seconds": fitted.fit_seconds,
             "predict_ms_per_image": fitted.predict_ms_per_image(X_val),
@@ -110,15 +114,27 @@ def publish_leaderboard_task(
 
 @task(name="score-on-test", retries=MLFLOW_RETRIES, retry_delay_seconds=MLFLOW_RETRY_DELAY)
 def score_on_test_task(result: CandidateResult, features: str, attributes: list[str], parent_run_id: str) -> dict[str, float]:
-    """Scores the winner once on the untouched test split; logged on its run and the parent."""
+    """Scores the winner once on the untouched test split; logged on its run and the parent,
+    with its scores on the shifted test images (``shift.*``) beside them on the parent.
+
+    Returns:
+        The clean test metrics.
+    """
     heads = joblib.load(result.heads_path)
     X_test, ys_test = load_split(features, "test", attributes)
     metrics = evaluate_heads(heads, X_test, ys_test, "test")
+    shifted = shift_metrics(heads, load_shifted(features, attributes))
     client = mlflow.MlflowClient()
     for run_id in (result.run_id, parent_run_id):
-        for key, value in metrics.items():
+        for key, value in (metrics | shifted if run_id == parent_run_id else metrics).items():
             client.log_metric(run_id, key, value)
-    get_run_logger().info("Winner %s on test: macro-F1 %.4f", result.name, metrics["test.macro_f1"])
+    if shifted:
+        client.log_table(parent_run_id, shift_table(metrics, shifted, attributes), artifact_file="shifts.json")
+    worst = worst_shift(shifted)
+    get_run_logger().info(
+        "Winner %s on test: macro-F1 %.4f%s", result.name, metrics["test.macro_f1"],
+        f"; worst shift {worst[0]}: {worst[1]:.4f}" if worst else "",
+    )
     return metrics
 
 

@@ -147,6 +147,16 @@ class Featurizer:
             progress=progress,
         )
 
+    def transform(
+        self,
+        items: Sequence[object],
+        load: Callable[[object], Image.Image],
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Features for any items ``load`` turns into RGB images, loaded on the decode workers
+        (training uses it to featurize altered copies of images without writing them out)."""
+        return self._run(iter(items), len(items), decode=load, progress=progress)
+
     def _run(
         self,
         items: Iterator,

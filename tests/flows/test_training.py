@@ -21,6 +21,7 @@ from tasks import candidates as candidate_registry
 from tasks.candidates import CANDIDATES
 from tasks.registry import CHALLENGER, CHAMPION, PREVIOUS, rollback, version_for_alias
 from tasks.retrain import SkippedRun
+from tasks.shifts import SHIFTS
 from vehicle_model import featurizer as featurizer_module
 
 pytestmark = pytest.mark.flows
@@ -75,6 +76,15 @@ def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_datas
     assert {"prefect.flow_run_id", "git_commit", "dataset.fingerprint", "dataset.path"} <= set(parent.data.tags)
     assert parent.inputs.dataset_inputs, "the dataset is logged as a run input"
     assert "test.macro_f1" in parent.data.metrics
+    for kind in SHIFTS:
+        for attribute in ("vehicle_type", "color"):
+            for metric in ("macro_f1", "ece"):
+                assert f"shift.{kind}.{attribute}.{metric}" in parent.data.metrics, (kind, attribute, metric)
+    assert parent.data.metrics["shift.worst.color.macro_f1"] == min(
+        parent.data.metrics[f"shift.{kind}.color.macro_f1"] for kind in SHIFTS
+    )
+    shift_rows = client.load_table(parent.info.experiment_id, "shifts.json", run_ids=[summary.parent_run_id])
+    assert list(shift_rows["condition"]) == ["clean", *sorted(SHIFTS)]
 
     champion = version_for_alias(client, MODEL, CHAMPION)
     assert champion is not None and str(champion.version) == summary.version == "1"
@@ -91,6 +101,7 @@ def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_datas
     board = _artifact("leaderboard")
     rows = json.loads(board) if isinstance(board, str) else board
     assert [row["candidate"] for row in rows][: len(CANDIDATES)] == [r["candidate"] for r in summary.leaderboard]
+    assert all(row["worst_shift"] in SHIFTS and 0 <= row["worst_shift.macro_f1"] <= 1 for row in rows[: len(CANDIDATES)])
 
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@{CHAMPION}")
     image = tiny_dataset / pd.read_csv(tiny_dataset / "labels.csv")["image"][0]

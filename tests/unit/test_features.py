@@ -12,7 +12,9 @@ import pytest
 
 from tasks.data import load_dataset
 from tasks.features import FeatureCache, assemble, featurize_into_cache, features_from, load_split, shard
+from tasks.shifts import apply_shift, shift_key
 from vehicle_model.featurizer import FEATURE_DIM, Featurizer
+from vehicle_model.images import decode_image
 
 pytestmark = pytest.mark.unit
 
@@ -184,3 +186,18 @@ def test_features_from_reads_the_versions_cache_and_computes_only_the_rest(tmp_p
     assert asked == [["/img/b.png"]], "only the uncached image is featurized"
     assert cache.has("b" * 64)
     assert FeatureCache(tmp_path, "current-featurizer").missing(["a" * 64]) == ["a" * 64], "versions never mix"
+
+
+def test_shifted_rows_are_featurized_as_their_shifted_image_under_their_key(images: list[str], tmp_path: Path) -> None:
+    featurizer = CountingFeaturizer(threads=1)
+    cache = FeatureCache(tmp_path, featurizer.version)
+    sha = sha_of(images[0])
+    keys = [shift_key(sha, "greyscale"), shift_key(sha, "blur")]
+
+    computed = featurize_into_cache([images[0]] * 2, keys, cache, featurizer, shifts=["greyscale", "blur"])
+
+    assert computed == 2 and not cache.has(sha), "cached under the shifted image's key only"
+    source = decode_image(Path(images[0]).read_bytes())
+    expected = featurizer.transform_images([apply_shift(source, "greyscale", keys[0]), apply_shift(source, "blur", keys[1])])
+    np.testing.assert_allclose(np.stack([cache.get(k) for k in keys]), expected, atol=1e-5)
+    assert featurize_into_cache([images[0]] * 2, keys, cache, featurizer, shifts=["greyscale", "blur"]) == 0

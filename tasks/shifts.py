@@ -1,0 +1,172 @@
+"""Controlled lighting and camera shifts: the evaluation set that training never sees.
+
+Each shift is a pure function of an RGB image and a random generator, drawing its strength
+from a fixed range, so a shifted image is a function of (image content, kind, seed) alone and
+its features can be cached under a key derived from those three. The shifted evaluation set
+is every image of the test split under every kind, with parameters drawn from the ``eval``
+stream; augmented training copies use the same families drawn from the ``augment`` stream,
+so the two never share a parameter draw. Adding a kind is one entry in ``SHIFTS``.
+
+Strengths are set to what a phone or a cheap security camera produces, not to the limit of
+legibility: a cast of 20-30% per channel, an exposure one stop off, a Gaussian blur of about
+1% of the image width, JPEG quality 8-15, a quarter of the linear size, a crop keeping
+60-70% of each side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageFilter, ImageOps
+
+from tasks.data import SPLIT_COLUMN
+from tasks.validation import SHA_COLUMN
+
+Shift = Callable[[Image.Image, np.random.Generator], Image.Image]
+
+# Part of every shifted image's cache key: bump when a function or a range below changes.
+SHIFT_VERSION = "shifts-v1"
+EVAL_SEED = 0  # the shifted evaluation set is the same for every training seed
+SHIFT_COLUMN = "shift"
+SHIFTED_SPLIT_PREFIX = "shift."
+
+
+def _gains(image: Image.Image, red: float, green: float, blue: float) -> Image.Image:
+    pixels = np.asarray(image, dtype=np.float32) * np.array([red, green, blue], dtype=np.float32)
+    return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
+
+
+def cast_warm(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Tungsten or sunset light: red up, blue down."""
+    return _gains(image, rng.uniform(1.10, 1.25), 1.0, rng.uniform(0.65, 0.80))
+
+
+def cast_cool(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Shade or overcast daylight on a daylight white balance: blue up, red down."""
+    return _gains(image, rng.uniform(0.70, 0.85), rng.uniform(0.95, 1.0), rng.uniform(1.10, 1.25))
+
+
+def cast_green(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Fluorescent and mercury-vapour street light."""
+    return _gains(image, rng.uniform(0.75, 0.85), rng.uniform(1.10, 1.25), rng.uniform(0.75, 0.85))
+
+
+def under_exposure(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """One to one and a half stops under: every channel scaled by 0.35-0.5."""
+    factor = rng.uniform(0.35, 0.50)
+    return _gains(image, factor, factor, factor)
+
+
+def over_exposure(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """About one stop over: every channel scaled by 1.6-2.0, highlights clipped."""
+    factor = rng.uniform(1.6, 2.0)
+    return _gains(image, factor, factor, factor)
+
+
+def low_contrast(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Haze or a dirty lens: pixels pulled 55-65% of the way to the image's mean grey."""
+    pixels = np.asarray(image, dtype=np.float32)
+    keep = rng.uniform(0.35, 0.45)
+    mean = pixels.mean()
+    return Image.fromarray(np.clip(mean + keep * (pixels - mean) + 0.5, 0, 255).astype(np.uint8))
+
+
+def blur(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Focus or motion softness: a Gaussian blur of 0.8-1.2% of the longer side."""
+    radius = rng.uniform(0.008, 0.012) * max(image.size)
+    return image.filter(ImageFilter.GaussianBlur(radius))
+
+
+def jpeg(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A messaging app's recompression: JPEG at quality 8-15 with 4:2:0 chroma."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=int(rng.integers(8, 16)), subsampling=2)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return decoded.convert("RGB")
+
+
+def small_scale(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A distant vehicle or a thumbnail: a quarter of the linear size (0.22-0.28)."""
+    factor = rng.uniform(0.22, 0.28)
+    size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+    return image.resize(size, Image.Resampling.BOX)
+
+
+def tight_crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A tighter framing: 60-70% of each side kept, the window's centre jittered by up to 10%."""
+    keep = rng.uniform(0.60, 0.70)
+    w, h = round(image.width * keep), round(image.height * keep)
+    cx = image.width / 2 + rng.uniform(-0.1, 0.1) * image.width
+    cy = image.height / 2 + rng.uniform(-0.1, 0.1) * image.height
+    left = int(np.clip(cx - w / 2, 0, image.width - w))
+    top = int(np.clip(cy - h / 2, 0, image.height - h))
+    return image.crop((left, top, left + w, top + h))
+
+
+def greyscale(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """An infrared night camera: luminance only, R = G = B."""
+    return ImageOps.grayscale(image).convert("RGB")
+
+
+SHIFTS: dict[str, Shift] = {
+    "cast_warm": cast_warm,
+    "cast_cool": cast_cool,
+    "cast_green": cast_green,
+    "under_exposure": under_exposure,
+    "over_exposure": over_exposure,
+    "low_contrast": low_contrast,
+    "blur": blur,
+    "jpeg": jpeg,
+    "small_scale": small_scale,
+    "tight_crop": tight_crop,
+    "greyscale": greyscale,
+}
+
+
+def shift_key(sha256: str, kind: str, stream: str = "eval", seed: int = EVAL_SEED) -> str:
+    """The cache key of one shifted image: a hash of what determines its pixels.
+
+    Args:
+        sha256: content hash of the source image.
+        kind: a ``SHIFTS`` name.
+        stream: ``eval`` for the evaluation set, ``augment:<copy>`` for training copies.
+        seed: seed of the stream.
+    """
+    if kind not in SHIFTS:
+        raise ValueError(f"unknown shift {kind!r}; choose from {sorted(SHIFTS)}")
+    return hashlib.sha256(f"{SHIFT_VERSION}:{stream}:{seed}:{kind}:{sha256}".encode()).hexdigest()
+
+
+def apply_shift(image: Image.Image, kind: str, key: str) -> Image.Image:
+    """``image`` under shift ``kind``, its strength drawn from a generator seeded by ``key``."""
+    rng = np.random.default_rng(int(key[:16], 16))
+    return SHIFTS[kind](image.convert("RGB"), rng)
+
+
+def shifted_evaluation_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The shifted evaluation set as manifest rows: every test image under every kind.
+
+    Each row keeps its image path and labels, names its kind in ``shift``, and takes the
+    shifted image's key as its ``sha256`` and ``shift.<kind>`` as its split, so the feature
+    cache and ``assemble`` treat it like any other image.
+    """
+    test = frame[frame[SPLIT_COLUMN] == "test"]
+    parts = [
+        test.assign(**{
+            SHIFT_COLUMN: kind,
+            SHA_COLUMN: [shift_key(sha, kind) for sha in test[SHA_COLUMN]],
+            SPLIT_COLUMN: f"{SHIFTED_SPLIT_PREFIX}{kind}",
+        })
+        for kind in SHIFTS
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else test.iloc[:0]
+
+
+def shifted_splits(kinds: list[str] | None = None) -> list[str]:
+    """The split names of the shifted evaluation set in the assembled features."""
+    return [f"{SHIFTED_SPLIT_PREFIX}{kind}" for kind in (kinds or SHIFTS)]
