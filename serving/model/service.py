@@ -238,7 +238,8 @@ class ModelService:
                 model = with_thread_layout(model, self.onnx_threads, usable_cores())
             for classifier in (model.classifier, model.wide):
                 if classifier is not None:
-                    warm_up(classifier, self._inference.max_images)
+                    # The backbone never sees more than one featurizer batch per call.
+                    warm_up(classifier, min(self._inference.max_images, classifier.featurizer.batch_size))
         return model
 
     def _install(self, model: LoadedModel) -> None:
