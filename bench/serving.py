@@ -58,6 +58,8 @@ BATCH = "/api/vehicle/classify-batch"
 REPORT = "/api/vehicle/report"
 IN_PROCESS = "in-process"
 MLFLOW = "mlflow serve"
+FLOOR = "HTTP floor (bare Litestar)"
+FLOOR_REPEAT = 10  # the floor answers in well under a millisecond: send more so its CPU reads well
 BATCH_SIZE = 32
 
 
@@ -327,11 +329,17 @@ def start_app(label: str, body: str, extra: dict[str, str], tracking_uri: str, w
     # CODE=<checkout> runs that checkout's app (e.g. the code before a change, in the same run).
     code = Path(env.pop("CODE", ROOT))
     env["PYTHONPATH"] = str(code)
-    if args.redis_url:
+    if args.redis_url and "REDIS_URL" not in extra:  # REDIS_URL= in a configuration means memory stores
         env["REDIS_URL"] = args.redis_url
         env["REDIS_KEY_PREFIX"] = f"bench-{uuid.uuid4().hex[:8]}"
         args.redis_prefixes.append(env["REDIS_KEY_PREFIX"])
     return start(label, [sys.executable, "-m", "serving"], env, workdir, body, cwd=code if code != ROOT else None)
+
+
+def start_floor(tracking_uri: str, workdir: Path, args: argparse.Namespace) -> Server:
+    """bench/http_floor.py: the same uvicorn options, one route, no model or features."""
+    env = {**base_env(tracking_uri, args), "SERVING_HOST": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+    return start(FLOOR, [sys.executable, "-P", str(ROOT / "bench" / "http_floor.py")], env, workdir, "raw")
 
 
 def start_mlflow(model_uri: str, tracking_uri: str, workdir: Path, args: argparse.Namespace) -> Server:
@@ -480,7 +488,7 @@ def requests_for(concurrency: int, args: argparse.Namespace) -> int:
 
 
 async def one_repeat(
-    results: Results, apps: list[Server], mlflow: Server | None, model: InProcess, images: DistinctImages,
+    results: Results, apps: list[Server], others: list[Server], model: InProcess, images: DistinctImages,
     args: argparse.Namespace, console: Console,
 ) -> None:
     for concurrency in args.concurrency:
@@ -488,12 +496,13 @@ async def one_repeat(
         batch = images.take(count)  # every configuration sees the same pixels; the app sees new bytes
         with console.status(f"in-process, {concurrency} in flight"):
             model.measure(results, batch, concurrency, args.max_seconds)
-        for server in apps + ([mlflow] if mlflow else []):
+        for server in apps + others:
             fresh = images.take(count) if server.body != "mlflow" else batch
+            fresh = fresh * FLOOR_REPEAT if server.label == FLOOR else fresh
             with console.status(f"{server.label}, {concurrency} in flight"):
                 phase = await http_phase(server.port, [server.request(i) for i in fresh], concurrency,
                                          args.max_seconds, server.cpu, expect_miss=server.body != "mlflow",
-                                         redis_cpu=args.redis_cpu if server.body != "mlflow" else None)
+                                         redis_cpu=args.redis_cpu if server in apps else None)
             results.add(server.label, concurrency, phase)
 
     batches = [images.take(BATCH_SIZE) for _ in range(args.batches)]
@@ -599,6 +608,10 @@ def target_rows(results: Results, args: argparse.Namespace) -> list:
         limit8 = limit_phases(results, 8)
         rows.append(("c=8: throughput / in-process limit", ">= 0.85", lambda v: v >= 0.85,
                      lambda label: per_repeat(label, 8, lambda ph, i: ph.images_per_second / limit8[i].images_per_second)))
+        if (FLOOR, 8) in p:
+            rows.append(("c=8: in-process limit plus the HTTP floor's CPU per request / limit (info: ceiling of "
+                         "the row above)", "", lambda v: True,
+                         lambda label: per_repeat(label, 8, lambda ph, i: with_floor(limit8[i], p[(FLOOR, 8)][i]))))
         if (MLFLOW, 8) in p:
             rows.append(("c=8: throughput / mlflow serve", ">= 1.5", lambda v: v >= 1.5,
                          lambda label: per_repeat(label, 8, lambda ph, i: ph.images_per_second / p[(MLFLOW, 8)][i].images_per_second)))
@@ -610,15 +623,31 @@ def target_rows(results: Results, args: argparse.Namespace) -> list:
         limit1 = limit_phases(results, 1)
         rows.append(("c=1: p50 - in-process p50 (ms)", "<= 2", lambda v: v <= 2,
                      lambda label: per_repeat(label, 1, lambda ph, i: ph.percentile(50) - limit1[i].percentile(50))))
+        if (FLOOR, 1) in p:
+            rows.append(("c=1: HTTP floor p50 (ms) (info: what any request adds, round trip included)", "",
+                         lambda v: True, lambda label: per_repeat(label, 1, lambda ph, i: p[(FLOOR, 1)][i].percentile(50))))
         rows.append((f"batch of {BATCH_SIZE}: per image / single p50", "<= 0.8", lambda v: v <= 0.8,
                      lambda label: per_repeat(label, f"batch {BATCH_SIZE}",
                                               lambda ph, i: ph.percentile(50) / BATCH_SIZE / p[(label, 1)][i].percentile(50))))
+        in_process_batch = p.get((IN_PROCESS, f"batch {BATCH_SIZE}"), [])
+        rows.append((f"batch of {BATCH_SIZE} in process: per image / in-process single p50 (info: what batching "
+                     "saves the model itself)", "", lambda v: True,
+                     lambda label: [b.percentile(50) / BATCH_SIZE / limit1[i].percentile(50)
+                                    for i, b in enumerate(in_process_batch)]))
     rows.append(("report read, hit: p50 (ms)", "<= 3", lambda v: v <= 3,
                  lambda label: per_repeat(label, "report hit", lambda ph, i: ph.percentile(50))))
     if 32 in args.concurrency and (MLFLOW, 32) in p:
         rows.append(("c=32: throughput / mlflow serve (info)", "", lambda v: True,
                      lambda label: per_repeat(label, 32, lambda ph, i: ph.images_per_second / p[(MLFLOW, 32)][i].images_per_second)))
     return rows
+
+
+def with_floor(limit: Phase, floor: Phase) -> float:
+    """The share of the in-process limit left if every image also cost the HTTP floor's CPU per
+    request: the most a Python service on this stack could reach with both cores busy."""
+    cores = len(os.sched_getaffinity(0))
+    floor_seconds = floor.cpu_seconds / max(len(floor.latencies), 1)
+    return 1 / (1 + limit.images_per_second * floor_seconds / cores)
 
 
 # --------------------------------------------------------------------------- main
@@ -684,19 +713,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         model_uri = f"models:/{args.model_name}/{version}"
         with console.status("Starting the servers and loading the model"):
             apps = [start_app(label, body, extra, tracking_uri, workdir, args) for label, body, extra in args.apps]
-            mlflow = None if args.no_mlflow else start_mlflow(model_uri, tracking_uri, workdir, args)
-            servers = apps + ([mlflow] if mlflow else [])
+            others = [start_floor(tracking_uri, workdir, args)]
+            others += [] if args.no_mlflow else [start_mlflow(model_uri, tracking_uri, workdir, args)]
+            servers = apps + others
             images = DistinctImages(base_images(workdir / "images", 84, args.image_size))
             model = InProcess(load_champion(tracking_uri, model_uri), load_champion(tracking_uri, model_uri, 1))
-            for app in apps:
-                app.wait_ready("/ready", 600)
-            if mlflow:
-                mlflow.wait_ready("/ping", 600)
+            for server in servers:
+                server.wait_ready("/ping" if server.label == MLFLOW else "/ready", 600)
         asyncio.run(warm_up(servers, images))
         results = Results()
         for repeat in range(args.repeats):
             load = os.getloadavg()[0]
-            asyncio.run(one_repeat(results, apps, mlflow, model, images, args, console))
+            asyncio.run(one_repeat(results, apps, others, model, images, args, console))
             results.loads.append((load, os.getloadavg()[0]))
             console.print(f"repeat {repeat + 1}/{args.repeats} done; 1-min load {load:.1f} -> {os.getloadavg()[0]:.1f}")
         loads = ", ".join(f"{a:.1f}->{b:.1f}" for a, b in results.loads)
