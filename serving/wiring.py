@@ -59,6 +59,7 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
             await self.stats.flush()  # a last try, so a clean shutdown loses no count
+        await self.predictor.drain()
         await self.models.close()
         await self.prediction_log.stop()
         await self.guard.close()

@@ -14,7 +14,6 @@ Litestar's 500.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
@@ -32,7 +31,7 @@ class BodyDeadlineMiddleware(ASGIMiddleware):
         self.timeout_seconds = timeout_seconds
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        deadline = time.monotonic() + self.timeout_seconds
+        deadline = asyncio.get_running_loop().time() + self.timeout_seconds
         body_complete = False
 
         async def receive_before_deadline() -> Message:
@@ -40,7 +39,9 @@ class BodyDeadlineMiddleware(ASGIMiddleware):
             if body_complete:  # later receives only wait for a disconnect: no deadline
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                # A timeout scope, not wait_for: no task is created per message received.
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError:
                 raise ApiError(
                     408, "body_timeout",

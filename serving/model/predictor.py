@@ -1,7 +1,9 @@
 """Classification with a result cache keyed by (image sha256, model version).
 
 A repeated upload under the same model version skips decoding and inference; a new version
-never sees another version's answers because the version is part of the key.
+never sees another version's answers because the version is part of the key. New results are
+written to the cache after the answer has gone out (no client waits for that round trip);
+until the write lands, a repeat is answered from the results still being written.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from serving.monitoring.prediction_log import PredictionLog
 from serving.monitoring.region_stats import DEFAULT_REGION
 from vehicle_model.images import ImageDecodeError, ImageLimits
 from vehicle_model.model import Prediction
+
+logger = logging.getLogger("serving.cache")
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ class Predictor:
         self.limits = limits
         self.cache_ttl = cache_ttl
         self.log = log
+        self._unwritten: dict[str, str] = {}  # key -> result JSON, until its cache write lands
+        self._writes: set[asyncio.Task] = set()
 
     async def classify(self, blobs: Sequence[bytes], region: str = DEFAULT_REGION) -> Classified:
         """Predictions for every blob, from one model version; ``region`` goes into the log.
@@ -100,14 +107,14 @@ class Predictor:
             elapsed = time.perf_counter() - started
             self.metrics.inference_seconds.labels("batch" if len(misses) > 1 else "single").observe(elapsed)
             inference_ms = elapsed * 1000
-            fills = []
+            fills: dict[str, str] = {}
             for i, result in zip(misses, results, strict=True):
                 if isinstance(result, ImageDecodeError):
                     outcomes[i] = ImageOutcome(prediction=None, error=result)
                 else:
                     outcomes[i] = ImageOutcome(prediction=result)
-                    fills.append(self.cache.set(keys[i], json.dumps(result), expires_in=self.cache_ttl))
-            await asyncio.gather(*fills)
+                    fills[keys[i]] = json.dumps(result)
+            self._write_later(fills)
             if self.log is not None:
                 predicted = [r for r in results if not isinstance(r, ImageDecodeError)]
                 self.log.submit(model.name, model.version, region, predicted, summaries)
@@ -115,6 +122,30 @@ class Predictor:
         self.metrics.count_predictions(o.prediction for o in done if o.prediction is not None)
         return Classified(model=model, outcomes=done, inference_ms=inference_ms)
 
+    async def drain(self) -> None:
+        """Waits for the cache writes still in flight (on shutdown, so none is cut off)."""
+        await asyncio.gather(*list(self._writes))
+
     async def _cached(self, key: str) -> ImageOutcome | None:
-        raw = await self.cache.get(key)
+        raw = self._unwritten.get(key)
+        if raw is None:
+            raw = await self.cache.get(key)
         return None if raw is None else ImageOutcome(prediction=json.loads(raw), cached=True)
+
+    def _write_later(self, fills: dict[str, str]) -> None:
+        if not fills:
+            return
+        self._unwritten.update(fills)
+        task = asyncio.create_task(self._write(fills), name="cache-write")
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(self, fills: dict[str, str]) -> None:
+        writes = [self.cache.set(key, raw, expires_in=self.cache_ttl) for key, raw in fills.items()]
+        try:
+            for outcome in await asyncio.gather(*writes, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    logger.warning("cache write failed for one result: %r", outcome)
+        finally:
+            for key in fills:
+                self._unwritten.pop(key, None)

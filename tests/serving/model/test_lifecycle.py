@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -269,6 +271,40 @@ async def test_in_flight_request_finishes_on_the_model_it_started_with(registry_
     assert swapped.outcome == "loaded" and service.require().version == "2"
     assert old.model.version == "1" and old.outcomes[0].prediction is not None
     assert new.model.version == "2" and new.outcomes[0].cached is False
+
+
+async def test_answers_do_not_wait_for_the_cache_write_and_a_repeat_meanwhile_is_cached(registry_uri, sample_images):
+    from serving.model.predictor import Predictor
+    from serving.model.source import ModelSource
+    from serving.monitoring.metrics import ServingMetrics
+    from serving.storage.stores import BoundedMemoryStore
+
+    class SlowStore(BoundedMemoryStore):
+        """Writes land only when the test says so (a slow Redis)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def set(self, key, value, expires_in=None) -> None:
+            await self.release.wait()
+            await super().set(key, value, expires_in)
+
+    metrics = ServingMetrics()
+    store = SlowStore()
+    service = ModelService(ModelSource(registry_uri, NAME, "champion"), inference_threads=1, metrics=metrics)
+    predictor = Predictor(service, store, metrics, ImageLimits(), cache_ttl=60)
+    assert (await service.refresh()).outcome == "loaded"
+    first = await asyncio.wait_for(predictor.classify([sample_images["jpeg"]]), 30)  # the write is still held
+    repeat = await predictor.classify([sample_images["jpeg"]])
+    assert first.outcomes[0].cached is False and repeat.outcomes[0].cached is True
+    assert repeat.outcomes[0].prediction == first.outcomes[0].prediction
+    key = f"{first.model.name}:{first.model.version}:{hashlib.sha256(sample_images['jpeg']).hexdigest()}"
+    assert await store.get(key) is None  # not written yet, and nobody waited for it
+    store.release.set()
+    await predictor.drain()  # what shutdown does: no result is lost
+    await service.close()
+    assert json.loads(await store.get(key)) == first.outcomes[0].prediction
 
 
 async def test_python_m_serving_runs_workers_from_the_environment(registry_uri, tmp_path, sample_images):
