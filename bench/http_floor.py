@@ -12,7 +12,10 @@ could reach.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
 from litestar import Litestar, Request, get, post
@@ -30,9 +33,21 @@ ANSWER = {
 }
 
 
+WORKER = ThreadPoolExecutor(1, thread_name_prefix="hold")
+
+
+def hold(seconds: float) -> None:
+    """Keeps a core busy for ``seconds``, as the model does on an inference thread."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 @post("/api/vehicle/classify", status_code=200)
 async def classify(request: Request) -> dict:
     body = await request.body()
+    if hold_ms := float(request.query_params.get("hold_ms", 0)):
+        await asyncio.get_running_loop().run_in_executor(WORKER, hold, hold_ms / 1000)
     return {**ANSWER, "sha256": hashlib.sha256(body).hexdigest()}
 
 
