@@ -8,13 +8,18 @@ once, so load from other processes falls on all of them alike):
   one image each, and as one caller batching that many images; the faster is the limit);
 - this app (``python -m serving``, one uvicorn worker) at each concurrency;
 - ``mlflow models serve`` of the same version (one worker) at each concurrency;
+- the HTTP floor (``bench/http_floor.py``: Litestar on the same uvicorn options, one route, no
+  model or features) at each concurrency, and at 1 in flight once more holding a core on a
+  worker thread for the in-process p50: what any service of this kind pays before its features;
 - a classify-batch of 32 and a report read on a cache hit, one in flight.
 
 Every classify request carries bytes no earlier request sent (a JPEG comment segment makes
 each copy distinct; the pixels cycle through real synthetic scenes), so the result cache never
 answers; a response that says ``cached`` is counted apart. The rate limit is off. The client is
 a minimal HTTP/1.1 keep-alive client on asyncio, cheap enough to leave the cores to the
-servers; server CPU is read from /proc, so ``core-ms/img`` is what one image cost the server.
+servers; server CPU is read from /proc, so ``core-ms/img`` is what one image cost the server,
+``event loop core-ms/img`` the part spent on the app's main thread, ``cores busy`` the server's
+CPU per second of the phase and ``machine idle %`` what nobody used (/proc/stat).
 
     .venv/bin/python bench/serving.py                 # trains a tiny champion in a temp dir
     .venv/bin/python bench/serving.py --quick         # one repeat, fewer requests (~1 min)
@@ -163,6 +168,8 @@ class Phase:
     first_error: str = ""
     client_cpu_seconds: float = float("nan")  # this bench process, the HTTP client, on the same cores
     redis_cpu_seconds: float = float("nan")  # redis-server's own CPU, when the app uses Redis
+    loop_cpu_seconds: float = float("nan")  # the app's event loop thread alone
+    idle: float = float("nan")  # share of the machine's CPU time left idle during the phase
 
     def _per_image(self, seconds: float) -> float:
         images = len(self.latencies) * self.images_per_request
@@ -187,10 +194,30 @@ class Phase:
     def redis_ms_per_image(self) -> float:
         return self._per_image(self.redis_cpu_seconds)
 
+    @property
+    def loop_ms_per_image(self) -> float:
+        return self._per_image(self.loop_cpu_seconds)
+
+    @property
+    def cores_busy(self) -> float:
+        return self.cpu_seconds / self.wall_seconds if self.wall_seconds else float("nan")
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(idle, total) CPU time of the whole machine so far, in ticks, from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def idle_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total else float("nan")
+
 
 async def http_phase(
     port: int, requests: list[bytes], concurrency: int, max_seconds: float, cpu: Callable[[], float],
     images_per_request: int = 1, expect_miss: bool = True, redis_cpu: Callable[[], float] | None = None,
+    loop_cpu: Callable[[], float] | None = None,
 ) -> Phase:
     """Sends ``requests`` over ``concurrency`` keep-alive connections, each waiting for its answer."""
     pending = iter(requests)
@@ -215,9 +242,12 @@ async def http_phase(
                 latencies.append(elapsed)
 
     redis_before = redis_cpu() if redis_cpu else float("nan")
+    loop_before, machine_before = loop_cpu() if loop_cpu else float("nan"), machine_cpu()
     cpu_before, client_before, started = cpu(), time.process_time(), time.perf_counter()
     await asyncio.gather(*(client(r, w) for r, w in connections))
     phase.wall_seconds, phase.cpu_seconds = time.perf_counter() - started, cpu() - cpu_before
+    phase.idle = idle_share(machine_before, machine_cpu())
+    phase.loop_cpu_seconds = (loop_cpu() if loop_cpu else float("nan")) - loop_before
     phase.client_cpu_seconds = time.process_time() - client_before
     phase.redis_cpu_seconds = (redis_cpu() if redis_cpu else float("nan")) - redis_before
     for _, writer in connections:
@@ -232,6 +262,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    """User + system CPU of one thread (the main thread: ``tid == pid``), from /proc."""
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -262,6 +298,10 @@ class Server:
 
     def cpu(self) -> float:
         return tree_cpu_seconds(self.process.pid)
+
+    def loop_cpu(self) -> float:
+        """The server's main thread: uvicorn's event loop (one worker)."""
+        return thread_cpu_seconds(self.process.pid, self.process.pid)
 
     def request(self, image: bytes) -> bytes:
         return mlflow_request(image) if self.body == "mlflow" else classify_request(image, self.body)
@@ -386,24 +426,26 @@ class InProcess:
                 classifier.predict_bytes([image])
                 latencies.append(time.perf_counter() - started)
 
-        cpu_before, started = self.cpu(), time.perf_counter()
+        cpu_before, machine_before, started = self.cpu(), machine_cpu(), time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
             for future in [pool.submit(worker) for _ in range(concurrency)]:
                 future.result()
-        return Phase(latencies, time.perf_counter() - started, self.cpu() - cpu_before)
+        return Phase(latencies, time.perf_counter() - started, self.cpu() - cpu_before,
+                     idle=idle_share(machine_before, machine_cpu()))
 
     def batches(self, images: list[bytes], size: int, max_seconds: float) -> Phase:
         """One caller predicting ``size`` images per call on every core; latency is the call's."""
         latencies: list[float] = []
         deadline = time.monotonic() + max_seconds
-        cpu_before, started = self.cpu(), time.perf_counter()
+        cpu_before, machine_before, started = self.cpu(), machine_cpu(), time.perf_counter()
         for i in range(0, len(images) - size + 1, size):
             if time.monotonic() > deadline:
                 break
             call = time.perf_counter()
             self.wide.predict_bytes(images[i : i + size])
             latencies.append(time.perf_counter() - call)
-        return Phase(latencies, time.perf_counter() - started, self.cpu() - cpu_before, images_per_request=size)
+        return Phase(latencies, time.perf_counter() - started, self.cpu() - cpu_before, images_per_request=size,
+                     idle=idle_share(machine_before, machine_cpu()))
 
     def measure(self, results: Results, images: list[bytes], concurrency: int, max_seconds: float) -> None:
         cores = len(os.sched_getaffinity(0))
@@ -503,7 +545,8 @@ async def one_repeat(
             with console.status(f"{server.label}, {concurrency} in flight"):
                 phase = await http_phase(server.port, [server.request(i) for i in fresh], concurrency,
                                          args.max_seconds, server.cpu, expect_miss=server.body != "mlflow",
-                                         redis_cpu=args.redis_cpu if server in apps else None)
+                                         redis_cpu=args.redis_cpu if server in apps else None,
+                                         loop_cpu=server.loop_cpu if server in apps else None)
             results.add(server.label, concurrency, phase)
             if server.label == FLOOR and concurrency == 1:
                 # The floor again, busy on a worker thread for as long as the model took in process:
@@ -527,7 +570,7 @@ async def one_repeat(
         with console.status(f"{server.label}, classify-batch of {BATCH_SIZE}"):
             results.add(server.label, f"batch {BATCH_SIZE}", await http_phase(
                 server.port, requests, 1, args.max_seconds, server.cpu, images_per_request=BATCH_SIZE,
-                redis_cpu=args.redis_cpu))
+                redis_cpu=args.redis_cpu, loop_cpu=server.loop_cpu))
         results.add(server.label, "report hit", await report_reads(server, images, args))
 
 
@@ -542,7 +585,7 @@ async def report_reads(server: Server, images: DistinctImages, args: argparse.Na
     vehicle_id = json.loads(body)["vehicle_id"]
     read = http_request(f"{REPORT}/{vehicle_id}", b"", "application/json", method="GET")
     return await http_phase(server.port, [read] * args.report_reads, 1, args.max_seconds, server.cpu,
-                            expect_miss=False, redis_cpu=args.redis_cpu)
+                            expect_miss=False, redis_cpu=args.redis_cpu, loop_cpu=server.loop_cpu)
 
 
 # --------------------------------------------------------------------------- the table
@@ -568,7 +611,8 @@ def report(console: Console, results: Results, apps: list[Server], args: argpars
     table = Table(title=f"Serving throughput and latency ({args.repeats} repeats: median (min-max))",
                   caption=caption)
     for column in ("configuration", "in flight", "img/s", "p50 ms", "p99 ms", "p99/p50", "core-ms/img",
-                   "client core-ms/img", "redis core-ms/img", "failed"):
+                   "event loop core-ms/img", "cores busy", "machine idle %", "client core-ms/img",
+                   "redis core-ms/img", "failed"):
         table.add_column(column, justify="left" if column == "configuration" else "right")
     for (name, concurrency), phases in results.phases.items():
         failed = sum(p.failures for p in phases)
@@ -580,6 +624,9 @@ def report(console: Console, results: Results, apps: list[Server], args: argpars
             spread([p.percentile(99) for p in phases], "{:.2f}"),
             spread([p.percentile(99) / p.percentile(50) for p in phases], "{:.2f}"),
             spread([p.core_ms_per_image for p in phases], "{:.2f}"),
+            spread([p.loop_ms_per_image for p in phases], "{:.2f}"),
+            spread([p.cores_busy for p in phases], "{:.2f}"),
+            spread([100 * p.idle for p in phases], "{:.0f}"),
             spread([p.client_ms_per_image for p in phases], "{:.2f}"),
             spread([p.redis_ms_per_image for p in phases], "{:.2f}"),
             f"{failed}" + (f" +{hits} hits" if hits else ""),
