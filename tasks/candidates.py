@@ -48,7 +48,11 @@ def linear_svm(seed: int) -> CandidateSpec:
     # outnumber features) took 11-33 s per fit at C <= 0.01 and over 100 s at C=0.1, the dual
     # 3-12 s, which is what kept the search past its budget with augmented copies.
     svm = LinearSVC(dual=True, max_iter=5000, random_state=seed)
-    model = Pipeline([_inputs(), ("scale", StandardScaler()), ("clf", CalibratedClassifierCV(svm, cv=3, method="sigmoid"))])
+    # Temperature scaling, not one-vs-rest sigmoids: those, renormalised over six classes, left
+    # it underconfident (test ECE 0.074 / 0.083, 0.106 / 0.126 on shifted images; temperature
+    # 0.033 / 0.034 and 0.039 / 0.057, greyscale colour aside).
+    calibrated = CalibratedClassifierCV(svm, cv=3, method="temperature")
+    model = Pipeline([_inputs(), ("scale", StandardScaler()), ("clf", calibrated)])
     return CandidateSpec(model, {"clf__estimator__C": [0.001, 0.01, 0.1]})
 
 
