@@ -170,8 +170,8 @@ def shifted_evaluation_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # How often each kind is drawn for a training copy: the kinds that cost type or colour the most
-# with normalised histograms alone (blur, small scale, JPEG; over-exposure, low contrast)
-# twice as often as the casts, which the normalisation already absorbs.
+# with normalised histograms alone (blur, small scale, JPEG; over-exposure, low contrast) twice
+# as often as the rest (the casts, which the normalisation already absorbs, among them).
 AUGMENT_WEIGHTS: dict[str, float] = {
     "cast_warm": 1, "cast_cool": 1, "cast_green": 1, "under_exposure": 1, "over_exposure": 2, "low_contrast": 2,
     "blur": 2, "jpeg": 2, "small_scale": 2, "tight_crop": 1, "greyscale": 1,
