@@ -1,4 +1,4 @@
-"""Flow: load → validate → split → featurize (sharded, with the shifted test images) → assemble."""
+"""Flow: load → validate → split → featurize (sharded, with shifted test images and training copies) → assemble."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tasks.prepare_steps import (
     split_task,
     validate_task,
 )
-from tasks.shifts import SHIFT_COLUMN, shifted_evaluation_rows
+from tasks.shifts import SHIFT_COLUMN, augmented_training_rows, shifted_evaluation_rows
 from tasks.split import SplitFractions
 from tasks.validation import SHA_COLUMN, ValidationConfig
 from vehicle_model.featurizer import Featurizer
@@ -29,6 +29,7 @@ def prepare_data(
     min_per_class: int = 5,
     attribute: str = "label",
     settings: PipelineSettings | None = None,
+    augment_copies: int = 0,
 ) -> PreparedData:
     """Validates a dataset, splits it and caches its features.
 
@@ -38,14 +39,17 @@ def prepare_data(
         min_per_class: fewest images allowed per class.
         attribute: the label name for an ImageFolder dataset.
         settings: paths and runner settings; built from the environment when omitted.
+        augment_copies: shifted copies of each training image, featurized as split ``augment``.
     """
     settings = settings or get_settings()
     dataset = load_dataset_task(data, attribute)
     frame = validate_task(dataset, ValidationConfig(min_per_class=min_per_class))
     frame, data_id, manifest = split_task(frame, dataset.attributes, seed, SplitFractions(), settings.prepared_dir)
 
-    # The shifted evaluation set rides along as extra splits; its images exist only as features.
-    featurized = pd.concat([frame, shifted_evaluation_rows(frame)], ignore_index=True)
+    # The shifted evaluation set and the training copies ride along as extra splits; their
+    # images exist only as features.
+    extra = [shifted_evaluation_rows(frame), augmented_training_rows(frame, augment_copies, seed)]
+    featurized = pd.concat([frame, *extra], ignore_index=True)
     # Hashing the 13 MB backbone names the cache; do it once per run, not per step.
     cache = FeatureCache(settings.feature_cache_dir, Featurizer().version)
     computed = featurize_shards(featurized, cache, settings)

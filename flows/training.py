@@ -61,6 +61,7 @@ def train_pipeline(
     min_improvement: float = 0.005,
     seed: Annotated[int, Field(ge=0)] = 0,
     time_budget_seconds: Annotated[float, Field(gt=0)] = 120.0,
+    augment_copies: Annotated[int, Field(ge=0)] = 1,
     force: bool = False,
     trigger: str | None = None,
     drift_regions: list[str] | None = None,
@@ -75,6 +76,8 @@ def train_pipeline(
         min_improvement: gain over the champion (same unseen test images) needed to promote.
         seed: seed for the split, the searches, the models and the gate's bootstrap.
         time_budget_seconds: per-candidate budget for the hyperparameter search.
+        augment_copies: shifted copies of each training image added to the heads' refit
+            (``tasks.shifts``); 0 trains on the clean images alone.
         force: train even when the data and featurizer are unchanged since the champion.
         trigger: what started this run (e.g. ``schedule``, ``drift``); shown if the run is skipped.
         drift_regions: regions where drift was seen, when a drift check started this run.
@@ -85,7 +88,7 @@ def train_pipeline(
     names = candidate_names(candidates)
     use_tracking_store(settings.mlflow_tracking_uri)
     path = resolve_dataset_task(data or settings.training_data, settings.data_dir, seed)
-    prepared = prepare_data(path, seed=seed, settings=settings)
+    prepared = prepare_data(path, seed=seed, settings=settings, augment_copies=augment_copies)
     skip = None if force else unchanged_since_task(settings.model_name, settings.model_alias, prepared)
     if skip is not None:
         return report_skip_task(skip, trigger, drift_regions)

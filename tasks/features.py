@@ -17,7 +17,7 @@ import pandas as pd
 from PIL import Image
 
 from tasks.data import IMAGE_COLUMN, SPLIT_COLUMN
-from tasks.shifts import SHIFT_COLUMN, SHIFTED_SPLIT_PREFIX, apply_shift
+from tasks.shifts import AUGMENT_SPLIT, SHIFT_COLUMN, SHIFTED_SPLIT_PREFIX, apply_shift
 from tasks.validation import SHA_COLUMN
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.images import ImageLimits, decode_image
@@ -128,6 +128,13 @@ def load_shifted(path: Path | str, attributes: Sequence[str]) -> dict[str, tuple
     with np.load(path) as data:
         splits = sorted(key.removeprefix("X_") for key in data.files if key.startswith(f"X_{SHIFTED_SPLIT_PREFIX}"))
     return {split.removeprefix(SHIFTED_SPLIT_PREFIX): load_split(path, split, attributes) for split in splits}
+
+
+def load_augmented(path: Path | str, attributes: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """X and attribute -> y of the augmented training copies, or None when there are none."""
+    with np.load(path) as data:
+        present = f"X_{AUGMENT_SPLIT}" in data.files
+    return load_split(path, AUGMENT_SPLIT, attributes) if present else None
 
 
 def features_from(

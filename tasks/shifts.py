@@ -5,7 +5,8 @@ from a fixed range, so a shifted image is a function of (image content, kind, se
 its features can be cached under a key derived from those three. The shifted evaluation set
 is every image of the test split under every kind, with parameters drawn from the ``eval``
 stream; augmented training copies use the same families drawn from the ``augment`` stream,
-so the two never share a parameter draw. Adding a kind is one entry in ``SHIFTS``.
+so the two never share a parameter draw. Adding a kind is one entry in ``SHIFTS`` (and in
+``AUGMENT_WEIGHTS``).
 
 Strengths are set to what a phone or a cheap security camera produces, not to the limit of
 legibility: a cast of 20-30% per channel, an exposure one stop off, a Gaussian blur of about
@@ -33,6 +34,7 @@ SHIFT_VERSION = "shifts-v1"
 EVAL_SEED = 0  # the shifted evaluation set is the same for every training seed
 SHIFT_COLUMN = "shift"
 SHIFTED_SPLIT_PREFIX = "shift."
+AUGMENT_SPLIT = "augment"
 
 
 def _gains(image: Image.Image, red: float, green: float, blue: float) -> Image.Image:
@@ -165,6 +167,43 @@ def shifted_evaluation_rows(frame: pd.DataFrame) -> pd.DataFrame:
         for kind in SHIFTS
     ]
     return pd.concat(parts, ignore_index=True) if parts else test.iloc[:0]
+
+
+# How often each kind is drawn for a training copy: the kinds that cost type or colour the most
+# with normalised histograms alone (blur, small scale, JPEG; over-exposure, low contrast) twice
+# as often as the rest (the casts, which the normalisation already absorbs, among them).
+AUGMENT_WEIGHTS: dict[str, float] = {
+    "cast_warm": 1, "cast_cool": 1, "cast_green": 1, "under_exposure": 1, "over_exposure": 2, "low_contrast": 2,
+    "blur": 2, "jpeg": 2, "small_scale": 2, "tight_crop": 1, "greyscale": 1,
+}
+
+
+def augment_kind(sha256: str, copy: int, seed: int) -> str:
+    """The kind of an image's ``copy``-th training copy: a weighted draw seeded by the image,
+    so an image keeps its copies (and their cached features) as the dataset grows."""
+    digest = hashlib.sha256(f"{SHIFT_VERSION}:augment-kind:{seed}:{copy}:{sha256}".encode()).hexdigest()
+    kinds = list(AUGMENT_WEIGHTS)
+    weights = np.array([AUGMENT_WEIGHTS[k] for k in kinds], dtype=float)
+    return str(np.random.default_rng(int(digest[:16], 16)).choice(kinds, p=weights / weights.sum()))
+
+
+def augmented_training_rows(frame: pd.DataFrame, copies: int, seed: int) -> pd.DataFrame:
+    """``copies`` shifted copies of every training image as manifest rows of split ``augment``.
+
+    Copies come from the ``augment`` stream (never the evaluation draws) and only from the
+    train split, so validation, test and the shifted evaluation set stay untouched; like the
+    shifted evaluation rows they exist only as cached features.
+    """
+    train = frame[frame[SPLIT_COLUMN] == "train"]
+    parts = []
+    for copy in range(copies):
+        kinds = [augment_kind(sha, copy, seed) for sha in train[SHA_COLUMN]]
+        parts.append(train.assign(**{
+            SHIFT_COLUMN: kinds,
+            SHA_COLUMN: [shift_key(sha, kind, f"augment:{copy}", seed) for sha, kind in zip(train[SHA_COLUMN], kinds)],
+            SPLIT_COLUMN: AUGMENT_SPLIT,
+        }))
+    return pd.concat(parts, ignore_index=True) if parts else train.iloc[:0]
 
 
 def shifted_splits(kinds: list[str] | None = None) -> list[str]:

@@ -23,7 +23,7 @@ from tasks.evaluation import (
     shift_table,
     worst_shift,
 )
-from tasks.features import load_shifted, load_split
+from tasks.features import load_augmented, load_shifted, load_split
 from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY
 from tasks.training import CV_FOLDS, fit_candidate
 
@@ -41,7 +41,8 @@ def train_candidate_task(
     out_dir: str,
     threads: int = 1,
 ) -> CandidateResult:
-    """Fits one candidate in its own MLflow child run and evaluates it on validation.
+    """Fits one candidate in its own MLflow child run (on the train split and its augmented
+    copies, if any) and evaluates it on validation.
 
     An exception leaves the child run FAILED with an ``error`` tag and fails the task.
     """
@@ -49,16 +50,17 @@ def train_candidate_task(
     mlflow.set_tracking_uri(tracking_uri)
     X, ys = load_split(features, "train", attributes)
     X_val, ys_val = load_split(features, "validation", attributes)
+    augmented = load_augmented(features, attributes)
     tags = {"candidate": name, "stage": "candidate"}
     with threadpool_limits(threads), mlflow.start_run(
         experiment_id=experiment_id, run_name=name, parent_run_id=parent_run_id, tags=tags
     ) as run:
         try:
-            fitted = fit_candidate(name, X, ys, seed=seed, budget_seconds=budget_seconds)
+            fitted = fit_candidate(name, X, ys, seed=seed, budget_seconds=budget_seconds, augmented=augmented)
         except Exception as exc:
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
-        mlflow.log_params(_flat_params(fitted, budget_seconds, seed))
+        mlflow.log_params(_flat_params(fitted, budget_seconds, seed, 0 if augmented is None else len(augmented[0])))
         metrics = evaluate_heads(fitted.heads, X_val, ys_val, "val")
         metrics |= shift_metrics(fitted.heads, load_shifted(features, attributes))
         metrics |= {
@@ -83,9 +85,10 @@ def train_candidate_task(
     return CandidateResult(name, run.info.run_id, str(heads_path), fitted.params, metrics)
 
 
-def _flat_params(fitted, budget_seconds: float, seed: int) -> dict[str, str]:
+def _flat_params(fitted, budget_seconds: float, seed: int, augmented_rows: int) -> dict[str, str]:
     """Every hyperparameter of every head (simple values only), plus the search settings."""
-    params: dict[str, str] = {"budget_seconds": str(budget_seconds), "seed": str(seed), "cv_folds": str(CV_FOLDS)}
+    params: dict[str, str] = {"budget_seconds": str(budget_seconds), "seed": str(seed), "cv_folds": str(CV_FOLDS),
+                              "augmented_rows": str(augmented_rows)}
     for attribute, head in fitted.heads.items():
         for key, value in head.get_params(deep=True).items():
             if isinstance(value, (int, float, str, bool, type(None))):

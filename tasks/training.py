@@ -1,4 +1,10 @@
-"""Fitting one candidate: a budgeted cross-validated search, then a refit per attribute."""
+"""Fitting one candidate: a budgeted cross-validated search, then a refit per attribute.
+
+The search runs on the clean training images only (at most ``SEARCH_MAX_ROWS`` of them, a
+stratified sample), so its cost does not grow with augmented copies and no copy lands in
+another fold than its source image; the chosen point is then refitted on every row, copies
+included.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,12 @@ import joblib
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA
-from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_val_score
+from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_val_score, train_test_split
 
 from tasks.candidates import CANDIDATES, CandidateSpec
 
 CV_FOLDS = 3
+SEARCH_MAX_ROWS = 3000
 
 
 @dataclass
@@ -56,16 +63,32 @@ class FittedCandidate:
 
 
 def fit_candidate(
-    name: str, X: np.ndarray, ys: Mapping[str, np.ndarray], seed: int = 0, budget_seconds: float = 120.0
+    name: str,
+    X: np.ndarray,
+    ys: Mapping[str, np.ndarray],
+    seed: int = 0,
+    budget_seconds: float = 120.0,
+    augmented: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None,
 ) -> FittedCandidate:
-    """Searches and fits one head per attribute, sharing the time budget between attributes."""
+    """Searches and fits one head per attribute, sharing the time budget between attributes.
+
+    Args:
+        augmented: shifted training copies (X, attribute -> y), used in the refit only.
+    """
     factory = CANDIDATES[name]
     fitted = FittedCandidate(name=name, heads={})
     started = time.perf_counter()
     for i, (attribute, y) in enumerate(ys.items()):
         remaining = budget_seconds - (time.perf_counter() - started)
         share = max(remaining / (len(ys) - i), 0.0)
-        head, params, cv_score, trials = search(factory(seed), X, np.asarray(y).astype(str), seed, share)
+        y = np.asarray(y).astype(str)
+        spec = factory(seed)
+        params, cv_score, trials = search(spec, *_search_sample(X, y, seed), seed, share)
+        X_all, y_all = X, y
+        if augmented is not None:
+            X_all = np.concatenate([X, augmented[0]])
+            y_all = np.concatenate([y, np.asarray(augmented[1][attribute]).astype(str)])
+        head = fit_ready(spec.estimator, params, len(y_all)).fit(X_all, y_all)
         fitted.heads[attribute] = head
         fitted.params[attribute] = params
         fitted.cv_scores[attribute] = cv_score
@@ -76,20 +99,23 @@ def fit_candidate(
 
 def search(
     spec: CandidateSpec, X: np.ndarray, y: np.ndarray, seed: int, budget_seconds: float
-) -> tuple[BaseEstimator, dict[str, Any], float, int]:
-    """Tries grid points in a seeded order until the budget runs out (at least one), then refits.
+) -> tuple[dict[str, Any], float, int]:
+    """Tries grid points in a seeded order while the next one is expected to end within the
+    budget (the slowest point so far is the estimate; at least one point is tried).
 
     Returns:
-        The refitted estimator, its parameters, its CV macro-F1 (nan when there was one
-        point and no search) and the number of points tried.
+        The best parameters, their CV macro-F1 (nan when there was one point and no search)
+        and the number of points tried.
     """
     grid = list(ParameterGrid(spec.grid)) or [{}]
     order = np.random.default_rng(seed).permutation(len(grid))
     best_params, best_score, trials = grid[order[0]], float("nan"), 0
     if len(grid) > 1:
         deadline = time.perf_counter() + budget_seconds
+        slowest = 0.0
         folds = StratifiedKFold(n_splits=_folds(y), shuffle=True, random_state=seed)
         for index in order:
+            point_started = time.perf_counter()
             estimator = fit_ready(spec.estimator, grid[index], int(len(y) * (1 - 1 / folds.n_splits)))
             try:
                 value = float(np.mean(cross_val_score(estimator, X, y, cv=folds, scoring="f1_macro")))
@@ -99,10 +125,10 @@ def search(
             # A point whose folds all failed scores nan and never wins.
             if not np.isnan(value) and (np.isnan(best_score) or value > best_score):
                 best_params, best_score = grid[index], value
-            if time.perf_counter() > deadline:
+            slowest = max(slowest, time.perf_counter() - point_started)
+            if time.perf_counter() + slowest > deadline:
                 break
-    final = fit_ready(spec.estimator, best_params, len(y)).fit(X, y)
-    return final, dict(best_params), best_score, trials
+    return dict(best_params), best_score, trials
 
 
 def fit_ready(estimator: BaseEstimator, params: dict[str, Any], n_samples: int) -> BaseEstimator:
@@ -113,6 +139,14 @@ def fit_ready(estimator: BaseEstimator, params: dict[str, Any], n_samples: int) 
         if isinstance(step, PCA) and isinstance(step.n_components, int):
             model.set_params(**{f"{step_name}__n_components": min(step.n_components, max(n_samples - 1, 1))})
     return model
+
+
+def _search_sample(X: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``SEARCH_MAX_ROWS`` rows, stratified by ``y``, so a search's cost is bounded."""
+    if len(y) <= SEARCH_MAX_ROWS:
+        return X, y
+    X_sample, _, y_sample, _ = train_test_split(X, y, train_size=SEARCH_MAX_ROWS, stratify=y, random_state=seed)
+    return X_sample, y_sample
 
 
 def _folds(y: np.ndarray) -> int:

@@ -2,7 +2,10 @@
 
 The backbone is strong on shape and weak on colour, so the pooled 1280-d embedding is
 concatenated with colour histograms of the whole image and of its centre (where the
-vehicle usually is).
+vehicle usually is). The histograms are taken after illumination normalisation, so a colour
+cast or an exposure error does not move every bin; the last ``TONE_DIM`` numbers are the
+saturation and value marginals of the image *before* normalisation, which the heads never
+see (``model_inputs``) and drift monitoring reads to notice dark or washed-out traffic.
 """
 
 from __future__ import annotations
@@ -27,10 +30,16 @@ INPUT_SIZE = 224
 EMBEDDING_DIM = 1280
 HIST_BINS = (12, 3, 3)  # hue, saturation, value
 HIST_DIM = 2 * int(np.prod(HIST_BINS))
-FEATURE_DIM = EMBEDDING_DIM + HIST_DIM
+TONE_DIM = HIST_BINS[1] + HIST_BINS[2]
+MODEL_DIM = EMBEDDING_DIM + HIST_DIM  # what the heads are fitted on
+FEATURE_DIM = MODEL_DIM + TONE_DIM
+# Grey-world gains are clamped so a vehicle that fills the frame is not balanced to grey.
+GREY_WORLD_GAINS = (0.6, 1.6)
+WHITE_PATCH_PERCENTILE = 99.0
 # Bump when preprocessing, decoding included, changes: it is part of every feature-cache key.
 # v2: 16-bit greyscale is scaled by its full 0..65535 range (vehicle_model.images).
-PREPROCESSING_VERSION = "resize224-bilinear+hsv12x3x3-global-centre-v2"
+# v3: histograms after grey-world + white-patch normalisation; raw S/V tone appended.
+PREPROCESSING_VERSION = "resize224-bilinear+hsv12x3x3-global-centre-greyworld-whitepatch+tone-v3"
 
 
 def preprocess(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -55,11 +64,40 @@ def _preprocess_into(image: Image.Image, pixels: np.ndarray) -> np.ndarray:
 
 
 def colour_histogram(image: Image.Image) -> np.ndarray:
-    """HSV histograms of the whole image and of its central half, each summing to 1."""
+    """HSV histograms of the illumination-normalised whole image and of its central half,
+    each summing to 1, then the raw image's tone (``TONE_DIM`` numbers)."""
     small = image.resize((64, 64), Image.Resampling.BILINEAR)
-    hsv = np.asarray(small.convert("HSV"), dtype=np.int32)
+    raw = np.asarray(small.convert("HSV"), dtype=np.int32)
+    hsv = np.asarray(normalise_illumination(small).convert("HSV"), dtype=np.int32)
     centre = hsv[16:48, 16:48]
-    return np.concatenate([_hsv_histogram(hsv), _hsv_histogram(centre)])
+    return np.concatenate([_hsv_histogram(hsv), _hsv_histogram(centre), _tone(_hsv_histogram(raw))])
+
+
+def normalise_illumination(image: Image.Image) -> Image.Image:
+    """Grey-world white balance, then one white patch: a cast or an exposure error undone.
+
+    Grey world scales each channel so the channel means agree (a cast shifts them apart);
+    the brightest pixels (the ``WHITE_PATCH_PERCENTILE`` of the per-pixel maximum) are then
+    stretched to full scale by one common gain, which undoes under-exposure without a hue change.
+    """
+    pixels = np.asarray(image, dtype=np.float32)
+    means = pixels.reshape(-1, 3).mean(axis=0)
+    gains = np.clip(means.mean() / np.maximum(means, 1.0), *GREY_WORLD_GAINS)
+    balanced = pixels * gains
+    white = np.percentile(balanced.max(axis=2), WHITE_PATCH_PERCENTILE)
+    balanced *= 255.0 / max(float(white), 1.0)
+    return Image.fromarray(np.clip(balanced + 0.5, 0, 255).astype(np.uint8))
+
+
+def _tone(histogram: np.ndarray) -> np.ndarray:
+    """Saturation and value marginals of one ``HIST_BINS`` histogram."""
+    cube = histogram.reshape(HIST_BINS)
+    return np.concatenate([cube.sum(axis=(0, 2)), cube.sum(axis=(0, 1))])
+
+
+def model_inputs(features: np.ndarray) -> np.ndarray:
+    """The columns of featurizer output the heads see: embedding and normalised histograms."""
+    return features[:, :MODEL_DIM]
 
 
 def _hsv_histogram(hsv: np.ndarray) -> np.ndarray:

@@ -13,8 +13,10 @@ Each image is summarised by 38 numbers computed from the model's own features:
   frozen (NEP 19), so every process and numpy version builds the same one;
   ``PROJECTION_VERSION`` names it in every record.
 - ``tone``: the saturation (3 bins) and value (3 bins) marginals of the whole-image HSV
-  histogram. The embedding barely moves on darker or washed-out shots (the backbone was
-  trained to ignore lighting); these six numbers move at once (``bench/drift.py``).
+  histogram of the image as it arrived, before the featurizer's illumination normalisation
+  (the last ``TONE_DIM`` columns of featurizer output). The embedding barely moves on darker
+  or washed-out shots (the backbone was trained to ignore lighting), nor do the normalised
+  histograms; these six numbers move at once (``bench/drift.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vehicle_model.featurizer import EMBEDDING_DIM, HIST_BINS
+from vehicle_model.featurizer import EMBEDDING_DIM, MODEL_DIM, TONE_DIM
 
 if TYPE_CHECKING:
     from vehicle_model.model import Prediction
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
 PROJECTION_DIM = 32
 PROJECTION_SEED = 8
 PROJECTION_VERSION = f"embedding-gaussian-rp{PROJECTION_DIM}-seed{PROJECTION_SEED}+sv-tone"
-TONE_DIM = HIST_BINS[1] + HIST_BINS[2]
 SUMMARY_DIM = PROJECTION_DIM + TONE_DIM
 DECIMALS = 5  # the log is compared by distribution; more digits only cost bytes
 RECORD_FIELD = "record"  # the one field of each stream entry: the record as JSON
@@ -63,9 +64,8 @@ def project(features: np.ndarray) -> np.ndarray:
 
 
 def tone(features: np.ndarray) -> np.ndarray:
-    """[N, 6] saturation and value marginals of the whole-image histogram in featurizer output."""
-    histogram = features[:, EMBEDDING_DIM:EMBEDDING_DIM + int(np.prod(HIST_BINS))].reshape(-1, *HIST_BINS)
-    return np.concatenate([histogram.sum(axis=(1, 3)), histogram.sum(axis=(1, 2))], axis=1)
+    """[N, 6] saturation and value marginals of the un-normalised image, from featurizer output."""
+    return features[:, MODEL_DIM:MODEL_DIM + TONE_DIM]
 
 
 def summarise(features: np.ndarray) -> np.ndarray:

@@ -71,6 +71,8 @@ def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_datas
     assert files == {"confusion_matrix/vehicle_type.png", "confusion_matrix/color.png",
                      "class_report/vehicle_type.json", "class_report/color.json"}
     assert any(key.startswith("vehicle_type.") for key in client.get_run(some_run).data.params)
+    augmented = children["params.augmented_rows"].astype(int)
+    assert augmented.nunique() == 1 and augmented.iloc[0] > 0, "one shifted copy per training image by default"
 
     parent = client.get_run(summary.parent_run_id)
     assert {"prefect.flow_run_id", "git_commit", "dataset.fingerprint", "dataset.path"} <= set(parent.data.tags)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tasks.drift import ALL, Thresholds, detect, records_frame
-from vehicle_model.featurizer import EMBEDDING_DIM, FEATURE_DIM
+from vehicle_model.featurizer import EMBEDDING_DIM, FEATURE_DIM, colour_histogram
 from vehicle_model.monitoring import (
     PROJECTION_DIM,
     PROJECTION_VERSION,
@@ -98,9 +99,8 @@ def test_projection_is_fixed_and_records_round_trip():
     assert record["projection"] == PROJECTION_VERSION and len(record["features"]) == PROJECTION_DIM
 
 
-def test_tone_is_the_saturation_and_value_profile_of_the_whole_image():
+def test_tone_is_the_saturation_and_value_profile_of_the_image_as_it_arrived():
     features = np.zeros((1, FEATURE_DIM), dtype=np.float32)
-    histogram = np.zeros((12, 3, 3), dtype=np.float32)
-    histogram[4, 2, 0] = 1.0  # every pixel: hue bin 4, most saturated, darkest
-    features[0, EMBEDDING_DIM:EMBEDDING_DIM + 108] = histogram.ravel()
+    # Every pixel most saturated and darkest; the featurizer's normalisation would brighten it.
+    features[0, EMBEDDING_DIM:] = colour_histogram(Image.new("RGB", (16, 16), (60, 5, 5)))
     np.testing.assert_array_equal(summarise(features)[0, PROJECTION_DIM:], [0, 0, 1, 1, 0, 0])

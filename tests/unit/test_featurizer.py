@@ -13,15 +13,19 @@ import pytest
 from PIL import Image
 
 from tasks.data import load_dataset
+from tasks.shifts import apply_shift, shift_key
 from vehicle_model.featurizer import (
     DEFAULT_BACKBONE,
     EMBEDDING_DIM,
     FEATURE_DIM,
     HIST_DIM,
     INPUT_SIZE,
+    MODEL_DIM,
     PREPROCESSING_VERSION,
+    TONE_DIM,
     Featurizer,
     colour_histogram,
+    model_inputs,
     preprocess,
 )
 from vehicle_model.images import ImageDecodeError, decode_image
@@ -50,7 +54,7 @@ def features(featurizer: Featurizer, paths: list[str]) -> np.ndarray:
 
 def test_features_have_the_documented_shape(features: np.ndarray) -> None:
     assert features.shape == (8, FEATURE_DIM)
-    assert FEATURE_DIM == EMBEDDING_DIM + HIST_DIM
+    assert FEATURE_DIM == MODEL_DIM + TONE_DIM == EMBEDDING_DIM + HIST_DIM + TONE_DIM
     assert features.dtype == np.float32
     assert np.isfinite(features).all()
     assert len({row.tobytes() for row in features}) == 8  # distinct images, distinct rows
@@ -109,11 +113,43 @@ def test_a_bad_image_raises_the_decode_error(featurizer: Featurizer, paths: list
 def test_each_histogram_sums_to_one(features: np.ndarray) -> None:
     half = HIST_DIM // 2
     whole = features[:, EMBEDDING_DIM : EMBEDDING_DIM + half]
-    centre = features[:, EMBEDDING_DIM + half :]
+    centre = features[:, EMBEDDING_DIM + half : MODEL_DIM]
+    saturation, value = features[:, MODEL_DIM : MODEL_DIM + 3], features[:, MODEL_DIM + 3 :]
 
-    np.testing.assert_allclose(whole.sum(axis=1), 1, atol=1e-5)
-    np.testing.assert_allclose(centre.sum(axis=1), 1, atol=1e-5)
-    assert (whole >= 0).all() and (centre >= 0).all()
+    for part in (whole, centre, saturation, value):
+        np.testing.assert_allclose(part.sum(axis=1), 1, atol=1e-5)
+        assert (part >= 0).all()
+
+
+@pytest.mark.parametrize("kind", ["cast_warm", "cast_green", "under_exposure"])
+def test_histograms_survive_a_cast_or_an_exposure_error(tiny_dataset: Path, kind: str) -> None:
+    frame = load_dataset(tiny_dataset).frame.iloc[:16]
+    images = [decode_image(Path(p).read_bytes()) for p in frame["image"]]
+    clean = np.stack([colour_histogram(i)[:HIST_DIM] for i in images])
+    keys = [shift_key(hashlib.sha256(Path(p).read_bytes()).hexdigest(), kind) for p in frame["image"]]
+    shifted = np.stack([colour_histogram(apply_shift(i, kind, key))[:HIST_DIM] for i, key in zip(images, keys)])
+    colours = frame["color"].to_numpy()
+
+    distance = np.abs(shifted[:, None, :] - clean[None, :, :]).sum(axis=2)  # shifted i vs clean j
+    # A shifted image still looks more like itself than like any image of another colour
+    # (the clamped grey-world gains leave a strong cast on a frame-filling vehicle partly in).
+    itself = [distance[i, i] < distance[i, colours != colours[i]].min() for i in range(len(images))]
+    assert sum(itself) >= 14  # un-normalised histograms: 1-5 of 16
+
+
+def test_the_tone_is_taken_before_normalisation() -> None:
+    image = Image.new("RGB", (32, 32), (200, 60, 40))
+    dark = Image.new("RGB", (32, 32), (70, 21, 14))  # the same colour, 1.5 stops under
+    bright, dim = colour_histogram(image), colour_histogram(dark)
+
+    np.testing.assert_allclose(bright[:HIST_DIM], dim[:HIST_DIM])  # normalised away for the heads
+    np.testing.assert_array_equal(bright[HIST_DIM + 3 :], [0, 0, 1])  # value marginal: brightest
+    np.testing.assert_array_equal(dim[HIST_DIM + 3 :], [1, 0, 0])  # darkest, as drift must see it
+
+
+def test_the_heads_see_all_but_the_tone(features: np.ndarray) -> None:
+    np.testing.assert_array_equal(model_inputs(features), features[:, :MODEL_DIM])
+    assert model_inputs(features).shape == (8, EMBEDDING_DIM + HIST_DIM)
 
 
 def test_histograms_tell_colours_apart() -> None:
@@ -123,8 +159,8 @@ def test_histograms_tell_colours_apart() -> None:
 
     for hist in (red, blue):
         assert np.count_nonzero(hist[:half]) == 1  # a flat colour fills one bin
-        np.testing.assert_array_equal(hist[:half], hist[half:])  # and the centre looks the same
-    assert np.argmax(red) != np.argmax(blue)
+        np.testing.assert_array_equal(hist[:half], hist[half:HIST_DIM])  # and the centre looks the same
+    assert np.argmax(red[:half]) != np.argmax(blue[:half])
 
 
 def test_histogram_centre_is_the_middle_of_the_image() -> None:

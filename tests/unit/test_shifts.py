@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tasks.data import load_dataset
-from tasks.shifts import SHIFTS, apply_shift, shift_key, shifted_evaluation_rows
+from tasks.shifts import SHIFTS, apply_shift, augmented_training_rows, shift_key, shifted_evaluation_rows
 from vehicle_model.images import decode_image
 
 pytestmark = pytest.mark.unit
@@ -140,3 +140,26 @@ def test_evaluation_rows_are_the_test_split_under_every_kind():
     assert set(rows["split"]) == {f"shift.{kind}" for kind in SHIFTS}
     assert rows["sha256"].is_unique and not set(rows["sha256"]) & set(frame["sha256"])
     assert list(rows.loc[rows["shift"] == "blur", "color"]) == ["blue", "red"], "labels travel with the image"
+
+
+def test_augmented_rows_are_copies_of_the_train_split_only():
+    frame = pd.DataFrame({
+        "image": [f"{i}.png" for i in range(40)], "color": ["red", "blue"] * 20,
+        "sha256": [f"{i:064x}" for i in range(40)], "split": ["train"] * 30 + ["validation"] * 5 + ["test"] * 5,
+    })
+    rows = augmented_training_rows(frame, copies=2, seed=0)
+    assert len(rows) == 2 * 30 and set(rows["split"]) == {"augment"}
+    assert set(rows["image"]) == set(frame.loc[frame["split"] == "train", "image"]), "never validation or test"
+    assert rows["sha256"].is_unique and not set(rows["sha256"]) & set(frame["sha256"])
+    assert not set(rows["sha256"]) & set(shifted_evaluation_rows(frame)["sha256"])
+    assert set(rows["shift"]) <= set(SHIFTS) and rows["shift"].nunique() > 3
+    assert list(rows["color"][:30]) == list(frame["color"][:30]), "labels travel with the image"
+
+
+def test_an_image_keeps_its_copies_as_the_dataset_grows():
+    frame = pd.DataFrame({"image": ["a.png", "b.png"], "sha256": ["1" * 64, "2" * 64], "split": ["train", "train"]})
+    grown = pd.concat([pd.DataFrame({"image": ["c.png"], "sha256": ["3" * 64], "split": ["train"]}), frame])
+    before = augmented_training_rows(frame, copies=1, seed=0).set_index("image")
+    after = augmented_training_rows(grown, copies=1, seed=0).set_index("image")
+    assert after.loc[["a.png", "b.png"], ["shift", "sha256"]].equals(before[["shift", "sha256"]])
+    assert augmented_training_rows(frame, copies=0, seed=0).empty
