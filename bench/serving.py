@@ -764,7 +764,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     console = Console()
     if not console.is_terminal:
-        console.width = 220  # a piped table keeps one line per row
+        console.width = 320  # a piped table keeps one line per row
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     servers: list[Server] = []
     try:
