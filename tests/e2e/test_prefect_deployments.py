@@ -26,7 +26,8 @@ POOL = "vehicles-process"
 TRAIN, NIGHTLY = "train-pipeline/train", "train-pipeline/retrain-nightly"
 ENTRYPOINT = "flows/training.py:train_pipeline"
 FLOW_PARAMETERS = {
-    "data", "candidates", "metric", "min_improvement", "seed", "time_budget_seconds", "force", "trigger", "drift_regions",
+    "data", "candidates", "metric", "min_improvement", "seed", "time_budget_seconds", "augment_copies", "force", "trigger",
+    "drift_regions",
 }
 MONITOR = "monitor-drift/monitor-drift-hourly"
 RUN_TIMEOUT = 240
