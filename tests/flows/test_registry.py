@@ -14,11 +14,12 @@ NAME = "vehicle-classifier"
 
 
 @pytest.fixture
-def three_versions(mlflow_store: str) -> MlflowClient:
+def three_versions(mlflow_store: str, tmp_path) -> MlflowClient:
     """Three registered versions of a trivial model (the registry only needs a model URI)."""
     client = MlflowClient()
     client.create_registered_model(NAME)
-    experiment = mlflow.create_experiment("registry-test")
+    # An explicit artifact location: the default (./mlruns) wrote into the checkout.
+    experiment = mlflow.create_experiment("registry-test", artifact_location=str(tmp_path / "artifacts"))
     for _ in range(3):
         with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.log_text("x", "model/placeholder.txt")
