@@ -76,11 +76,8 @@ def featurize_into_cache(
             todo[sha] = (path, kind if isinstance(kind, str) and kind else None)
     if not todo:
         return 0
-    if all(kind is None for _, kind in todo.values()):
-        features = featurizer.transform_paths([path for path, _ in todo.values()], progress=progress)
-    else:
-        items = [(path, kind, sha) for sha, (path, kind) in todo.items()]
-        features = featurizer.transform(items, lambda item: _load_shifted(item, featurizer.limits), progress=progress)
+    items = [(path, kind, sha) for sha, (path, kind) in todo.items()]
+    features = featurizer.transform(items, lambda item: _load_shifted(item, featurizer.limits), progress=progress)
     for sha, vector in zip(todo, features):
         cache.put(sha, vector)
     return len(todo)
