@@ -23,6 +23,7 @@ from serving.storage.stores import RedisGuard, ResilientStore, redis_client
 from vehicle_model.images import ImageLimits
 
 logger = logging.getLogger("serving.app")
+LAST_FLUSH_ATTEMPTS = 3
 
 
 @dataclass
@@ -54,12 +55,19 @@ class Services:
         await self.prediction_log.start()
 
     async def stop(self) -> None:
+        # Cache writes first: one failing on a connection Redis dropped would open the breaker
+        # under the last flush below.
+        await self.predictor.drain()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-            await self.stats.flush()  # a last try, so a clean shutdown loses no count
-        await self.predictor.drain()
+            # A last try, so a clean shutdown loses no count: past an open breaker (a recent
+            # failure may be one stale connection of a restarted Redis), a few times, since each
+            # such connection fails once and at once.
+            for _ in range(LAST_FLUSH_ATTEMPTS):
+                if await self.stats.flush(force=True):
+                    break
         await self.models.close()
         await self.prediction_log.stop()
         await self.guard.close()

@@ -125,10 +125,11 @@ class RegionStats:
         """Whether counts are waiting in memory for Redis."""
         return bool(self._pending) or self._batch is not None
 
-    async def flush(self) -> bool:
+    async def flush(self, force: bool = False) -> bool:
         """Sends the counts held in memory to Redis; True when none are left.
 
         A caller never waits for another caller's flush: that one sends what is pending.
+        ``force`` asks Redis even while the breaker is open (the last flush on shutdown).
         """
         if self._flushing.locked():
             return False
@@ -137,7 +138,7 @@ class RegionStats:
                 while self.unsent:
                     if self._batch is None:
                         self._batch, self._pending = (uuid.uuid4().hex, self._pending), Counter()
-                    await self.guard.run(self._send)
+                    await self.guard.run(self._send, force=force)
                     self._batch = None
             except RedisUnavailable:
                 return False  # the batch keeps its id: a retry cannot count it twice

@@ -53,6 +53,23 @@ async def test_a_reply_lost_after_redis_applied_the_counts_is_not_counted_twice(
     assert throwaway_redis.client().hget(key, "classify") == b"3", "three requests, counted three times"
 
 
+async def test_the_last_flush_is_tried_even_while_the_breaker_is_open(throwaway_redis):
+    throwaway_redis.start()
+    guard = RedisGuard(redis_client(throwaway_redis.url, 0.25), retry_after=60)
+    stats = RegionStats(guard, "last-flush")
+    key = "last-flush:stats:region:eu:requests"
+    try:
+        stats.record("eu", "classify")
+        throwaway_redis.stop()
+        assert not await stats.flush()  # the failure opens the breaker for a minute
+        throwaway_redis.start()
+        assert not await stats.flush(), "an ordinary flush waits for the breaker"
+        assert await stats.flush(force=True)  # what shutdown does
+    finally:
+        await guard.close()
+    assert throwaway_redis.client().hget(key, "classify") == b"1"
+
+
 async def test_counts_made_during_an_outage_reach_redis_with_no_further_request(
     make_settings, throwaway_redis, small_model
 ):
