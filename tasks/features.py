@@ -17,7 +17,7 @@ import pandas as pd
 from PIL import Image
 
 from tasks.data import IMAGE_COLUMN, SPLIT_COLUMN
-from tasks.shifts import AUGMENT_SPLIT, SHIFT_COLUMN, SHIFTED_SPLIT_PREFIX, apply_shift
+from tasks.shifts import AUGMENT_SPLIT, GREYSCALE_CALIBRATION_SPLIT, SHIFT_COLUMN, SHIFTED_SPLIT_PREFIX, apply_shift
 from tasks.validation import SHA_COLUMN
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.images import ImageLimits, decode_image
@@ -129,9 +129,20 @@ def load_shifted(path: Path | str, attributes: Sequence[str]) -> dict[str, tuple
 
 def load_augmented(path: Path | str, attributes: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     """X and attribute -> y of the augmented training copies, or None when there are none."""
+    return _load_if_present(path, AUGMENT_SPLIT, attributes)
+
+
+def load_greyscale_calibration(
+    path: Path | str, attributes: Sequence[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """X and attribute -> y of the greyscale validation images, or None when there are none."""
+    return _load_if_present(path, GREYSCALE_CALIBRATION_SPLIT, attributes)
+
+
+def _load_if_present(path: Path | str, split: str, attributes: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     with np.load(path) as data:
-        present = f"X_{AUGMENT_SPLIT}" in data.files
-    return load_split(path, AUGMENT_SPLIT, attributes) if present else None
+        present = f"X_{split}" in data.files
+    return load_split(path, split, attributes) if present else None
 
 
 def features_from(

@@ -35,6 +35,7 @@ EVAL_SEED = 0  # the shifted evaluation set is the same for every training seed
 SHIFT_COLUMN = "shift"
 SHIFTED_SPLIT_PREFIX = "shift."
 AUGMENT_SPLIT = "augment"
+GREYSCALE_CALIBRATION_SPLIT = "calibrate.greyscale"
 
 
 def _gains(image: Image.Image, red: float, green: float, blue: float) -> Image.Image:
@@ -204,6 +205,18 @@ def augmented_training_rows(frame: pd.DataFrame, copies: int, seed: int) -> pd.D
             SPLIT_COLUMN: AUGMENT_SPLIT,
         }))
     return pd.concat(parts, ignore_index=True) if parts else train.iloc[:0]
+
+
+def greyscale_calibration_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every validation image in greyscale, as manifest rows of split ``calibrate.greyscale``:
+    what the heads' confidence on greyscale frames is fitted on (``vehicle_model.calibration``).
+    Validation images, so the test split and the shifted evaluation set stay unseen."""
+    validation = frame[frame[SPLIT_COLUMN] == "validation"]
+    return validation.assign(**{
+        SHIFT_COLUMN: "greyscale",
+        SHA_COLUMN: [shift_key(sha, "greyscale", "calibrate") for sha in validation[SHA_COLUMN]],
+        SPLIT_COLUMN: GREYSCALE_CALIBRATION_SPLIT,
+    })
 
 
 def shifted_splits(kinds: list[str] | None = None) -> list[str]:

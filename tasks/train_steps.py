@@ -24,9 +24,10 @@ from tasks.evaluation import (
     shift_table,
     worst_shift,
 )
-from tasks.features import load_augmented, load_shifted, load_split
+from tasks.features import load_augmented, load_greyscale_calibration, load_shifted, load_split
 from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY
 from tasks.training import CV_FOLDS, fit_candidate
+from vehicle_model.calibration import GreyscaleTempered
 
 
 @task(name="train-candidate", retries=1, retry_delay_seconds=1, task_run_name="train-{name}")
@@ -52,12 +53,15 @@ def train_candidate_task(
     X, ys = load_split(features, "train", attributes)
     X_val, ys_val = load_split(features, "validation", attributes)
     augmented = load_augmented(features, attributes)
+    greyscale = load_greyscale_calibration(features, attributes)
     tags = {"candidate": name, "stage": "candidate"}
     with threadpool_limits(threads), mlflow.start_run(
         experiment_id=experiment_id, run_name=name, parent_run_id=parent_run_id, tags=tags
     ) as run:
         try:
-            fitted = fit_candidate(name, X, ys, seed=seed, budget_seconds=budget_seconds, augmented=augmented)
+            fitted = fit_candidate(
+                name, X, ys, seed=seed, budget_seconds=budget_seconds, augmented=augmented, greyscale=greyscale
+            )
         except Exception as exc:
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
@@ -91,9 +95,11 @@ def _flat_params(fitted, budget_seconds: float, seed: int, augmented_rows: int) 
     params: dict[str, str] = {"budget_seconds": str(budget_seconds), "seed": str(seed), "cv_folds": str(CV_FOLDS),
                               "augmented_rows": str(augmented_rows)}
     for attribute, head in fitted.heads.items():
-        for key, value in head.get_params(deep=True).items():
+        for key, value in (head.head if isinstance(head, GreyscaleTempered) else head).get_params(deep=True).items():
             if isinstance(value, (int, float, str, bool, type(None))):
                 params[f"{attribute}.{key}"] = str(value)[:500]
+        if attribute in fitted.greyscale_temperatures:
+            params[f"{attribute}.greyscale_temperature"] = f"{fitted.greyscale_temperatures[attribute]:.4f}"
         params[f"{attribute}.search_trials"] = str(fitted.trials[attribute])
         for key, value in fitted.params[attribute].items():
             params[f"{attribute}.chosen.{key}"] = str(value)

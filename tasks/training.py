@@ -3,7 +3,8 @@
 The search runs on the clean training images only (at most ``SEARCH_MAX_ROWS`` of them, a
 stratified sample), so its cost does not grow with augmented copies and no copy lands in
 another fold than its source image; the chosen point is then refitted on every row, copies
-included.
+included. Given greyscale validation images, each head then gets its temperature for
+greyscale frames (``vehicle_model.calibration``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import joblib
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA
+from scipy.optimize import minimize_scalar
 from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_val_score, train_test_split
 
 from tasks.candidates import CANDIDATES, CandidateSpec
+from vehicle_model.calibration import GreyscaleTempered, temper
 
 CV_FOLDS = 3
 SEARCH_MAX_ROWS = 3000
+TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
 @dataclass
@@ -36,6 +40,7 @@ class FittedCandidate:
         params: attribute -> chosen hyperparameters.
         cv_scores: attribute -> best cross-validated macro-F1.
         trials: attribute -> number of grid points evaluated within the budget.
+        greyscale_temperatures: attribute -> the temperature of its greyscale frames, if fitted.
         fit_seconds: wall time of search plus refit, all attributes.
     """
 
@@ -44,6 +49,7 @@ class FittedCandidate:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     cv_scores: dict[str, float] = field(default_factory=dict)
     trials: dict[str, int] = field(default_factory=dict)
+    greyscale_temperatures: dict[str, float] = field(default_factory=dict)
     fit_seconds: float = 0.0
 
     def model_bytes(self) -> int:
@@ -69,11 +75,14 @@ def fit_candidate(
     seed: int = 0,
     budget_seconds: float = 120.0,
     augmented: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None,
+    greyscale: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None,
 ) -> FittedCandidate:
     """Searches and fits one head per attribute, sharing the time budget between attributes.
 
     Args:
         augmented: shifted training copies (X, attribute -> y), used in the refit only.
+        greyscale: greyscale validation images (X, attribute -> y) to fit each head's
+            temperature for greyscale frames on.
     """
     factory = CANDIDATES[name]
     fitted = FittedCandidate(name=name, heads={})
@@ -89,6 +98,10 @@ def fit_candidate(
             X_all = np.concatenate([X, augmented[0]])
             y_all = np.concatenate([y, np.asarray(augmented[1][attribute]).astype(str)])
         head = fit_ready(spec.estimator, params, len(y_all)).fit(X_all, y_all)
+        if greyscale is not None and len(greyscale[0]):
+            temperature = fit_temperature(head.predict_proba(greyscale[0]), head.classes_, greyscale[1][attribute])
+            fitted.greyscale_temperatures[attribute] = temperature
+            head = GreyscaleTempered(head, temperature)
         fitted.heads[attribute] = head
         fitted.params[attribute] = params
         fitted.cv_scores[attribute] = cv_score
@@ -129,6 +142,22 @@ def search(
             if time.perf_counter() + slowest > deadline:
                 break
     return dict(best_params), best_score, trials
+
+
+def fit_temperature(proba: np.ndarray, classes: np.ndarray, y: np.ndarray) -> float:
+    """The temperature that minimises the log loss of ``proba`` on labels ``y``; a label the
+    head has no class for cannot be helped by any temperature and is left out."""
+    index = {label: i for i, label in enumerate(np.asarray(classes).astype(str))}
+    known = np.array([label in index for label in np.asarray(y).astype(str)])
+    if not known.any():
+        return 1.0
+    rows = np.flatnonzero(known)
+    columns = np.array([index[label] for label in np.asarray(y).astype(str)[known]])
+
+    def log_loss(temperature: float) -> float:
+        return float(-np.log(np.clip(temper(proba[rows], temperature)[np.arange(len(rows)), columns], 1e-12, 1.0)).mean())
+
+    return float(minimize_scalar(log_loss, bounds=TEMPERATURE_BOUNDS, method="bounded").x)
 
 
 def fit_ready(estimator: BaseEstimator, params: dict[str, Any], n_samples: int) -> BaseEstimator:

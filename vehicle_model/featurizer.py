@@ -3,9 +3,11 @@
 The backbone is strong on shape and weak on colour, so the pooled 1280-d embedding is
 concatenated with colour histograms of the whole image and of its centre (where the
 vehicle usually is). The histograms are taken after illumination normalisation, so a colour
-cast or an exposure error does not move every bin; the last ``TONE_DIM`` numbers are the
-saturation and value marginals of the image *before* normalisation, which the heads never
-see (``model_inputs``) and drift monitoring reads to notice dark or washed-out traffic.
+cast, an exposure error or haze does not move every bin. Two things follow that the heads
+never see (``model_inputs``): ``TONE_DIM`` numbers, the saturation and value marginals of the
+image *before* normalisation, which drift monitoring reads to notice dark or washed-out
+traffic; and the image's chroma, which tells a greyscale frame (an infrared night camera)
+from a colour one (``is_greyscale``).
 """
 
 from __future__ import annotations
@@ -32,14 +34,27 @@ HIST_BINS = (12, 3, 3)  # hue, saturation, value
 HIST_DIM = 2 * int(np.prod(HIST_BINS))
 TONE_DIM = HIST_BINS[1] + HIST_BINS[2]
 MODEL_DIM = EMBEDDING_DIM + HIST_DIM  # what the heads are fitted on
-FEATURE_DIM = MODEL_DIM + TONE_DIM
+CHROMA_COLUMN = MODEL_DIM + TONE_DIM
+FEATURE_DIM = CHROMA_COLUMN + 1
 # Grey-world gains are clamped so a vehicle that fills the frame is not balanced to grey.
 GREY_WORLD_GAINS = (0.6, 1.6)
 WHITE_PATCH_PERCENTILE = 99.0
+BLACK_POINT_PERCENTILE = 1.0
+# The black point stays below half the white point, so a nearly flat image (a close-up of a
+# door) is not stretched into noise; haze pulls the black point to 30-45% of the white.
+BLACK_POINT_MAX = 0.5
+# A pixel shows colour when its channels differ by more than CHROMA_LEVELS (of 255): JPEG
+# rounding of a grey pixel stays within it. A frame where fewer than GREYSCALE_COLOURED of the
+# pixels show colour is greyscale: 0 for every greyscale frame measured, JPEG or not, and at
+# least 0.03 for every synthetic image, dark, hazy or over-exposed ones included; JPEG at
+# quality 8-15 can wash the chroma out of a whole image, which is then greyscale indeed.
+CHROMA_LEVELS = 3
+GREYSCALE_COLOURED = 0.01
 # Bump when preprocessing, decoding included, changes: it is part of every feature-cache key.
 # v2: 16-bit greyscale is scaled by its full 0..65535 range (vehicle_model.images).
 # v3: histograms after grey-world + white-patch normalisation; raw S/V tone appended.
-PREPROCESSING_VERSION = "resize224-bilinear+hsv12x3x3-global-centre-greyworld-whitepatch+tone-v3"
+# v4: a black point before the white patch (haze, low contrast); chroma appended.
+PREPROCESSING_VERSION = "resize224-bilinear+hsv12x3x3-global-centre-greyworld-levels+tone+chroma-v4"
 
 
 def preprocess(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -65,28 +80,44 @@ def _preprocess_into(image: Image.Image, pixels: np.ndarray) -> np.ndarray:
 
 def colour_histogram(image: Image.Image) -> np.ndarray:
     """HSV histograms of the illumination-normalised whole image and of its central half,
-    each summing to 1, then the raw image's tone (``TONE_DIM`` numbers)."""
+    each summing to 1, then the raw image's tone (``TONE_DIM`` numbers) and its chroma."""
     small = image.resize((64, 64), Image.Resampling.BILINEAR)
     raw = np.asarray(small.convert("HSV"), dtype=np.int32)
     hsv = np.asarray(normalise_illumination(small).convert("HSV"), dtype=np.int32)
     centre = hsv[16:48, 16:48]
-    return np.concatenate([_hsv_histogram(hsv), _hsv_histogram(centre), _tone(_hsv_histogram(raw))])
+    return np.concatenate(
+        [_hsv_histogram(hsv), _hsv_histogram(centre), _tone(_hsv_histogram(raw)), [_chroma(small)]]
+    ).astype(np.float32)
 
 
 def normalise_illumination(image: Image.Image) -> Image.Image:
-    """Grey-world white balance, then one white patch: a cast or an exposure error undone.
+    """Grey-world white balance, then levels: a cast, an exposure error or haze undone.
 
-    Grey world scales each channel so the channel means agree (a cast shifts them apart);
-    the brightest pixels (the ``WHITE_PATCH_PERCENTILE`` of the per-pixel maximum) are then
-    stretched to full scale by one common gain, which undoes under-exposure without a hue change.
+    Grey world scales each channel so the channel means agree (a cast shifts them apart).
+    Levels then map the darkest pixels (the ``BLACK_POINT_PERCENTILE`` of the per-pixel
+    minimum) to black and the brightest (the ``WHITE_PATCH_PERCENTILE`` of the per-pixel
+    maximum) to full scale, the same for every channel: that undoes under-exposure and the
+    grey veil of haze or low contrast without a hue change.
     """
     pixels = np.asarray(image, dtype=np.float32)
     means = pixels.reshape(-1, 3).mean(axis=0)
     gains = np.clip(means.mean() / np.maximum(means, 1.0), *GREY_WORLD_GAINS)
     balanced = pixels * gains
-    white = np.percentile(balanced.max(axis=2), WHITE_PATCH_PERCENTILE)
-    balanced *= 255.0 / max(float(white), 1.0)
+    white = float(np.percentile(balanced.max(axis=2), WHITE_PATCH_PERCENTILE))
+    black = min(float(np.percentile(balanced.min(axis=2), BLACK_POINT_PERCENTILE)), BLACK_POINT_MAX * white)
+    balanced = (balanced - black) * (255.0 / max(white - black, 1.0))
     return Image.fromarray(np.clip(balanced + 0.5, 0, 255).astype(np.uint8))
+
+
+def _chroma(image: Image.Image) -> float:
+    """The fraction of pixels that show colour (channels more than ``CHROMA_LEVELS`` apart)."""
+    pixels = np.asarray(image, dtype=np.int16)
+    return float((pixels.max(axis=2) - pixels.min(axis=2) > CHROMA_LEVELS).mean())
+
+
+def is_greyscale(features: np.ndarray) -> np.ndarray:
+    """Which rows of featurizer output come from greyscale frames (R = G = B, give or take JPEG)."""
+    return features[:, CHROMA_COLUMN] < GREYSCALE_COLOURED
 
 
 def _tone(histogram: np.ndarray) -> np.ndarray:

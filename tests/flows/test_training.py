@@ -73,6 +73,8 @@ def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_datas
     assert any(key.startswith("vehicle_type.") for key in client.get_run(some_run).data.params)
     augmented = children["params.augmented_rows"].astype(int)
     assert augmented.nunique() == 1 and augmented.iloc[0] > 0, "one shifted copy per training image by default"
+    for attribute in ("vehicle_type", "color"):  # fitted on the greyscale validation images
+        assert (children[f"params.{attribute}.greyscale_temperature"].astype(float) > 0).all(), attribute
 
     parent = client.get_run(summary.parent_run_id)
     assert {"prefect.flow_run_id", "git_commit", "dataset.fingerprint", "dataset.path"} <= set(parent.data.tags)

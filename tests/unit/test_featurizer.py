@@ -25,6 +25,7 @@ from vehicle_model.featurizer import (
     TONE_DIM,
     Featurizer,
     colour_histogram,
+    is_greyscale,
     model_inputs,
     preprocess,
 )
@@ -54,7 +55,7 @@ def features(featurizer: Featurizer, paths: list[str]) -> np.ndarray:
 
 def test_features_have_the_documented_shape(features: np.ndarray) -> None:
     assert features.shape == (8, FEATURE_DIM)
-    assert FEATURE_DIM == MODEL_DIM + TONE_DIM == EMBEDDING_DIM + HIST_DIM + TONE_DIM
+    assert FEATURE_DIM == MODEL_DIM + TONE_DIM + 1 == EMBEDDING_DIM + HIST_DIM + TONE_DIM + 1
     assert features.dtype == np.float32
     assert np.isfinite(features).all()
     assert len({row.tobytes() for row in features}) == 8  # distinct images, distinct rows
@@ -114,14 +115,14 @@ def test_each_histogram_sums_to_one(features: np.ndarray) -> None:
     half = HIST_DIM // 2
     whole = features[:, EMBEDDING_DIM : EMBEDDING_DIM + half]
     centre = features[:, EMBEDDING_DIM + half : MODEL_DIM]
-    saturation, value = features[:, MODEL_DIM : MODEL_DIM + 3], features[:, MODEL_DIM + 3 :]
+    saturation, value = features[:, MODEL_DIM : MODEL_DIM + 3], features[:, MODEL_DIM + 3 : MODEL_DIM + TONE_DIM]
 
     for part in (whole, centre, saturation, value):
         np.testing.assert_allclose(part.sum(axis=1), 1, atol=1e-5)
         assert (part >= 0).all()
 
 
-@pytest.mark.parametrize("kind", ["cast_warm", "cast_green", "under_exposure"])
+@pytest.mark.parametrize("kind", ["cast_warm", "cast_green", "under_exposure", "low_contrast"])
 def test_histograms_survive_a_cast_or_an_exposure_error(tiny_dataset: Path, kind: str) -> None:
     frame = load_dataset(tiny_dataset).frame.iloc[:16]
     images = [decode_image(Path(p).read_bytes()) for p in frame["image"]]
@@ -143,8 +144,8 @@ def test_the_tone_is_taken_before_normalisation() -> None:
     bright, dim = colour_histogram(image), colour_histogram(dark)
 
     np.testing.assert_allclose(bright[:HIST_DIM], dim[:HIST_DIM])  # normalised away for the heads
-    np.testing.assert_array_equal(bright[HIST_DIM + 3 :], [0, 0, 1])  # value marginal: brightest
-    np.testing.assert_array_equal(dim[HIST_DIM + 3 :], [1, 0, 0])  # darkest, as drift must see it
+    np.testing.assert_array_equal(bright[HIST_DIM + 3 : HIST_DIM + TONE_DIM], [0, 0, 1])  # value marginal: brightest
+    np.testing.assert_array_equal(dim[HIST_DIM + 3 : HIST_DIM + TONE_DIM], [1, 0, 0])  # darkest, as drift must see it
 
 
 def test_the_heads_see_all_but_the_tone(features: np.ndarray) -> None:
@@ -207,3 +208,22 @@ def test_png_and_its_decoded_pixels_agree_exactly(featurizer: Featurizer) -> Non
     from_image = featurizer.transform_images([Image.fromarray(array)])
 
     np.testing.assert_array_equal(from_bytes, from_image)
+
+
+def test_greyscale_frames_are_told_from_colour_ones_however_dark_or_hazy(tiny_dataset: Path) -> None:
+    frame = load_dataset(tiny_dataset).frame.iloc[:16]
+    images = [decode_image(Path(p).read_bytes()) for p in frame["image"]]
+    keys = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in frame["image"]]
+
+    def rows(kind: str | None) -> np.ndarray:
+        shifted = [i if kind is None else apply_shift(i, kind, shift_key(k, kind)) for i, k in zip(images, keys)]
+        return np.stack([np.concatenate([np.zeros(EMBEDDING_DIM), colour_histogram(i)]) for i in shifted])
+
+    for kind in (None, "under_exposure", "low_contrast", "over_exposure", "cast_green"):
+        assert not is_greyscale(rows(kind)).any(), kind
+    assert is_greyscale(rows("greyscale")).all()
+    # An infrared camera's single-channel JPEG, decoded to RGB as every upload is.
+    buffer = io.BytesIO()
+    images[0].convert("L").save(buffer, format="JPEG", quality=75)
+    infrared = decode_image(buffer.getvalue())
+    assert is_greyscale(np.concatenate([np.zeros(EMBEDDING_DIM), colour_histogram(infrared)])[None])[0]

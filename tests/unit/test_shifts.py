@@ -10,7 +10,14 @@ import pytest
 from PIL import Image
 
 from tasks.data import load_dataset
-from tasks.shifts import SHIFTS, apply_shift, augmented_training_rows, shift_key, shifted_evaluation_rows
+from tasks.shifts import (
+    SHIFTS,
+    apply_shift,
+    augmented_training_rows,
+    greyscale_calibration_rows,
+    shift_key,
+    shifted_evaluation_rows,
+)
 from vehicle_model.images import decode_image
 
 pytestmark = pytest.mark.unit
@@ -154,6 +161,18 @@ def test_augmented_rows_are_copies_of_the_train_split_only():
     assert not set(rows["sha256"]) & set(shifted_evaluation_rows(frame)["sha256"])
     assert set(rows["shift"]) <= set(SHIFTS) and rows["shift"].nunique() > 3
     assert list(rows["color"][:30]) == list(frame["color"][:30]), "labels travel with the image"
+
+
+def test_greyscale_calibration_rows_are_the_validation_split_in_greyscale():
+    frame = pd.DataFrame({
+        "image": [f"{i}.png" for i in range(10)], "color": ["red", "blue"] * 5,
+        "sha256": [f"{i:064x}" for i in range(10)], "split": ["train"] * 6 + ["validation"] * 2 + ["test"] * 2,
+    })
+    rows = greyscale_calibration_rows(frame)
+    assert list(rows["image"]) == ["6.png", "7.png"] and list(rows["color"]) == ["red", "blue"]
+    assert set(rows["split"]) == {"calibrate.greyscale"} and set(rows["shift"]) == {"greyscale"}
+    others = pd.concat([frame, shifted_evaluation_rows(frame), augmented_training_rows(frame, copies=1, seed=0)])
+    assert rows["sha256"].is_unique and not set(rows["sha256"]) & set(others["sha256"])
 
 
 def test_an_image_keeps_its_copies_as_the_dataset_grows():
