@@ -143,7 +143,7 @@ def train(
     min_improvement: Annotated[float, typer.Option(help="Gain over the champion needed to promote.")] = 0.005,
     seed: Annotated[int, typer.Option(help="Seed for split, search, models and the gate's bootstrap.")] = 0,
     time_budget: Annotated[float, typer.Option(help="Per-candidate search budget in seconds.")] = 120.0,
-    augment_copies: Annotated[int, typer.Option(help="Shifted copies of each training image (0: none).")] = 1,
+    augment_copies: Annotated[int, typer.Option(help="Shifted copies of each training image (0: none).")] = 2,
     force: Annotated[bool, typer.Option("--force", help="Train even if nothing changed since the champion.")] = False,
 ) -> None:
     """Run the training flow: prepare, train candidates, evaluate, gate, register, promote.

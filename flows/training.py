@@ -61,7 +61,7 @@ def train_pipeline(
     min_improvement: float = 0.005,
     seed: Annotated[int, Field(ge=0)] = 0,
     time_budget_seconds: Annotated[float, Field(gt=0)] = 120.0,
-    augment_copies: Annotated[int, Field(ge=0)] = 1,
+    augment_copies: Annotated[int, Field(ge=0)] = 2,
     force: bool = False,
     trigger: str | None = None,
     drift_regions: list[str] | None = None,

@@ -103,16 +103,26 @@ def normalise_illumination(image: Image.Image) -> Image.Image:
     means = pixels.reshape(-1, 3).mean(axis=0)
     gains = np.clip(means.mean() / np.maximum(means, 1.0), *GREY_WORLD_GAINS)
     balanced = pixels * gains
-    white = float(np.percentile(balanced.max(axis=2), WHITE_PATCH_PERCENTILE))
-    black = min(float(np.percentile(balanced.min(axis=2), BLACK_POINT_PERCENTILE)), BLACK_POINT_MAX * white)
-    balanced = (balanced - black) * (255.0 / max(white - black, 1.0))
-    return Image.fromarray(np.clip(balanced + 0.5, 0, 255).astype(np.uint8))
+    lowest, highest = _channel_extremes(balanced)
+    white = float(np.percentile(highest, WHITE_PATCH_PERCENTILE))
+    black = min(float(np.percentile(lowest, BLACK_POINT_PERCENTILE)), BLACK_POINT_MAX * white)
+    balanced -= black
+    balanced *= 255.0 / max(white - black, 1.0)
+    balanced += 0.5  # rounds on the cast below
+    return Image.fromarray(np.clip(balanced, 0, 255).astype(np.uint8))
 
 
 def _chroma(image: Image.Image) -> float:
     """The fraction of pixels that show colour (channels more than ``CHROMA_LEVELS`` apart)."""
-    pixels = np.asarray(image, dtype=np.int16)
-    return float((pixels.max(axis=2) - pixels.min(axis=2) > CHROMA_LEVELS).mean())
+    lowest, highest = _channel_extremes(np.asarray(image))
+    return float(np.count_nonzero(highest - lowest > CHROMA_LEVELS) / lowest.size)
+
+
+def _channel_extremes(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's smallest and largest channel (three element-wise passes are several times
+    faster than a reduction over the last axis of length 3)."""
+    red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    return np.minimum(np.minimum(red, green), blue), np.maximum(np.maximum(red, green), blue)
 
 
 def is_greyscale(features: np.ndarray) -> np.ndarray:

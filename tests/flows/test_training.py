@@ -72,7 +72,7 @@ def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_datas
                      "class_report/vehicle_type.json", "class_report/color.json"}
     assert any(key.startswith("vehicle_type.") for key in client.get_run(some_run).data.params)
     augmented = children["params.augmented_rows"].astype(int)
-    assert augmented.nunique() == 1 and augmented.iloc[0] > 0, "one shifted copy per training image by default"
+    assert augmented.nunique() == 1
     for attribute in ("vehicle_type", "color"):  # fitted on the greyscale validation images
         assert (children[f"params.{attribute}.greyscale_temperature"].astype(float) > 0).all(), attribute
 
@@ -99,6 +99,7 @@ def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_datas
     manifest = pd.read_csv(pipeline_env / "prepared" / champion.tags["fingerprint"][:16] / "split-seed0.csv")
     for split in ("train", "validation", "test"):
         assert recorded[split] == sorted(set(manifest.loc[manifest["split"] == split, "sha256"])), split
+    assert augmented.iloc[0] == 2 * (manifest["split"] == "train").sum(), "two shifted copies per training image by default"
     assert champion.tags["promotion.decision"] == "promoted"
     assert float(champion.tags["test.macro_f1"]) == pytest.approx(summary.test_metrics["test.macro_f1"], abs=1e-6)
 
