@@ -17,9 +17,9 @@ from typing import Any
 
 import joblib
 import numpy as np
+from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA
-from scipy.optimize import minimize_scalar
 from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_val_score, train_test_split
 
 from tasks.candidates import CANDIDATES, CandidateSpec
@@ -147,15 +147,16 @@ def search(
 def fit_temperature(proba: np.ndarray, classes: np.ndarray, y: np.ndarray) -> float:
     """The temperature that minimises the log loss of ``proba`` on labels ``y``; a label the
     head has no class for cannot be helped by any temperature and is left out."""
-    index = {label: i for i, label in enumerate(np.asarray(classes).astype(str))}
-    known = np.array([label in index for label in np.asarray(y).astype(str)])
-    if not known.any():
+    column = {label: i for i, label in enumerate(np.asarray(classes).astype(str))}
+    labels = np.asarray(y).astype(str)
+    rows = [i for i, label in enumerate(labels) if label in column]
+    if not rows:
         return 1.0
-    rows = np.flatnonzero(known)
-    columns = np.array([index[label] for label in np.asarray(y).astype(str)[known]])
+    known, columns = proba[rows], [column[labels[i]] for i in rows]
 
     def log_loss(temperature: float) -> float:
-        return float(-np.log(np.clip(temper(proba[rows], temperature)[np.arange(len(rows)), columns], 1e-12, 1.0)).mean())
+        right = temper(known, temperature)[np.arange(len(rows)), columns]
+        return float(-np.log(np.clip(right, 1e-12, 1.0)).mean())
 
     return float(minimize_scalar(log_loss, bounds=TEMPERATURE_BOUNDS, method="bounded").x)
 
