@@ -17,7 +17,7 @@ import pandas as pd
 from PIL import Image
 
 from tasks.data import IMAGE_COLUMN, SPLIT_COLUMN
-from tasks.shifts import AUGMENT_SPLIT, GREYSCALE_CALIBRATION_SPLIT, SHIFT_COLUMN, SHIFTED_SPLIT_PREFIX, apply_shift
+from tasks.shifts import SHIFT_COLUMN, SHIFTED_SPLIT_PREFIX, apply_shift
 from tasks.validation import SHA_COLUMN
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.images import ImageLimits, decode_image
@@ -127,19 +127,11 @@ def load_shifted(path: Path | str, attributes: Sequence[str]) -> dict[str, tuple
     return {split.removeprefix(SHIFTED_SPLIT_PREFIX): load_split(path, split, attributes) for split in splits}
 
 
-def load_augmented(path: Path | str, attributes: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-    """X and attribute -> y of the augmented training copies, or None when there are none."""
-    return _load_if_present(path, AUGMENT_SPLIT, attributes)
-
-
-def load_greyscale_calibration(
-    path: Path | str, attributes: Sequence[str]
+def load_split_if_present(
+    path: Path | str, split: str, attributes: Sequence[str]
 ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
-    """X and attribute -> y of the greyscale validation images, or None when there are none."""
-    return _load_if_present(path, GREYSCALE_CALIBRATION_SPLIT, attributes)
-
-
-def _load_if_present(path: Path | str, split: str, attributes: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """Like ``load_split``, or None when the features hold no such split (the augmented
+    copies with ``augment_copies=0``, the greyscale validation images without a validation split)."""
     with np.load(path) as data:
         present = f"X_{split}" in data.files
     return load_split(path, split, attributes) if present else None

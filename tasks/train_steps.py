@@ -24,7 +24,8 @@ from tasks.evaluation import (
     shift_table,
     worst_shift,
 )
-from tasks.features import load_augmented, load_greyscale_calibration, load_shifted, load_split
+from tasks.features import load_shifted, load_split, load_split_if_present
+from tasks.shifts import AUGMENT_SPLIT, GREYSCALE_CALIBRATION_SPLIT
 from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY
 from tasks.training import CV_FOLDS, fit_candidate
 from vehicle_model.calibration import GreyscaleTempered
@@ -52,8 +53,8 @@ def train_candidate_task(
     mlflow.set_tracking_uri(tracking_uri)
     X, ys = load_split(features, "train", attributes)
     X_val, ys_val = load_split(features, "validation", attributes)
-    augmented = load_augmented(features, attributes)
-    greyscale = load_greyscale_calibration(features, attributes)
+    augmented = load_split_if_present(features, AUGMENT_SPLIT, attributes)
+    greyscale = load_split_if_present(features, GREYSCALE_CALIBRATION_SPLIT, attributes)
     tags = {"candidate": name, "stage": "candidate"}
     with threadpool_limits(threads), mlflow.start_run(
         experiment_id=experiment_id, run_name=name, parent_run_id=parent_run_id, tags=tags

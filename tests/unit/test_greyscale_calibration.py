@@ -62,9 +62,12 @@ def test_candidates_get_a_greyscale_temperature_per_attribute_when_given_greysca
     X[:, :3] += 3 * (y[:, None] == np.array(["red", "blue", "green"]))  # separable in colour
     grey = _rows(60, colour=False, rng=rng)  # the colour is gone: nothing to tell them apart
 
-    fitted = fit_candidate("logistic_regression", X, {"color": y}, budget_seconds=30, greyscale=(grey, {"color": y[:60]}))
+    fitted = fit_candidate(
+        "logistic_regression", X, {"color": y}, budget_seconds=30, greyscale=(grey, {"color": y[:60]})
+    )
 
     head = fitted.heads["color"]
     assert isinstance(head, GreyscaleTempered) and head.temperature == fitted.greyscale_temperatures["color"]
     assert head.predict_proba(grey).max(axis=1).mean() < head.head.predict_proba(grey).max(axis=1).mean()
-    assert isinstance(fit_candidate("logistic_regression", X, {"color": y}, budget_seconds=30).heads["color"], type(head.head))
+    untempered = fit_candidate("logistic_regression", X, {"color": y}, budget_seconds=30).heads["color"]
+    assert isinstance(untempered, type(head.head)), "no greyscale images, no wrapper"
