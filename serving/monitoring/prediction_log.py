@@ -75,6 +75,7 @@ class PredictionLog:
         self._refilled = time.monotonic()
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
 
     def submit(self, model: str, version: str, region: str, predictions: Sequence[Prediction], projections: np.ndarray) -> None:
         """Queues the sampled share of one inference call's results; returns at once."""
@@ -103,21 +104,29 @@ class PredictionLog:
         return True
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="prediction-log")
 
     async def stop(self) -> None:
-        """Stops the writer after one last flush."""
+        """Lets the writer finish the flush it is in and stop, then writes what is left.
+
+        The writer is asked to stop, not cancelled: a cancel in the middle of a flush lost the
+        records it had taken off the queue, and on Python 3.11 a cancel landing just as a burst
+        woke the writer was swallowed by ``asyncio.wait_for``, so the writer never ended and
+        shutdown hung. A flush is bounded by the Redis timeouts, so the stop is too.
+        """
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wake.set()
+            await self._task
             self._task = None
         await self.flush()
 
     async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.flush_seconds):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush()
