@@ -152,7 +152,8 @@ class ModelService:
         first_attempt = asyncio.Event()
         self._poller = asyncio.create_task(self._follow(first_attempt), name="model-poller")
         try:
-            await asyncio.wait_for(first_attempt.wait(), timeout=wait)
+            async with asyncio.timeout(wait):
+                await first_attempt.wait()
         except TimeoutError:
             logger.warning("no model after %.0f s at startup; still trying in the background", wait)
 
@@ -201,9 +202,10 @@ class ModelService:
         started = time.perf_counter()
         try:
             # Bounded, so a hung download cannot hold the refresh lock (and every later poll) forever.
-            model = await asyncio.wait_for(
-                loop.run_in_executor(self._registry, self._load_and_warm, version), self.load_timeout
-            )
+            # Timeout scopes here, not ``wait_for``: on Python 3.11 that swallows a cancel landing
+            # just as the call finishes, and the poller, cancelled by ``close``, would poll on.
+            async with asyncio.timeout(self.load_timeout):
+                model = await loop.run_in_executor(self._registry, self._load_and_warm, version)
         except TimeoutError:
             self._failed[version] = time.monotonic()
             self.metrics.model_reload_failures.inc()
@@ -250,7 +252,8 @@ class ModelService:
     async def _ask_registry(self, call: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._registry, call), self.registry_timeout)
+            async with asyncio.timeout(self.registry_timeout):
+                return await loop.run_in_executor(self._registry, call)
         except TimeoutError as exc:
             raise RegistryUnavailable(f"no answer within {self.registry_timeout:.0f} s") from exc
 
