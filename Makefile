@@ -6,7 +6,7 @@ DATA ?= data/synthetic
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: install install-export run train serve test test-e2e test-images bench bench-serving soak browser lint clean
+.PHONY: install install-export run train serve test test-e2e test-images bench bench-serving soak browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
