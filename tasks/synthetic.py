@@ -262,9 +262,8 @@ class _Painter:
     the ground in the same unit. The front faces right; mirroring happens later.
     """
 
-    def __init__(self, length_px: int, height: float, body: RGB, squash: float = 1.0) -> None:
+    def __init__(self, length_px: int, height: float, body: RGB) -> None:
         self.scale = float(length_px * _SUPERSAMPLE)
-        self.squash = squash  # heights times this (<= 1): lower or taller builds of one type
         self.margin = 2 * _SUPERSAMPLE
         size = (int(self.scale) + 2 * self.margin, int(height * self.scale) + 2 * self.margin)
         self.image = Image.new("RGBA", size, (0, 0, 0, 0))
@@ -274,7 +273,7 @@ class _Painter:
 
     def pt(self, x: float, y: float) -> tuple[float, float]:
         """Vehicle coordinates to layer pixels."""
-        return (self.margin + x * self.scale, self.image.height - self.margin - y * self.squash * self.scale)
+        return (self.margin + x * self.scale, self.image.height - self.margin - y * self.scale)
 
     def poly(self, pts: Sequence[Point], fill: RGB, outline: bool = False) -> None:
         """Filled polygon, optionally with a darker panel edge."""
@@ -323,21 +322,13 @@ def _window_row(p: _Painter, x0: float, x1: float, y0: float, y1: float, n: int)
 
 
 def _draw_sedan(p: _Painter, rng: np.random.Generator) -> None:
-    """Low car: a three-box saloon, a hatchback (no boot) or a fastback; two wheels."""
+    """Low three-box profile: boot, glasshouse, bonnet; two wheels."""
     r, wx = 0.085, (0.19, 0.81)
     p.shadow(0.0, 1.0)
-    style = int(rng.integers(3))
-    if style == 0:  # saloon: boot, glasshouse, bonnet
-        rear = [(0.0, 0.075), (0.0, 0.17), (0.025, 0.2), (0.24, 0.205), (0.35, 0.3)]
-        glass = [(0.275, 0.205), (0.365, 0.285)]
-    elif style == 1:  # hatchback: the roof runs to a near-vertical tail
-        rear = [(0.0, 0.075), (0.0, 0.22), (0.04, 0.29), (0.1, 0.3)]
-        glass = [(0.1, 0.21), (0.12, 0.285)]
-    else:  # fastback: one long slope from the roof to the tail
-        rear = [(0.0, 0.075), (0.0, 0.165), (0.03, 0.19), (0.33, 0.3)]
-        glass = [(0.18, 0.205), (0.345, 0.285)]
-    p.poly([*rear, (0.6, 0.305), (0.73, 0.21), (0.95, 0.19), (1.0, 0.155), (1.0, 0.075)], p.body, outline=True)
-    p.poly([*glass, (0.59, 0.29), (0.7, 0.21)], _GLASS)
+    body = [(0.0, 0.075), (0.0, 0.17), (0.025, 0.2), (0.24, 0.205), (0.35, 0.3),
+            (0.6, 0.305), (0.73, 0.21), (0.95, 0.19), (1.0, 0.155), (1.0, 0.075)]
+    p.poly(body, p.body, outline=True)
+    p.poly([(0.275, 0.205), (0.365, 0.285), (0.59, 0.29), (0.7, 0.21)], _GLASS)
     p.line([(0.485, 0.2), (0.485, 0.295)], p.body, 0.014)
     p.line([(0.485, 0.09), (0.485, 0.2)], p.dark, 0.004)
     p.rect(0.96, 0.14, 0.995, 0.165, _LAMP)
@@ -347,7 +338,7 @@ def _draw_sedan(p: _Painter, rng: np.random.Generator) -> None:
 
 
 def _draw_suv(p: _Painter, rng: np.random.Generator) -> None:
-    """Tall two-box body, high clearance; roof rails and a tailgate spare wheel on some."""
+    """Tall two-box body, high clearance, roof rails and a tailgate spare wheel."""
     r, wx = 0.105, (0.2, 0.81)
     p.shadow(0.0, 1.0)
     body = [(0.04, 0.11), (0.04, 0.45), (0.065, 0.48), (0.68, 0.48), (0.78, 0.32),
@@ -357,11 +348,9 @@ def _draw_suv(p: _Painter, rng: np.random.Generator) -> None:
     for x in (0.27, 0.47):
         p.line([(x, 0.315), (x, 0.455)], p.body, 0.018)
     p.line([(0.47, 0.13), (0.47, 0.32)], p.dark, 0.004)
-    if rng.random() < 0.6:
-        p.line([(0.1, 0.495), (0.62, 0.495)], _FRAME, 0.012)  # roof rails
-    if rng.random() < 0.5:
-        p.circle(0.045, 0.27, 0.075, _TYRE)  # spare wheel on the tailgate
-        p.circle(0.045, 0.27, 0.035, _HUB)
+    p.line([(0.1, 0.495), (0.62, 0.495)], _FRAME, 0.012)
+    p.circle(0.045, 0.27, 0.075, _TYRE)  # spare wheel on the tailgate
+    p.circle(0.045, 0.27, 0.035, _HUB)
     p.rect(0.965, 0.21, 0.995, 0.25, _LAMP)
     for x in wx:
         p.arch(x, r)
@@ -369,20 +358,16 @@ def _draw_suv(p: _Painter, rng: np.random.Generator) -> None:
 
 
 def _draw_pickup(p: _Painter, rng: np.random.Generator) -> None:
-    """Tall cab (single or crew) in front of a separate, much lower open load bed."""
+    """Tall cab in front of a separate, much lower open load bed."""
     r, wx = 0.1, (0.17, 0.81)
     p.shadow(0.0, 1.0)
-    cab_x = 0.375 if rng.random() < 0.5 else 0.27  # crew cab: longer cab, shorter bed
-    cab = [(cab_x, 0.1), (cab_x, 0.42), (cab_x + 0.035, 0.445), (0.6, 0.445), (0.7, 0.29),
+    cab = [(0.375, 0.1), (0.375, 0.42), (0.41, 0.445), (0.6, 0.445), (0.7, 0.29),
            (0.96, 0.26), (1.0, 0.21), (1.0, 0.1)]
     p.poly(cab, p.body, outline=True)
-    bed_x = cab_x - 0.04
-    p.poly([(0.0, 0.1), (0.0, 0.255), (bed_x, 0.255), (bed_x, 0.1)], p.body, outline=True)
-    p.rect(0.012, 0.22, bed_x - 0.012, 0.25, (34, 34, 36))  # inside of the open bed
+    p.poly([(0.0, 0.1), (0.0, 0.255), (0.335, 0.255), (0.335, 0.1)], p.body, outline=True)
+    p.rect(0.012, 0.22, 0.323, 0.25, (34, 34, 36))  # inside of the open bed
     p.line([(0.02, 0.11), (0.02, 0.22)], p.dark, 0.004)  # tailgate seam
-    p.poly([(cab_x + 0.03, 0.29), (cab_x + 0.03, 0.415), (0.59, 0.415), (0.675, 0.29)], _GLASS)
-    if cab_x < 0.3:
-        p.line([(0.43, 0.285), (0.43, 0.42)], p.body, 0.014)  # pillar between the two doors
+    p.poly([(0.405, 0.29), (0.405, 0.415), (0.59, 0.415), (0.675, 0.29)], _GLASS)
     p.rect(0.965, 0.19, 0.995, 0.225, _LAMP)
     for x in wx:
         p.arch(x, r)
@@ -390,19 +375,16 @@ def _draw_pickup(p: _Painter, rng: np.random.Generator) -> None:
 
 
 def _draw_van(p: _Painter, rng: np.random.Generator) -> None:
-    """Tall long box with a steeply sloped front: a windowless panel van or a windowed minibus."""
+    """Tall long box with a steeply sloped front and a windowless cargo side."""
     r, wx = 0.09, (0.16, 0.83)
     p.shadow(0.0, 1.0)
     body = [(0.0, 0.08), (0.0, 0.48), (0.02, 0.5), (0.7, 0.5), (0.9, 0.31),
             (0.99, 0.27), (1.0, 0.2), (1.0, 0.08)]
     p.poly(body, p.body, outline=True)
     p.poly([(0.62, 0.31), (0.62, 0.46), (0.705, 0.46), (0.855, 0.31)], _GLASS)
-    if rng.random() < 0.5:
-        for x in (0.33, 0.6):
-            p.line([(x, 0.1), (x, 0.47)], p.dark, 0.005)
-        p.line([(0.33, 0.43), (0.6, 0.43)], p.dark, 0.005)
-    else:
-        _window_row(p, 0.03, 0.59, 0.31, 0.45, int(rng.integers(2, 4)))
+    for x in (0.33, 0.6):
+        p.line([(x, 0.1), (x, 0.47)], p.dark, 0.005)
+    p.line([(0.33, 0.43), (0.6, 0.43)], p.dark, 0.005)
     p.rect(0.97, 0.2, 0.998, 0.24, _LAMP)
     for x in wx:
         p.arch(x, r)
@@ -446,7 +428,7 @@ def _draw_truck(p: _Painter, rng: np.random.Generator) -> None:
 
 
 def _draw_motorcycle(p: _Painter, rng: np.random.Generator) -> None:
-    """Two large wheels, thin fork and frame; tank, tail and, on most, a full fairing in body colour."""
+    """Two large wheels, thin fork and frame; tank, tail and full fairing in body colour."""
     r, wx = 0.16, (0.17, 0.83)
     p.shadow(0.05, 0.95)
     for x in wx:
@@ -460,10 +442,9 @@ def _draw_motorcycle(p: _Painter, rng: np.random.Generator) -> None:
     p.poly([(0.22, 0.425), (0.45, 0.445), (0.47, 0.405), (0.25, 0.395)], (26, 26, 28))  # seat
     p.poly([(0.45, 0.41), (0.5, 0.5), (0.63, 0.51), (0.71, 0.45), (0.66, 0.37),
             (0.47, 0.36)], p.body, True)  # tank
-    if rng.random() < 0.6:
-        p.poly([(0.46, 0.35), (0.63, 0.4), (0.72, 0.54), (0.8, 0.53), (0.85, 0.41), (0.78, 0.26),
-                (0.68, 0.13), (0.52, 0.14), (0.48, 0.24)], p.body, True)  # full fairing
-        p.poly([(0.72, 0.54), (0.745, 0.61), (0.79, 0.595), (0.8, 0.53)], _GLASS)  # screen
+    p.poly([(0.46, 0.35), (0.63, 0.4), (0.72, 0.54), (0.8, 0.53), (0.85, 0.41), (0.78, 0.26),
+            (0.68, 0.13), (0.52, 0.14), (0.48, 0.24)], p.body, True)  # full fairing
+    p.poly([(0.72, 0.54), (0.745, 0.61), (0.79, 0.595), (0.8, 0.53)], _GLASS)  # screen
     p.poly([(0.73, 0.31), (0.81, 0.345), (0.9, 0.33), (0.96, 0.27), (0.88, 0.31),
             (0.8, 0.32)], p.body)  # front mudguard
     p.circle(0.82, 0.44, 0.022, _LAMP)
@@ -483,33 +464,12 @@ _DRAWERS: dict[str, tuple[float, Callable[[_Painter, np.random.Generator], None]
 def _render_vehicle(
     vtype: str, color: str, length_px: int, rng: np.random.Generator
 ) -> Image.Image:
-    """RGBA layer with one vehicle: body shade jittered by +-8%, build 0-10% lower, then lit."""
+    """RGBA layer with one vehicle, body shade jittered by +-8%."""
     height, drawer = _DRAWERS[vtype]
     body = _shade(COLORS[color], rng.uniform(0.92, 1.08))
-    painter = _Painter(length_px, height, body, squash=rng.uniform(0.9, 1.0))
+    painter = _Painter(length_px, height, body)
     drawer(painter, rng)
-    return _light_vehicle(painter.finish(), rng)
-
-
-def _light_vehicle(layer: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Light from above (the roof brighter than the sills) and, on most vehicles, a sky
-    reflection: a pale diagonal band across the body and glass.
-
-    Why: a real white car is grey in its own shadow and a dark one shows white highlights;
-    flat paint teaches the colour heads that a body is one shade, which photographs break.
-    """
-    pixels = np.asarray(layer, np.float32)
-    h, w = pixels.shape[:2]
-    rows = np.linspace(rng.uniform(1.02, 1.15), rng.uniform(0.72, 0.9), h, dtype=np.float32)
-    rgb = pixels[..., :3] * rows[:, None, None]
-    if rng.random() < 0.6:
-        y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-        along = x / w + (y / h) * rng.uniform(-0.8, 0.8)
-        centre, half = rng.uniform(0.1, 0.9), rng.uniform(0.03, 0.08)
-        band = np.clip(1.0 - np.abs(along - centre) / half, 0.0, 1.0) * rng.uniform(0.25, 0.5)
-        rgb += (255.0 - rgb) * band[..., None]
-    pixels[..., :3] = np.clip(rgb, 0, 255)
-    return Image.fromarray(pixels.round().astype(np.uint8), "RGBA")
+    return painter.finish()
 
 
 # --------------------------------------------------------------------------- #
@@ -565,19 +525,6 @@ def _occlude(
         draw.rectangle(crate, fill=fill, outline=_shade(fill, 0.7))
 
 
-def _scene_light(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """Light falling off across the scene (up to +-20% from one side to the other, any
-    direction) and a camera's white balance a little off (each channel within +-8%)."""
-    arr = np.asarray(img, np.float32)
-    h, w, _ = arr.shape
-    angle = rng.uniform(0.0, 2.0 * np.pi)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    ramp = ((x / w - 0.5) * np.cos(angle) + (y / h - 0.5) * np.sin(angle)) * 2.0
-    gains = rng.uniform(0.92, 1.08, size=3).astype(np.float32)
-    arr *= (1.0 + ramp * np.float32(rng.uniform(0.0, 0.2)))[..., None] * (gains / gains.mean())
-    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "RGB")
-
-
 def _photometric(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     """Brightness and contrast jitter (+-25%) plus Gaussian sensor noise."""
     arr = np.asarray(img, np.float32)
@@ -599,7 +546,7 @@ def _compose(sample: _Sample, seed: int) -> Image.Image:
     box = _place(canvas, layer, rng)
     if rng.random() < 0.3:
         _occlude(canvas, box, rng)
-    return _photometric(_scene_light(canvas, rng), rng)
+    return _photometric(canvas, rng)
 
 
 def _save(img: Image.Image, path: Path, fmt: str) -> None:
