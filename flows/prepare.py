@@ -16,7 +16,13 @@ from tasks.prepare_steps import (
     split_task,
     validate_task,
 )
-from tasks.shifts import SHIFT_COLUMN, augmented_training_rows, greyscale_calibration_rows, shifted_evaluation_rows
+from tasks.shifts import (
+    SHIFT_COLUMN,
+    augmented_training_rows,
+    greyscale_calibration_rows,
+    over_exposure_expert_rows,
+    shifted_evaluation_rows,
+)
 from tasks.split import SplitFractions
 from tasks.validation import SHA_COLUMN, ValidationConfig
 from vehicle_model.featurizer import Featurizer
@@ -46,12 +52,13 @@ def prepare_data(
     frame = validate_task(dataset, ValidationConfig(min_per_class=min_per_class))
     frame, data_id, manifest = split_task(frame, dataset.attributes, seed, SplitFractions(), settings.prepared_dir)
 
-    # The shifted evaluation set, the training copies and the greyscale validation images
-    # ride along as extra splits; their images exist only as features.
+    # The shifted evaluation set, the training copies, the greyscale validation images and the
+    # over-exposed training images ride along as extra splits; they exist only as features.
     extra = [
         shifted_evaluation_rows(frame),
         augmented_training_rows(frame, augment_copies, seed),
         greyscale_calibration_rows(frame),
+        over_exposure_expert_rows(frame, seed),
     ]
     featurized = pd.concat([frame, *extra], ignore_index=True)
     # Hashing the 13 MB backbone names the cache; do it once per run, not per step.

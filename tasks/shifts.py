@@ -36,6 +36,7 @@ SHIFT_COLUMN = "shift"
 SHIFTED_SPLIT_PREFIX = "shift."
 AUGMENT_SPLIT = "augment"
 GREYSCALE_CALIBRATION_SPLIT = "calibrate.greyscale"
+OVER_EXPOSURE_EXPERT_SPLIT = "expert.over_exposure"
 
 
 def _gains(image: Image.Image, red: float, green: float, blue: float) -> Image.Image:
@@ -216,6 +217,19 @@ def greyscale_calibration_rows(frame: pd.DataFrame) -> pd.DataFrame:
         SHIFT_COLUMN: "greyscale",
         SHA_COLUMN: [shift_key(sha, "greyscale", "calibrate") for sha in validation[SHA_COLUMN]],
         SPLIT_COLUMN: GREYSCALE_CALIBRATION_SPLIT,
+    })
+
+
+def over_exposure_expert_rows(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Every training image over-exposed, as manifest rows of split ``expert.over_exposure``:
+    what each head's expert for over-exposed frames is fitted on (``vehicle_model.exposure``).
+    Drawn from their own ``expert`` stream, so they share no draw with the copies or the
+    evaluation set."""
+    train = frame[frame[SPLIT_COLUMN] == "train"]
+    return train.assign(**{
+        SHIFT_COLUMN: "over_exposure",
+        SHA_COLUMN: [shift_key(sha, "over_exposure", "expert", seed) for sha in train[SHA_COLUMN]],
+        SPLIT_COLUMN: OVER_EXPOSURE_EXPERT_SPLIT,
     })
 
 

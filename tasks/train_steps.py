@@ -25,10 +25,11 @@ from tasks.evaluation import (
     worst_shift,
 )
 from tasks.features import load_shifted, load_split, load_split_if_present
-from tasks.shifts import AUGMENT_SPLIT, GREYSCALE_CALIBRATION_SPLIT
+from tasks.shifts import AUGMENT_SPLIT, GREYSCALE_CALIBRATION_SPLIT, OVER_EXPOSURE_EXPERT_SPLIT
 from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY
 from tasks.training import CV_FOLDS, fit_candidate
 from vehicle_model.calibration import GreyscaleTempered
+from vehicle_model.exposure import OverExposureRouted
 
 
 @task(name="train-candidate", retries=1, retry_delay_seconds=1, task_run_name="train-{name}")
@@ -55,18 +56,20 @@ def train_candidate_task(
     X_val, ys_val = load_split(features, "validation", attributes)
     augmented = load_split_if_present(features, AUGMENT_SPLIT, attributes)
     greyscale = load_split_if_present(features, GREYSCALE_CALIBRATION_SPLIT, attributes)
+    over_exposed = load_split_if_present(features, OVER_EXPOSURE_EXPERT_SPLIT, attributes)
     tags = {"candidate": name, "stage": "candidate"}
     with threadpool_limits(threads), mlflow.start_run(
         experiment_id=experiment_id, run_name=name, parent_run_id=parent_run_id, tags=tags
     ) as run:
         try:
             fitted = fit_candidate(
-                name, X, ys, seed=seed, budget_seconds=budget_seconds, augmented=augmented, greyscale=greyscale
+                name, X, ys, seed=seed, budget_seconds=budget_seconds,
+                augmented=augmented, greyscale=greyscale, over_exposed=over_exposed,
             )
         except Exception as exc:
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
-        mlflow.log_params(_flat_params(fitted, budget_seconds, seed, 0 if augmented is None else len(augmented[0])))
+        mlflow.log_params(_flat_params(fitted, budget_seconds, seed, _rows(augmented), _rows(over_exposed)))
         metrics = evaluate_heads(fitted.heads, X_val, ys_val, "val")
         metrics |= shift_metrics(fitted.heads, load_shifted(features, attributes))
         metrics |= {
@@ -91,12 +94,18 @@ def train_candidate_task(
     return CandidateResult(name, run.info.run_id, str(heads_path), fitted.params, metrics)
 
 
-def _flat_params(fitted, budget_seconds: float, seed: int, augmented_rows: int) -> dict[str, str]:
+def _rows(split: tuple[object, object] | None) -> int:
+    return 0 if split is None else len(split[0])
+
+
+def _flat_params(fitted, budget_seconds: float, seed: int, augmented_rows: int, over_exposed_rows: int) -> dict[str, str]:
     """Every hyperparameter of every head (simple values only), plus the search settings."""
     params: dict[str, str] = {"budget_seconds": str(budget_seconds), "seed": str(seed), "cv_folds": str(CV_FOLDS),
-                              "augmented_rows": str(augmented_rows)}
+                              "augmented_rows": str(augmented_rows), "over_exposed_rows": str(over_exposed_rows)}
     for attribute, head in fitted.heads.items():
-        for key, value in (head.head if isinstance(head, GreyscaleTempered) else head).get_params(deep=True).items():
+        while isinstance(head, (GreyscaleTempered, OverExposureRouted)):
+            head = head.head  # the wrappers add no parameters of their own
+        for key, value in head.get_params(deep=True).items():
             if isinstance(value, (int, float, str, bool, type(None))):
                 params[f"{attribute}.{key}"] = str(value)[:500]
         if attribute in fitted.greyscale_temperatures:

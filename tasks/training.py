@@ -3,8 +3,10 @@
 The search runs on the clean training images only (at most ``SEARCH_MAX_ROWS`` of them, a
 stratified sample), so its cost does not grow with augmented copies and no copy lands in
 another fold than its source image; the chosen point is then refitted on every row, copies
-included. Given greyscale validation images, each head then gets its temperature for
-greyscale frames (``vehicle_model.calibration``).
+included. Given over-exposed copies of the training images, each head gets an expert for
+over-exposed frames, the same estimator at the same point fitted on those copies alone
+(``vehicle_model.exposure``). Given greyscale validation images, each head then gets its
+temperature for greyscale frames (``vehicle_model.calibration``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_val_sc
 
 from tasks.candidates import CANDIDATES, CandidateSpec
 from vehicle_model.calibration import GreyscaleTempered, temper
+from vehicle_model.exposure import OverExposureRouted
 
 CV_FOLDS = 3
 SEARCH_MAX_ROWS = 3000
@@ -76,11 +79,14 @@ def fit_candidate(
     budget_seconds: float = 120.0,
     augmented: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None,
     greyscale: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None,
+    over_exposed: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None,
 ) -> FittedCandidate:
     """Searches and fits one head per attribute, sharing the time budget between attributes.
 
     Args:
         augmented: shifted training copies (X, attribute -> y), used in the refit only.
+        over_exposed: over-exposed training copies (X, attribute -> y) to fit each head's
+            expert for over-exposed frames on.
         greyscale: greyscale validation images (X, attribute -> y) to fit each head's
             temperature for greyscale frames on.
     """
@@ -98,6 +104,9 @@ def fit_candidate(
             X_all = np.concatenate([X, augmented[0]])
             y_all = np.concatenate([y, np.asarray(augmented[1][attribute]).astype(str)])
         head = fit_ready(spec.estimator, params, len(y_all)).fit(X_all, y_all)
+        if over_exposed is not None and len(over_exposed[0]):
+            y_over = np.asarray(over_exposed[1][attribute]).astype(str)
+            head = OverExposureRouted(head, fit_ready(spec.estimator, params, len(y_over)).fit(over_exposed[0], y_over))
         if greyscale is not None and len(greyscale[0]):
             temperature = fit_temperature(head.predict_proba(greyscale[0]), head.classes_, greyscale[1][attribute])
             fitted.greyscale_temperatures[attribute] = temperature

@@ -6,8 +6,9 @@ vehicle usually is). The histograms are taken after illumination normalisation, 
 cast, an exposure error or haze does not move every bin. Two things follow that the heads
 never see (``model_inputs``): ``TONE_DIM`` numbers, the saturation and value marginals of the
 image *before* normalisation, which drift monitoring reads to notice dark or washed-out
-traffic; and the image's chroma, which tells a greyscale frame (an infrared night camera)
-from a colour one (``is_greyscale``).
+traffic; the image's chroma, which tells a greyscale frame (an infrared night camera)
+from a colour one (``is_greyscale``); and its share of clipped pixels, which tells an
+over-exposed frame (``is_over_exposed``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ HIST_DIM = 2 * int(np.prod(HIST_BINS))
 TONE_DIM = HIST_BINS[1] + HIST_BINS[2]
 MODEL_DIM = EMBEDDING_DIM + HIST_DIM  # what the heads are fitted on
 CHROMA_COLUMN = MODEL_DIM + TONE_DIM
-FEATURE_DIM = CHROMA_COLUMN + 1
+CLIPPED_COLUMN = CHROMA_COLUMN + 1
+FEATURE_DIM = CLIPPED_COLUMN + 1
 # Grey-world gains are clamped so a vehicle that fills the frame is not balanced to grey.
 GREY_WORLD_GAINS = (0.6, 1.6)
 WHITE_PATCH_PERCENTILE = 99.0
@@ -50,11 +52,18 @@ BLACK_POINT_MAX = 0.5
 # quality 8-15 can wash the chroma out of a whole image, which is then greyscale indeed.
 CHROMA_LEVELS = 3
 GREYSCALE_COLOURED = 0.01
+# A pixel is clipped when its brightest channel is at CLIP_LEVEL or above. A frame with more
+# than OVER_EXPOSED_CLIPPED of its pixels clipped is over-exposed: on the default data's test
+# images that flags 80% of those over-exposed by one stop and 6% of the rest (colour casts
+# mostly, which push one channel up), and no clean image in ten has more than 4% clipped.
+CLIP_LEVEL = 250
+OVER_EXPOSED_CLIPPED = 0.10
 # Bump when preprocessing, decoding included, changes: it is part of every feature-cache key.
 # v2: 16-bit greyscale is scaled by its full 0..65535 range (vehicle_model.images).
 # v3: histograms after grey-world + white-patch normalisation; raw S/V tone appended.
 # v4: a black point before the white patch (haze, low contrast); chroma appended.
-PREPROCESSING_VERSION = "resize224-bilinear+hsv12x3x3-global-centre-greyworld-levels+tone+chroma-v4"
+# v5: the share of clipped pixels appended.
+PREPROCESSING_VERSION = "resize224-bilinear+hsv12x3x3-global-centre-greyworld-levels+tone+chroma+clipped-v5"
 
 
 def preprocess(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -80,13 +89,14 @@ def _preprocess_into(image: Image.Image, pixels: np.ndarray) -> np.ndarray:
 
 def colour_histogram(image: Image.Image) -> np.ndarray:
     """HSV histograms of the illumination-normalised whole image and of its central half,
-    each summing to 1, then the raw image's tone (``TONE_DIM`` numbers) and its chroma."""
+    each summing to 1, then the raw image's tone (``TONE_DIM`` numbers), its chroma and its
+    share of clipped pixels."""
     small = image.resize((64, 64), Image.Resampling.BILINEAR)
     raw = np.asarray(small.convert("HSV"), dtype=np.int32)
     hsv = np.asarray(normalise_illumination(small).convert("HSV"), dtype=np.int32)
     centre = hsv[16:48, 16:48]
     return np.concatenate(
-        [_hsv_histogram(hsv), _hsv_histogram(centre), _tone(_hsv_histogram(raw)), [_chroma(small)]]
+        [_hsv_histogram(hsv), _hsv_histogram(centre), _tone(_hsv_histogram(raw)), [_chroma(small), _clipped(small)]]
     ).astype(np.float32)
 
 
@@ -118,6 +128,12 @@ def _chroma(image: Image.Image) -> float:
     return float(np.count_nonzero(highest - lowest > CHROMA_LEVELS) / lowest.size)
 
 
+def _clipped(image: Image.Image) -> float:
+    """The fraction of pixels whose brightest channel is at ``CLIP_LEVEL`` or above."""
+    _, highest = _channel_extremes(np.asarray(image))
+    return float(np.count_nonzero(highest >= CLIP_LEVEL) / highest.size)
+
+
 def _channel_extremes(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each pixel's smallest and largest channel (three element-wise passes are several times
     faster than a reduction over the last axis of length 3)."""
@@ -128,6 +144,11 @@ def _channel_extremes(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def is_greyscale(features: np.ndarray) -> np.ndarray:
     """Which rows of featurizer output come from greyscale frames (R = G = B, give or take JPEG)."""
     return features[:, CHROMA_COLUMN] < GREYSCALE_COLOURED
+
+
+def is_over_exposed(features: np.ndarray) -> np.ndarray:
+    """Which rows of featurizer output come from over-exposed frames (many clipped pixels)."""
+    return features[:, CLIPPED_COLUMN] > OVER_EXPOSED_CLIPPED
 
 
 def _tone(histogram: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from tasks.shifts import (
     apply_shift,
     augmented_training_rows,
     greyscale_calibration_rows,
+    over_exposure_expert_rows,
     shift_key,
     shifted_evaluation_rows,
 )
@@ -173,6 +174,21 @@ def test_greyscale_calibration_rows_are_the_validation_split_in_greyscale():
     assert set(rows["split"]) == {"calibrate.greyscale"} and set(rows["shift"]) == {"greyscale"}
     others = pd.concat([frame, shifted_evaluation_rows(frame), augmented_training_rows(frame, copies=1, seed=0)])
     assert rows["sha256"].is_unique and not set(rows["sha256"]) & set(others["sha256"])
+
+
+def test_over_exposure_expert_rows_are_the_training_split_over_exposed_on_a_stream_of_their_own():
+    frame = pd.DataFrame({
+        "image": [f"{i}.png" for i in range(10)], "color": ["red", "blue"] * 5,
+        "sha256": [f"{i:064x}" for i in range(10)], "split": ["train"] * 6 + ["validation"] * 2 + ["test"] * 2,
+    })
+    rows = over_exposure_expert_rows(frame, seed=0)
+    assert list(rows["image"]) == [f"{i}.png" for i in range(6)] and list(rows["color"]) == ["red", "blue"] * 3
+    assert set(rows["split"]) == {"expert.over_exposure"} and set(rows["shift"]) == {"over_exposure"}
+    others = pd.concat([
+        frame, shifted_evaluation_rows(frame), augmented_training_rows(frame, copies=2, seed=0), greyscale_calibration_rows(frame),
+    ])
+    assert rows["sha256"].is_unique and not set(rows["sha256"]) & set(others["sha256"])
+    assert not set(rows["sha256"]) & set(over_exposure_expert_rows(frame, seed=1)["sha256"]), "the seed draws anew"
 
 
 def test_an_image_keeps_its_copies_as_the_dataset_grows():
