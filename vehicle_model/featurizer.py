@@ -3,7 +3,7 @@
 The backbone is strong on shape and weak on colour, so the pooled 1280-d embedding is
 concatenated with colour histograms of the whole image and of its centre (where the
 vehicle usually is). The histograms are taken after illumination normalisation, so a colour
-cast, an exposure error or haze does not move every bin. Two things follow that the heads
+cast, an exposure error or haze does not move every bin. Three things follow that the heads
 never see (``model_inputs``): ``TONE_DIM`` numbers, the saturation and value marginals of the
 image *before* normalisation, which drift monitoring reads to notice dark or washed-out
 traffic; the image's chroma, which tells a greyscale frame (an infrared night camera)
@@ -55,7 +55,7 @@ GREYSCALE_COLOURED = 0.01
 # A pixel is clipped when its brightest channel is at CLIP_LEVEL or above. A frame with more
 # than OVER_EXPOSED_CLIPPED of its pixels clipped is over-exposed: on the default data's test
 # images that flags 80% of those over-exposed by one stop and 6% of the rest (colour casts
-# mostly, which push one channel up), and no clean image in ten has more than 4% clipped.
+# mostly, which push one channel up); nine clean images in ten have under 4% clipped.
 CLIP_LEVEL = 250
 OVER_EXPOSED_CLIPPED = 0.10
 # Bump when preprocessing, decoding included, changes: it is part of every feature-cache key.
