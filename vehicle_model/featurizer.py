@@ -96,7 +96,7 @@ def colour_histogram(image: Image.Image) -> np.ndarray:
     hsv = np.asarray(normalise_illumination(small).convert("HSV"), dtype=np.int32)
     centre = hsv[16:48, 16:48]
     return np.concatenate(
-        [_hsv_histogram(hsv), _hsv_histogram(centre), _tone(_hsv_histogram(raw)), [_chroma(small), _clipped(small)]]
+        [_hsv_histogram(hsv), _hsv_histogram(centre), _tone(_hsv_histogram(raw)), _chroma_and_clipped(small)]
     ).astype(np.float32)
 
 
@@ -122,16 +122,14 @@ def normalise_illumination(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(balanced, 0, 255).astype(np.uint8))
 
 
-def _chroma(image: Image.Image) -> float:
-    """The fraction of pixels that show colour (channels more than ``CHROMA_LEVELS`` apart)."""
+def _chroma_and_clipped(image: Image.Image) -> list[float]:
+    """The fraction of pixels that show colour (channels more than ``CHROMA_LEVELS`` apart),
+    and the fraction whose brightest channel is at ``CLIP_LEVEL`` or above."""
     lowest, highest = _channel_extremes(np.asarray(image))
-    return float(np.count_nonzero(highest - lowest > CHROMA_LEVELS) / lowest.size)
-
-
-def _clipped(image: Image.Image) -> float:
-    """The fraction of pixels whose brightest channel is at ``CLIP_LEVEL`` or above."""
-    _, highest = _channel_extremes(np.asarray(image))
-    return float(np.count_nonzero(highest >= CLIP_LEVEL) / highest.size)
+    return [
+        float(np.count_nonzero(highest - lowest > CHROMA_LEVELS) / lowest.size),
+        float(np.count_nonzero(highest >= CLIP_LEVEL) / highest.size),
+    ]
 
 
 def _channel_extremes(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
