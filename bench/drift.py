@@ -8,7 +8,7 @@ Part 1 trains logistic-regression heads on ``--train`` synthetic images (seed 0)
 validation third as the reference sample (as registration does), and draws windows of each
 size from ``--pool`` unseen images of the same generator (seed 1): as they are
 (in-distribution), darkened (night shots), low-contrast (a fogged or broken camera), and of one
-vehicle type only. Each window goes through ``tasks.drift.detect`` with the default thresholds;
+vehicle type only. Each window goes through ``tasks.monitoring.drift.detect`` with the default thresholds;
 the table gives the share of windows flagged (detection rate; for in-distribution windows, the
 false-alarm rate) and what was flagged most often.
 
@@ -37,12 +37,12 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.linear_model import LogisticRegression
 
-from tasks.drift import Thresholds, detect, records_frame
-from tasks.reference import reference_records
-from tasks.synthetic import generate_dataset
+from tasks.monitoring.drift import Thresholds, detect, records_frame
+from tasks.monitoring.reference import reference_records
+from tasks.data.synthetic import generate_dataset
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.model import VehicleClassifier
-from vehicle_model.monitoring import prediction_record
+from vehicle_model.records import prediction_record
 
 ATTRIBUTES = ("vehicle_type", "color")
 SHIFTS = {
@@ -144,7 +144,7 @@ async def overhead(args: argparse.Namespace, console: Console) -> None:
     from serving.model.service import ModelService
     from serving.model.source import LoadedModel
     from serving.settings import ServingSettings
-    from vehicle_model.monitoring import log_key
+    from vehicle_model.records import log_key
 
     with tempfile.TemporaryDirectory(prefix="bench-drift-log-") as tmp:
         frame = _dataset(Path(tmp) / "data", 70, seed=3)
@@ -234,7 +234,7 @@ async def _direct_cost(redis_url: str, prefix: str, classifier, features: np.nda
 
     from serving.monitoring.prediction_log import PredictionLog
     from serving.storage.stores import RedisGuard
-    from vehicle_model.monitoring import summarise
+    from vehicle_model.records import summarise
 
     registry = CollectorRegistry()
     log = PredictionLog(

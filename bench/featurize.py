@@ -27,8 +27,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tasks.data import IMAGE_COLUMN, load_dataset
-from tasks.features import FeatureCache, featurize_into_cache
+from tasks.data.dataset import IMAGE_COLUMN, load_dataset
+from tasks.data.features import FeatureCache, featurize_into_cache
 from vehicle_model.featurizer import INPUT_SIZE, Featurizer, _preprocess_into
 from vehicle_model.images import decode_image
 
@@ -71,7 +71,7 @@ def _parse_args() -> argparse.Namespace:
 
 def _image_paths(data: Path | None, n: int, tmp: Path, console: Console) -> list[str]:
     if data is None:
-        from tasks.synthetic import generate_dataset
+        from tasks.data.synthetic import generate_dataset
 
         with console.status(f"Generating {n} synthetic images"):
             generate_dataset(tmp / "data", n=n, seed=0)

@@ -44,7 +44,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from flows.prefect_api import prefect_api
+    from cli.prefect_api import prefect_api
     from flows.prepare import prepare_data
     from flows.settings import get_settings
     from flows.training import train_pipeline

@@ -75,8 +75,8 @@ BATCH_SIZE = 32
 def base_images(folder: Path, count: int, size: tuple[int, int]) -> list[bytes]:
     """``count`` synthetic vehicle scenes (the training generator's), re-encoded as JPEG at ``size``."""
     sys.path.insert(0, str(ROOT))
-    from tasks.data import load_dataset
-    from tasks.synthetic import generate_dataset
+    from tasks.data.dataset import load_dataset
+    from tasks.data.synthetic import generate_dataset
 
     generate_dataset(folder, n=count, seed=11)
     images = []
@@ -484,9 +484,9 @@ def build_tiny_registry(folder: Path, console: Console) -> str:
     from mlflow import MlflowClient
     from sklearn.linear_model import LogisticRegression
 
-    from tasks.data import load_dataset
-    from tasks.registry import log_classifier, register_version
-    from tasks.synthetic import generate_dataset
+    from tasks.data.dataset import load_dataset
+    from tasks.registry.versions import log_classifier, register_version
+    from tasks.data.synthetic import generate_dataset
     from vehicle_model.featurizer import Featurizer
     from vehicle_model.model import VehicleClassifier
 

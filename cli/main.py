@@ -32,7 +32,7 @@ def generate_data(
     seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
 ) -> None:
     """Generate the deterministic synthetic vehicle dataset (vehicle_type and color)."""
-    from tasks.synthetic import generate_dataset
+    from tasks.data.synthetic import generate_dataset
 
     with _progress() as progress:
         bar = progress.add_task("Generating images", total=n)
@@ -51,8 +51,8 @@ def validate(
     ] = None,
 ) -> None:
     """Check a dataset; print every problem as a table. Exit 1 on any problem."""
-    from tasks.data import load_dataset
-    from tasks.validation import ValidationConfig, validate_dataset
+    from tasks.data.dataset import load_dataset
+    from tasks.data.validation import ValidationConfig, validate_dataset
 
     try:
         dataset = load_dataset(path, attribute)
@@ -91,7 +91,7 @@ def ingest(
     """Add a labelled batch to the training data, checked like training data and against the root's
     images. On any problem: print them, change nothing, exit 1."""
     from flows.ingest import BatchRejected, ingest_batch
-    from flows.prefect_api import prefect_api
+    from cli.prefect_api import prefect_api
 
     try:
         with prefect_api():
@@ -122,7 +122,7 @@ def prepare(
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
 ) -> None:
     """Validate, split and featurize a dataset (the data stage of training)."""
-    from flows.prefect_api import prefect_api
+    from cli.prefect_api import prefect_api
     from flows.prepare import prepare_data
     from flows.settings import get_settings
 
@@ -150,10 +150,10 @@ def train(
 
     When the data and featurizer are unchanged since the champion it trains nothing and says so.
     """
-    from flows.prefect_api import prefect_api
+    from cli.prefect_api import prefect_api
     from flows.training import train_pipeline
-    from tasks.prepare_steps import DataValidationError
-    from tasks.retrain import SkippedRun
+    from tasks.data.prepare_steps import DataValidationError
+    from tasks.registry.retrain import SkippedRun
 
     parameters = dict(
         data=data, candidates=candidate or None, metric=metric, min_improvement=min_improvement,
@@ -220,10 +220,10 @@ def promote(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from flows.prefect_api import prefect_api
+    from cli.prefect_api import prefect_api
     from flows.settings import get_settings
-    from tasks.promotion_steps import registry_lock
-    from tasks.registry import promote as promote_version
+    from tasks.registry.promotion_steps import registry_lock
+    from tasks.registry.versions import promote as promote_version
     from tasks.tracking import use_tracking_store
 
     settings = get_settings()
@@ -249,8 +249,8 @@ def promote(
 
 def _contract_check(client, settings, version: str) -> tuple[str | None, list[str]]:
     """The champion's version and what promoting ``version`` over it changes for clients."""
-    from tasks.gate import contract_changes
-    from tasks.registry import version_contract, version_for_alias
+    from tasks.registry.gate import contract_changes
+    from tasks.registry.versions import version_contract, version_for_alias
 
     client.get_model_version(settings.model_name, version)  # a clear error for an unknown version
     champion = version_for_alias(client, settings.model_name, settings.model_alias)
@@ -277,11 +277,11 @@ def rollback() -> None:
     """Make the 'previous' version champion again (champion and previous swap), under the registry lock."""
     from mlflow import MlflowClient
 
-    from flows.prefect_api import prefect_api
+    from cli.prefect_api import prefect_api
     from flows.settings import get_settings
-    from tasks.promotion_steps import registry_lock
-    from tasks.registry import rollback as rollback_versions
-    from tasks.registry import rollback_pair
+    from tasks.registry.promotion_steps import registry_lock
+    from tasks.registry.versions import rollback as rollback_versions
+    from tasks.registry.versions import rollback_pair
     from tasks.tracking import use_tracking_store
 
     settings = get_settings()
@@ -347,7 +347,7 @@ def monitor(
     from redis.exceptions import RedisError
 
     from flows.monitoring import monitor_drift
-    from flows.prefect_api import prefect_api
+    from cli.prefect_api import prefect_api
 
     try:
         with prefect_api():

@@ -11,10 +11,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed, State
 
 from flows.settings import get_settings
-from tasks.dataset_steps import SYNTHETIC
-from tasks.ingest import BatchCheck, add_batch, batch_name, check_batch
-from tasks.prepare_steps import DataValidationError
-from tasks.validation import ValidationConfig, problems_markdown
+from tasks.data.dataset_steps import SYNTHETIC
+from tasks.data.ingest import BatchCheck, add_batch, batch_name, check_batch
+from tasks.data.prepare_steps import DataValidationError
+from tasks.data.validation import ValidationConfig, problems_markdown
 
 
 class BatchRejected(DataValidationError):

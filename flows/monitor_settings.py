@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasks.drift import Thresholds
+from tasks.monitoring.drift import Thresholds
 
 
 class MonitorSettings(BaseSettings):

@@ -11,8 +11,8 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.monitor_settings import MonitorSettings, get_monitor_settings
-from tasks.drift import Thresholds
-from tasks.monitor_steps import (
+from tasks.monitoring.drift import Thresholds
+from tasks.monitoring.drift_steps import (
     DriftSummary,
     detect_drift_task,
     drifted_regions,

@@ -7,8 +7,8 @@ from prefect import flow, get_run_logger
 
 from flows.settings import PipelineSettings, get_settings
 from flows.runners import make_task_runner
-from tasks.features import FeatureCache, shard
-from tasks.prepare_steps import (
+from tasks.data.features import FeatureCache, shard
+from tasks.data.prepare_steps import (
     PreparedData,
     assemble_task,
     featurize_shard_task,
@@ -16,15 +16,15 @@ from tasks.prepare_steps import (
     split_task,
     validate_task,
 )
-from tasks.shifts import (
+from tasks.data.shifts import (
     SHIFT_COLUMN,
     augmented_training_rows,
     greyscale_calibration_rows,
     over_exposure_expert_rows,
     shifted_evaluation_rows,
 )
-from tasks.split import SplitFractions
-from tasks.validation import SHA_COLUMN, ValidationConfig
+from tasks.data.split import SplitFractions
+from tasks.data.validation import SHA_COLUMN, ValidationConfig
 from vehicle_model.featurizer import Featurizer
 
 

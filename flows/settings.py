@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasks.gate import GatePolicy
+from tasks.registry.gate import GatePolicy
 
 
 class PipelineSettings(BaseSettings):

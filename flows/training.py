@@ -18,12 +18,12 @@ from flows.logs import file_logger
 from flows.prepare import prepare_data
 from flows.runners import make_task_runner
 from flows.settings import PipelineSettings, gate_policy, get_settings
-from tasks.candidates import candidate_names
-from tasks.dataset_steps import resolve_dataset_task
-from tasks.evaluation import CandidateFailure, CandidateResult, leaderboard, score
-from tasks.gate import decision_markdown
-from tasks.prepare_steps import PreparedData
-from tasks.promotion_steps import (
+from tasks.training.candidates import candidate_names
+from tasks.data.dataset_steps import resolve_dataset_task
+from tasks.training.evaluation import CandidateFailure, CandidateResult, leaderboard, score
+from tasks.registry.gate import decision_markdown
+from tasks.data.prepare_steps import PreparedData
+from tasks.registry.promotion_steps import (
     gate_task,
     promote_task,
     register_task,
@@ -31,10 +31,10 @@ from tasks.promotion_steps import (
     report_skip_task,
     unchanged_since_task,
 )
-from tasks.reference import log_reference_task
-from tasks.retrain import SkippedRun
+from tasks.monitoring.reference import log_reference_task
+from tasks.registry.retrain import SkippedRun
 from tasks.tracking import local_artifact_root, parent_run, use_tracking_store
-from tasks.train_steps import publish_leaderboard_task, report_decision_task, score_on_test_task, train_candidate_task
+from tasks.training.train_steps import publish_leaderboard_task, report_decision_task, score_on_test_task, train_candidate_task
 
 Metric = Literal["macro_f1", "accuracy", "log_loss", "ece"]
 
@@ -77,7 +77,7 @@ def train_pipeline(
         seed: seed for the split, the searches, the models and the gate's bootstrap.
         time_budget_seconds: per-candidate budget for the hyperparameter search.
         augment_copies: shifted copies of each training image added to the heads' refit
-            (``tasks.shifts``); 0 trains on the clean images alone.
+            (``tasks.data.shifts``); 0 trains on the clean images alone.
         force: train even when the data and featurizer are unchanged since the champion.
         trigger: what started this run (e.g. ``schedule``, ``drift``); shown if the run is skipped.
         drift_regions: regions where drift was seen, when a drift check started this run.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.synthetic import generate_dataset
+from tasks.data.synthetic import generate_dataset
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -5,7 +5,7 @@ An infrared night camera keeps only luminance, and several body colours share on
 colour frames; fitted on colour frames, it is as sure of itself there as anywhere. Greyscale
 is the one shift a frame announces (``featurizer.is_greyscale``), so it is the one whose
 confidence can be corrected at prediction time: a temperature fitted on greyscale copies of
-the validation images (``tasks.training.fit_greyscale_temperature``). Colour frames are
+the validation images (``tasks.training.search.fit_greyscale_temperature``). Colour frames are
 left exactly as the head answers them.
 """
 

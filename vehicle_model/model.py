@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from vehicle_model.featurizer import Featurizer
-from vehicle_model.monitoring import summarise
+from vehicle_model.records import summarise
 
 Prediction = dict[str, dict[str, object]]  # attribute -> {"label": str, "probabilities": {class: p}}
 

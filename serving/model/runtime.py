@@ -13,7 +13,7 @@ from PIL import Image
 
 from vehicle_model.images import ImageDecodeError, ImageLimits, decode_image
 from vehicle_model.model import Prediction, VehicleClassifier
-from vehicle_model.monitoring import SUMMARY_DIM
+from vehicle_model.records import SUMMARY_DIM
 
 WARM_UP_IMAGE_SIZE = (64, 48)
 
@@ -25,7 +25,7 @@ def decode_and_predict(
 
     Returns:
         One entry per blob, in order: its prediction, or the error that rejected it; and the
-        predicted images' summaries for the prediction log (``vehicle_model.monitoring``), in order.
+        predicted images' summaries for the prediction log (``vehicle_model.records``), in order.
     """
     decoded: list[Image.Image | ImageDecodeError] = []
     for blob in blobs:

@@ -2,7 +2,7 @@
 
 The drift monitor (``flows/monitoring.py``) reads the stream and compares it, region by
 region, with the serving version's reference sample. Records use the shared format of
-``vehicle_model.monitoring`` (labels, top probabilities, the projected embedding).
+``vehicle_model.records`` (labels, top probabilities, the projected embedding).
 
 Writing never slows or fails a request: ``submit`` only samples and appends to a bounded
 queue (no I/O, no await, no exception); a background task builds the records and appends them
@@ -27,7 +27,7 @@ from prometheus_client import Counter
 
 from serving.storage.stores import RedisGuard, RedisUnavailable
 from vehicle_model.model import Prediction
-from vehicle_model.monitoring import RECORD_FIELD, encode, log_key, prediction_record
+from vehicle_model.records import RECORD_FIELD, encode, log_key, prediction_record
 
 logger = logging.getLogger("serving.prediction_log")
 

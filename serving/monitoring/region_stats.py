@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from serving.storage.stores import RedisGuard, RedisUnavailable
 from vehicle_model.model import Prediction
-from vehicle_model.monitoring import drift_status_key
+from vehicle_model.records import drift_status_key
 
 REGION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 DEFAULT_REGION = "unknown"

@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from e2e_support import MODEL, Sandbox
-from tasks.candidates import CANDIDATES
+from tasks.training.candidates import CANDIDATES
 
 pytestmark = pytest.mark.e2e
 

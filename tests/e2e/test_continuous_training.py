@@ -29,9 +29,9 @@ from e2e_support import MODEL, Sandbox, tail
 from flows.deploy import load_specs
 from flows.ingest import ingest_batch
 from flows.training import TrainingSummary, train_pipeline
-from tasks.data import load_dataset
-from tasks.retrain import SkippedRun
-from tasks.synthetic import generate_dataset
+from tasks.data.dataset import load_dataset
+from tasks.registry.retrain import SkippedRun
+from tasks.data.synthetic import generate_dataset
 
 pytestmark = pytest.mark.e2e
 

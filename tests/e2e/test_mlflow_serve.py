@@ -58,8 +58,8 @@ def registered(sandbox: Sandbox, tiny_dataset: Path) -> VehicleClassifier:
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
-    from tasks.data import load_dataset
-    from tasks.registry import log_classifier, register_version
+    from tasks.data.dataset import load_dataset
+    from tasks.registry.versions import log_classifier, register_version
     from vehicle_model.featurizer import Featurizer
 
     dataset = load_dataset(tiny_dataset)

@@ -16,9 +16,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 from prefect.settings import PREFECT_API_URL
 
-import tasks.registry
+import tasks.registry.versions
 from flows.training import train_pipeline
-from tasks.registry import CHAMPION, version_for_alias
+from tasks.registry.versions import CHAMPION, version_for_alias
 
 pytestmark = pytest.mark.flows
 
@@ -43,7 +43,7 @@ def _fails_once(monkeypatch: pytest.MonkeyPatch, owner, name: str) -> list[str]:
 
 def test_transient_tracking_errors_are_retried(pipeline_env, tiny_dataset, monkeypatch):
     leaderboard = _fails_once(monkeypatch, mlflow, "log_table")
-    registration = _fails_once(monkeypatch, tasks.registry.mlflow, "register_model")
+    registration = _fails_once(monkeypatch, tasks.registry.versions.mlflow, "register_model")
 
     summary = train_pipeline(data=str(tiny_dataset), candidates=FAST, time_budget_seconds=5)
 

@@ -11,7 +11,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.ingest import BatchRejected, ingest_batch
-from tasks.data import load_dataset
+from tasks.data.dataset import load_dataset
 
 pytestmark = pytest.mark.flows
 

@@ -24,10 +24,10 @@ from typer.testing import CliRunner
 from cli.main import app
 from flows.monitoring import monitor_drift
 from flows.training import train_pipeline
-from tasks.features import load_split
-from tasks.prediction_log import checkpoint_key
-from tasks.reference import REFERENCE_TAG, load_reference
-from vehicle_model.monitoring import PROJECTION_DIM, RECORD_FIELD, TONE_DIM, drift_status_key, encode, log_key
+from tasks.data.features import load_split
+from tasks.monitoring.log_reader import checkpoint_key
+from tasks.monitoring.reference import REFERENCE_TAG, load_reference
+from vehicle_model.records import PROJECTION_DIM, RECORD_FIELD, TONE_DIM, drift_status_key, encode, log_key
 
 pytestmark = pytest.mark.flows
 

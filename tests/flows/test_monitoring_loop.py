@@ -21,9 +21,9 @@ from flows.monitoring import monitor_drift
 from flows.training import train_pipeline
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tasks.synthetic import generate_dataset
+from tasks.data.synthetic import generate_dataset
 from test_monitoring import _drift_events
-from vehicle_model.monitoring import log_key
+from vehicle_model.records import log_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 

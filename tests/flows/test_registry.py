@@ -6,7 +6,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tasks.registry import PREVIOUS, promote, rollback, version_for_alias
+from tasks.registry.versions import PREVIOUS, promote, rollback, version_for_alias
 
 pytestmark = pytest.mark.flows
 

@@ -17,11 +17,11 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.events.worker import EventsWorker
 
 from flows.training import TrainingSummary, train_pipeline
-from tasks import candidates as candidate_registry
-from tasks.candidates import CANDIDATES
-from tasks.registry import CHALLENGER, CHAMPION, PREVIOUS, rollback, version_for_alias
-from tasks.retrain import SkippedRun
-from tasks.shifts import SHIFTS
+from tasks.training import candidates as candidate_registry
+from tasks.training.candidates import CANDIDATES
+from tasks.registry.versions import CHALLENGER, CHAMPION, PREVIOUS, rollback, version_for_alias
+from tasks.registry.retrain import SkippedRun
+from tasks.data.shifts import SHIFTS
 from vehicle_model import featurizer as featurizer_module
 
 pytestmark = pytest.mark.flows

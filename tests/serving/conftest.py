@@ -47,8 +47,8 @@ def registry_template(
     import mlflow
     from mlflow import MlflowClient
 
-    from tasks.data import load_dataset
-    from tasks.registry import log_classifier, register_version
+    from tasks.data.dataset import load_dataset
+    from tasks.registry.versions import log_classifier, register_version
     from vehicle_model.featurizer import Featurizer
 
     folder = tmp_path_factory.mktemp("serving-registry")

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from conftest import Stack
 from e2e_support import REPO, free_port, wait_for_http
-from tasks.candidates import CANDIDATES
+from tasks.training.candidates import CANDIDATES
 
 pytestmark = pytest.mark.stack
 

@@ -22,7 +22,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from conftest import Stack
-from tasks.candidates import CANDIDATES
+from tasks.training.candidates import CANDIDATES
 from e2e_support import MODEL, REPO, free_port, tail
 
 pytestmark = pytest.mark.stack

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks.data import load_dataset
-from tasks.validation import validate_dataset
+from tasks.data.dataset import load_dataset
+from tasks.data.validation import validate_dataset
 
 pytestmark = pytest.mark.unit
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.drift import ALL, Thresholds, detect, records_frame
+from tasks.monitoring.drift import ALL, Thresholds, detect, records_frame
 from vehicle_model.featurizer import EMBEDDING_DIM, FEATURE_DIM, colour_histogram
-from vehicle_model.monitoring import (
+from vehicle_model.records import (
     PROJECTION_DIM,
     PROJECTION_VERSION,
     SUMMARY_DIM,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from tasks.train_steps import _flat_params
-from tasks.training import fit_candidate
+from tasks.training.train_steps import _flat_params
+from tasks.training.search import fit_candidate
 from vehicle_model.calibration import GreyscaleTempered
 from vehicle_model.exposure import OverExposureRouted
 from vehicle_model.featurizer import CHROMA_COLUMN, CLIPPED_COLUMN, FEATURE_DIM, OVER_EXPOSED_CLIPPED

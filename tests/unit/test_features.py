@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data import load_dataset
-from tasks.features import FeatureCache, assemble, featurize_into_cache, features_from, load_split, shard
-from tasks.shifts import apply_shift, shift_key
+from tasks.data.dataset import load_dataset
+from tasks.data.features import FeatureCache, assemble, featurize_into_cache, features_from, load_split, shard
+from tasks.data.shifts import apply_shift, shift_key
 from vehicle_model.featurizer import FEATURE_DIM, Featurizer
 from vehicle_model.images import decode_image
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.data import load_dataset
-from tasks.shifts import apply_shift, shift_key
+from tasks.data.dataset import load_dataset
+from tasks.data.shifts import apply_shift, shift_key
 from vehicle_model.featurizer import (
     DEFAULT_BACKBONE,
     EMBEDDING_DIM,

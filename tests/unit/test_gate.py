@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.evaluation import attribute_metrics
-from tasks.gate import (
+from tasks.training.evaluation import attribute_metrics
+from tasks.registry.gate import (
     Comparison,
     GatePolicy,
     contract_changes,
@@ -15,7 +15,7 @@ from tasks.gate import (
     paired_bootstrap,
     weighted_scores,
 )
-from tasks.retrain import SkippedRun, unchanged_since
+from tasks.registry.retrain import SkippedRun, unchanged_since
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from tasks.evaluation import expected_calibration_error
-from tasks.training import fit_candidate, fit_temperature
+from tasks.training.evaluation import expected_calibration_error
+from tasks.training.search import fit_candidate, fit_temperature
 from vehicle_model.calibration import GreyscaleTempered, temper
 from vehicle_model.featurizer import CHROMA_COLUMN, FEATURE_DIM
 

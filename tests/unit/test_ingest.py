@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.data import load_dataset
-from tasks.ingest import add_batch, batch_name, check_batch
-from tasks.validation import ValidationConfig, validate_dataset
-from tasks.split import fingerprint
+from tasks.data.dataset import load_dataset
+from tasks.data.ingest import add_batch, batch_name, check_batch
+from tasks.data.validation import ValidationConfig, validate_dataset
+from tasks.data.split import fingerprint
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tasks.candidates import CandidateSpec
-from tasks.training import fit_candidate, search
+from tasks.training.candidates import CandidateSpec
+from tasks.training.search import fit_candidate, search
 from vehicle_model.featurizer import FEATURE_DIM
 
 pytestmark = pytest.mark.unit

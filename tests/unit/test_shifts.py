@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks.data import load_dataset
-from tasks.shifts import (
+from tasks.data.dataset import load_dataset
+from tasks.data.shifts import (
     SHIFTS,
     apply_shift,
     augmented_training_rows,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.data import load_dataset
-from tasks.split import SplitFractions, SplitLedger, assign_splits, fingerprint
-from tasks.validation import validate_dataset
+from tasks.data.dataset import load_dataset
+from tasks.data.split import SplitFractions, SplitLedger, assign_splits, fingerprint
+from tasks.data.validation import validate_dataset
 
 pytestmark = pytest.mark.unit
 

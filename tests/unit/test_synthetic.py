@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tasks.synthetic import COLORS, VEHICLE_TYPES, generate_dataset
+from tasks.data.synthetic import COLORS, VEHICLE_TYPES, generate_dataset
 
 
 def _read_rows(labels: Path) -> list[dict[str, str]]:

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks.data import load_dataset
-from tasks.validation import REPORT_COLUMNS, ValidationConfig, ValidationResult, validate_dataset
+from tasks.data.dataset import load_dataset
+from tasks.data.validation import REPORT_COLUMNS, ValidationConfig, ValidationResult, validate_dataset
 from vehicle_model.images import ImageLimits
 
 from test_images import CRAFTED_EXIF

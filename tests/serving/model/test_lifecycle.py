@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from serving.app import create_app
 from serving.model.runtime import decode_and_predict
-from vehicle_model.monitoring import SUMMARY_DIM
+from vehicle_model.records import SUMMARY_DIM
 from serving.model.service import ModelService, ModelUnavailable
 from serving_helpers import CLASSIFY, assert_error, free_port, metric, running_server, unique_png
 from vehicle_model.images import ImageLimits

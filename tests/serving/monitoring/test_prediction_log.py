@@ -16,7 +16,7 @@ from serving.app import create_app
 from serving.monitoring.prediction_log import PredictionLog
 from serving.storage.stores import RedisGuard, redis_client
 from serving_helpers import BATCH, CLASSIFY, metric, unique_png
-from vehicle_model.monitoring import PROJECTION_DIM, SUMMARY_DIM, TONE_DIM, decode, drift_status_key, log_key
+from vehicle_model.records import PROJECTION_DIM, SUMMARY_DIM, TONE_DIM, decode, drift_status_key, log_key
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from tasks.data import IMAGE_COLUMN, SPLIT_COLUMN, SPLITS, Dataset
+from tasks.data.dataset import IMAGE_COLUMN, SPLIT_COLUMN, SPLITS, Dataset
 from vehicle_model.images import ImageDecodeError, ImageLimits, decode_image
 
 REPORT_COLUMNS = ["image", "column", "check", "value"]

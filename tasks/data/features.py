@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from tasks.data import IMAGE_COLUMN, SPLIT_COLUMN
-from tasks.shifts import SHIFT_COLUMN, SHIFTED_SPLIT_PREFIX, apply_shift
-from tasks.validation import SHA_COLUMN
+from tasks.data.dataset import IMAGE_COLUMN, SPLIT_COLUMN
+from tasks.data.shifts import SHIFT_COLUMN, SHIFTED_SPLIT_PREFIX, apply_shift
+from tasks.data.validation import SHA_COLUMN
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.images import ImageLimits, decode_image
 
@@ -66,7 +66,7 @@ def featurize_into_cache(
 ) -> int:
     """Featurizes the images whose content is not cached yet; returns how many it computed.
 
-    With ``shifts``, a row naming a kind is its image under that shift (``tasks.shifts``),
+    With ``shifts``, a row naming a kind is its image under that shift (``tasks.data.shifts``),
     cached under its ``sha256``, which is then the shifted image's key.
     """
     kinds = list(shifts) if shifts is not None else [None] * len(paths)

@@ -18,11 +18,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from redis import Redis
 
-from tasks.drift import ALL, Thresholds, detect, records_frame
-from tasks.drift_report import html_report, markdown_report
-from tasks.prediction_log import LogWindow, publish_status, read_log, save_checkpoint
-from tasks.reference import load_reference
-from tasks.registry import version_for_alias
+from tasks.monitoring.drift import ALL, Thresholds, detect, records_frame
+from tasks.monitoring.report import html_report, markdown_report
+from tasks.monitoring.log_reader import LogWindow, publish_status, read_log, save_checkpoint
+from tasks.monitoring.reference import load_reference
+from tasks.registry.versions import version_for_alias
 from tasks.tracking import ensure_experiment
 
 DRIFT_EVENT = "vehicle.drift.detected"

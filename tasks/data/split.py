@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.data import SPLIT_COLUMN, SPLITS
-from tasks.validation import SHA_COLUMN
+from tasks.data.dataset import SPLIT_COLUMN, SPLITS
+from tasks.data.validation import SHA_COLUMN
 
 TRAIN, VALIDATION, TEST = SPLITS
 

@@ -25,7 +25,7 @@ from mlflow.types.schema import ColSpec, Schema
 from PIL import Image
 
 import vehicle_model
-from tasks.gate import PromotionDecision
+from tasks.registry.gate import PromotionDecision
 from vehicle_model.model import VehicleClassifier
 from vehicle_model.pyfunc import BACKBONE_ARTIFACT, HEADS_ARTIFACT, INPUT_COLUMN, VehiclePyfunc
 

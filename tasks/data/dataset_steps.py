@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from tasks.synthetic import generate_dataset
+from tasks.data.synthetic import generate_dataset
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_SIZE = 3000

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from tasks.drift import ALL, records_frame
+from tasks.monitoring.drift import ALL, records_frame
 
 if TYPE_CHECKING:
-    from tasks.monitor_steps import DriftSummary
+    from tasks.monitoring.drift_steps import DriftSummary
 
 
 def markdown_report(summary: DriftSummary) -> str:

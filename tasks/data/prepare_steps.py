@@ -11,10 +11,10 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.data import IMAGE_COLUMN, SPLIT_COLUMN, Dataset, load_dataset
-from tasks.features import FeatureCache, assemble, featurize_into_cache
-from tasks.split import SplitFractions, SplitLedger, assign_splits, fingerprint
-from tasks.validation import SHA_COLUMN, ValidationConfig, problems_markdown, validate_dataset
+from tasks.data.dataset import IMAGE_COLUMN, SPLIT_COLUMN, Dataset, load_dataset
+from tasks.data.features import FeatureCache, assemble, featurize_into_cache
+from tasks.data.split import SplitFractions, SplitLedger, assign_splits, fingerprint
+from tasks.data.validation import SHA_COLUMN, ValidationConfig, problems_markdown, validate_dataset
 from vehicle_model.featurizer import Featurizer
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from vehicle_model.monitoring import RECORD_FIELD, decode, drift_status_key, log_key
+from vehicle_model.records import RECORD_FIELD, decode, drift_status_key, log_key
 
 DEFAULT_WINDOW_MINUTES = 60  # what a first run (no checkpoint yet) reads
 PAGE = 1000

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tasks.evaluation import LOWER_IS_BETTER
+from tasks.training.evaluation import LOWER_IS_BETTER
 
 Probabilities = Mapping[str, tuple[Sequence[str], np.ndarray]]  # attribute -> (classes, [N, C] probabilities)
 ECE_BINS = 10

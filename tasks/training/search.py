@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA
 from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_val_score, train_test_split
 
-from tasks.candidates import CANDIDATES, CandidateSpec
+from tasks.training.candidates import CANDIDATES, CandidateSpec
 from vehicle_model.calibration import GreyscaleTempered, temper
 from vehicle_model.exposure import OverExposureRouted
 

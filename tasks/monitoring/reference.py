@@ -2,7 +2,7 @@
 
 Drift is measured against what the serving version was validated on, so at registration the
 winner's heads predict its validation features and the records (the same format serving
-logs, ``vehicle_model.monitoring``) become an MLflow artifact of the run that logged the
+logs, ``vehicle_model.records``) become an MLflow artifact of the run that logged the
 model; the version's tag ``monitoring.reference`` points to it.
 """
 
@@ -16,10 +16,10 @@ import numpy as np
 from mlflow import MlflowClient
 from prefect import get_run_logger, task
 
-from tasks.features import load_split
+from tasks.data.features import load_split
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.model import VehicleClassifier
-from vehicle_model.monitoring import decode, encode, prediction_record, summarise
+from vehicle_model.records import decode, encode, prediction_record, summarise
 
 REFERENCE_ARTIFACT = "monitoring/reference.jsonl"
 REFERENCE_TAG = "monitoring.reference"

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter, ImageOps
 
-from tasks.data import SPLIT_COLUMN
-from tasks.validation import SHA_COLUMN
+from tasks.data.dataset import SPLIT_COLUMN
+from tasks.data.validation import SHA_COLUMN
 
 Shift = Callable[[Image.Image, np.random.Generator], Image.Image]
 

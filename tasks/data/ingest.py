@@ -1,6 +1,6 @@
 """Adding a labelled batch to a training data root: checked against what is there, added atomically.
 
-The root is a folder of batch folders (``tasks.data``). A new batch passes the same pandera
+The root is a folder of batch folders (``tasks.data.dataset``). A new batch passes the same pandera
 checks as training data, run over the root and the batch together so that the same image
 content under other labels, or a class still too small, is caught; only the new batch's
 rows are reported. A batch that passes is copied under a hidden name and renamed into place,
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.data import IMAGE_COLUMN, MANIFEST_NAME, SPLIT_COLUMN, Dataset, is_batch_root, load_dataset, visible_children
-from tasks.validation import REPORT_COLUMNS, SHA_COLUMN, ValidationConfig, validate_dataset
+from tasks.data.dataset import IMAGE_COLUMN, MANIFEST_NAME, SPLIT_COLUMN, Dataset, is_batch_root, load_dataset, visible_children
+from tasks.data.validation import REPORT_COLUMNS, SHA_COLUMN, ValidationConfig, validate_dataset
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from tasks.data import IMAGE_COLUMN, SPLIT_COLUMN
-from tasks.evaluation import score
-from tasks.features import FeatureCache, features_from
-from tasks.gate import GatePolicy, Probabilities, PromotionDecision, contract_changes, decide, paired_bootstrap
-from tasks.prepare_steps import PreparedData
-from tasks.registry import (
+from tasks.data.dataset import IMAGE_COLUMN, SPLIT_COLUMN
+from tasks.training.evaluation import score
+from tasks.data.features import FeatureCache, features_from
+from tasks.registry.gate import GatePolicy, Probabilities, PromotionDecision, contract_changes, decide, paired_bootstrap
+from tasks.data.prepare_steps import PreparedData
+from tasks.registry.versions import (
     CHALLENGER,
     apply_decision,
     log_classifier,
@@ -34,10 +34,10 @@ from tasks.registry import (
     version_featurizer,
     version_for_alias,
 )
-from tasks.retrain import DATASET_TAG, FEATURIZER_TAG, FINGERPRINT_TAG, IMAGES_TAG, SkippedRun, unchanged_since
+from tasks.registry.retrain import DATASET_TAG, FEATURIZER_TAG, FINGERPRINT_TAG, IMAGES_TAG, SkippedRun, unchanged_since
 from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, within_run
-from tasks.train_steps import CandidateResult
-from tasks.validation import SHA_COLUMN
+from tasks.training.train_steps import CandidateResult
+from tasks.data.validation import SHA_COLUMN
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.model import VehicleClassifier
 

@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from threadpoolctl import threadpool_limits
 
-from tasks.evaluation import (
+from tasks.training.evaluation import (
     LOWER_IS_BETTER,
     SHIFT_METRIC_PREFIX,
     CandidateFailure,
@@ -24,10 +24,10 @@ from tasks.evaluation import (
     shift_table,
     worst_shift,
 )
-from tasks.features import load_shifted, load_split, load_split_if_present
-from tasks.shifts import AUGMENT_SPLIT, GREYSCALE_CALIBRATION_SPLIT, OVER_EXPOSURE_EXPERT_SPLIT
+from tasks.data.features import load_shifted, load_split, load_split_if_present
+from tasks.data.shifts import AUGMENT_SPLIT, GREYSCALE_CALIBRATION_SPLIT, OVER_EXPOSURE_EXPERT_SPLIT
 from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY
-from tasks.training import CV_FOLDS, fit_candidate
+from tasks.training.search import CV_FOLDS, fit_candidate
 from vehicle_model.calibration import GreyscaleTempered
 from vehicle_model.exposure import OverExposureRouted
 

@@ -1,0 +1,1 @@
+"""The data stage: loading, validation, the split, shifts, features, ingest, the generator."""

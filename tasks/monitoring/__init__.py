@@ -1,0 +1,1 @@
+"""The monitoring stage: reading the prediction log, reference samples, drift and its report."""

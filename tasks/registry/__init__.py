@@ -1,0 +1,1 @@
+"""The registry stage: logging and registering versions, the gate, retrain rules, promotion."""

@@ -1,0 +1,1 @@
+"""The training stage: the candidate registry, the search, evaluation."""
