@@ -6,7 +6,7 @@ DATA ?= data/synthetic
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: install install-export run train serve test test-e2e test-images bench bench-serving soak browser clean
+.PHONY: install install-export run train serve lint test test-e2e test-images bench bench-serving soak browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,13 @@ run: train serve
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null)
 
+# ruff's lint and format check over the whole tree (configured in pyproject.toml).
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 # Uses the Redis on 6379 when it answers; otherwise starts a throwaway one and stops it after.
-test: $(VENV)/.installed-export browser
+test: lint $(VENV)/.installed-export browser
 	@REDIS_TEST_URL="$$(scripts/ensure_redis.sh)" && export REDIS_TEST_URL && \
 		echo "Redis for tests: $$REDIS_TEST_URL" && \
 		status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \

@@ -24,9 +24,9 @@ import asyncio
 import io
 import os
 import statistics
+import tempfile
 import time
 import uuid
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -37,9 +37,9 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.linear_model import LogisticRegression
 
+from tasks.data.synthetic import generate_dataset
 from tasks.monitoring.drift import Thresholds, detect, records_frame
 from tasks.monitoring.reference import reference_records
-from tasks.data.synthetic import generate_dataset
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.model import VehicleClassifier
 from vehicle_model.records import prediction_record
@@ -73,7 +73,7 @@ def detection(args: argparse.Namespace, console: Console) -> None:
         console.print("Featurizing...")
         X = featurizer.transform_paths(list(train["path"]))
         split = np.random.default_rng(0).permutation(len(train))
-        fit, val = split[: len(split) * 2 // 3], split[len(split) * 2 // 3:]
+        fit, val = split[: len(split) * 2 // 3], split[len(split) * 2 // 3 :]
         heads = {a: LogisticRegression(max_iter=2000).fit(X[fit], train[a].to_numpy()[fit]) for a in ATTRIBUTES}
         classifier = VehicleClassifier(featurizer=featurizer, heads=heads)
         reference = records_frame(reference_records(classifier, X[val], "bench", "1"))
@@ -94,7 +94,10 @@ def _dataset(root: Path, n: int, seed: int) -> pd.DataFrame:
 def _records(classifier: VehicleClassifier, pool: pd.DataFrame, shift) -> list[dict]:
     images = [shift(Image.open(path).convert("RGB")) for path in pool["path"]]
     predictions, summaries = classifier.predict_images_summarised(images)
-    return [prediction_record(p, x, region="bench", model="bench", version="1", time=0.0) for p, x in zip(predictions, summaries)]
+    return [
+        prediction_record(p, x, region="bench", model="bench", version="1", time=0.0)
+        for p, x in zip(predictions, summaries)
+    ]
 
 
 def _windows(reference: pd.DataFrame, traffic: dict[str, list[dict]], sizes: list[int], count: int) -> list[dict]:
@@ -109,16 +112,20 @@ def _windows(reference: pd.DataFrame, traffic: dict[str, list[dict]], sizes: lis
                 result = detect(reference, records_frame([records[i] for i in picks]), thresholds)[0]["all"]
                 flagged += result.drift
                 named.update(result.drifted)
-            rows.append({"kind": kind, "size": size, "rate": flagged / count, "named": named, "replace": size > len(records)})
+            rows.append(
+                {"kind": kind, "size": size, "rate": flagged / count, "named": named, "replace": size > len(records)}
+            )
     return rows
 
 
 def _table(console: Console, rows: list[dict], args: argparse.Namespace, reference: int, one_class: int) -> None:
     t = Thresholds()
-    table = Table(title=(
-        f"Drift detected per window ({args.windows} windows each; reference: {reference} validation records; "
-        f"p < {t.p_value}, score >= {t.min_effect}, feature share >= {t.feature_share})"
-    ))
+    table = Table(
+        title=(
+            f"Drift detected per window ({args.windows} windows each; reference: {reference} validation records; "
+            f"p < {t.p_value}, score >= {t.min_effect}, feature share >= {t.feature_share})"
+        )
+    )
     for column in ("shift", "window size", "flagged", "most often flagged on"):
         table.add_column(column)
     for row in rows:
@@ -151,7 +158,9 @@ async def overhead(args: argparse.Namespace, console: Console) -> None:
         featurizer = Featurizer()
         X = featurizer.transform_paths(list(frame["path"]))
         heads = {a: LogisticRegression(max_iter=2000).fit(X, frame[a].to_numpy()) for a in ATTRIBUTES}
-        model = LoadedModel(name="bench", version="1", alias="champion", classifier=VehicleClassifier(featurizer, heads))
+        model = LoadedModel(
+            name="bench", version="1", alias="champion", classifier=VehicleClassifier(featurizer, heads)
+        )
         base = Image.open(frame["path"][0]).convert("RGB")
         prefix = f"bench-drift-{uuid.uuid4().hex[:8]}"
 
@@ -171,8 +180,13 @@ async def overhead(args: argparse.Namespace, console: Console) -> None:
         async def run(sample_rate: float, offset: int) -> tuple[float, float]:
             """(requests per second, CPU ms per request) for one pass."""
             settings = ServingSettings(
-                redis_url=args.redis_url, redis_key_prefix=prefix, rate_limit_per_minute=0, log_dir=Path(tmp) / "logs",
-                prediction_log_sample_rate=sample_rate, prediction_log_max_per_second=0, inference_threads=2,
+                redis_url=args.redis_url,
+                redis_key_prefix=prefix,
+                rate_limit_per_minute=0,
+                log_dir=Path(tmp) / "logs",
+                prediction_log_sample_rate=sample_rate,
+                prediction_log_max_per_second=0,
+                inference_threads=2,
             )
             service = ModelService(None, model, inference_threads=2, onnx_threads=1)
             bodies = [png(offset + i) for i in range(args.requests)]
@@ -184,7 +198,9 @@ async def overhead(args: argparse.Namespace, console: Console) -> None:
                 async def worker() -> None:
                     while not queue.empty():
                         body = queue.get_nowait()
-                        response = await client.post("/api/vehicle/classify", files={"file": ("x.png", body, "image/png")})
+                        response = await client.post(
+                            "/api/vehicle/classify", files={"file": ("x.png", body, "image/png")}
+                        )
                         assert response.status_code == 200, response.text
 
                 started, cpu = time.perf_counter(), cpu_seconds()
@@ -201,15 +217,22 @@ async def overhead(args: argparse.Namespace, console: Console) -> None:
         redis.delete(log_key(prefix))
         direct = await _direct_cost(args.redis_url, prefix, model.classifier, X[:1])
         redis.delete(log_key(prefix))
-    title = (f"Classify, {args.requests} single-image requests x {args.repeats} interleaved passes, 4 concurrent, "
-             "in-process app with Redis")
+    title = (
+        f"Classify, {args.requests} single-image requests x {args.repeats} interleaved passes, 4 concurrent, "
+        "in-process app with Redis"
+    )
     table = Table(title=title)
     for column in ("prediction log", "req/s (median)", "req/s per pass", "CPU ms/req (median)", "CPU ms/req per pass"):
         table.add_column(column)
     for name, values in runs.items():
         rates, costs = [v[0] for v in values], [v[1] for v in values]
-        table.add_row(name, f"{statistics.median(rates):.1f}", ", ".join(f"{v:.1f}" for v in rates),
-                      f"{statistics.median(costs):.2f}", ", ".join(f"{v:.2f}" for v in costs))
+        table.add_row(
+            name,
+            f"{statistics.median(rates):.1f}",
+            ", ".join(f"{v:.1f}" for v in rates),
+            f"{statistics.median(costs):.2f}",
+            ", ".join(f"{v:.2f}" for v in costs),
+        )
     console.print(table)
     # Paired by pass, so a slow moment of the machine falls on both sides of a ratio.
     cost = statistics.median(on[1] / off[1] - 1 for off, on in zip(runs["log off"], runs["log on"]))
@@ -222,12 +245,15 @@ async def overhead(args: argparse.Namespace, console: Console) -> None:
     per_request = statistics.median(v[1] for v in runs["log off"]) * 1000
     total = sum(direct.values())
     console.print(
-        "direct cost per logged image, timed alone: " + ", ".join(f"{k} {v:.1f} us" for k, v in direct.items())
+        "direct cost per logged image, timed alone: "
+        + ", ".join(f"{k} {v:.1f} us" for k, v in direct.items())
         + f"; {total:.0f} us in all = {total / per_request:.2%} of a request's {per_request / 1000:.1f} CPU ms"
     )
 
 
-async def _direct_cost(redis_url: str, prefix: str, classifier, features: np.ndarray, n: int = 2000) -> dict[str, float]:
+async def _direct_cost(
+    redis_url: str, prefix: str, classifier, features: np.ndarray, n: int = 2000
+) -> dict[str, float]:
     """Microseconds per image of each step logging adds: the summary, the queueing, the write."""
     from prometheus_client import CollectorRegistry, Counter
     from redis.asyncio import Redis as AsyncRedis
@@ -238,8 +264,10 @@ async def _direct_cost(redis_url: str, prefix: str, classifier, features: np.nda
 
     registry = CollectorRegistry()
     log = PredictionLog(
-        RedisGuard(AsyncRedis.from_url(redis_url)), prefix,
-        Counter("written", "", registry=registry), Counter("dropped", "", ["reason"], registry=registry),
+        RedisGuard(AsyncRedis.from_url(redis_url)),
+        prefix,
+        Counter("written", "", registry=registry),
+        Counter("dropped", "", ["reason"], registry=registry),
         queue_size=n,
     )
     prediction = classifier.predict_features(features)[0]
@@ -267,7 +295,9 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--windows", type=int, default=20)
     parser.add_argument("--sizes", type=int, nargs="+", default=[30, 100, 300])
     parser.add_argument("--overhead-only", action="store_true")
-    parser.add_argument("--redis-url", default=None, help="also measure the prediction log's overhead against this Redis")
+    parser.add_argument(
+        "--redis-url", default=None, help="also measure the prediction log's overhead against this Redis"
+    )
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5, help="interleaved off/on passes for the overhead")
     return parser.parse_args()

@@ -65,7 +65,9 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=32, help="images per backbone call")
     parser.add_argument("--data", type=Path, help="a dataset (CSV manifest or ImageFolder) instead of synthetic images")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each measurement")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads and decode workers (default: usable cores)")
+    parser.add_argument(
+        "--threads", type=int, help="ONNX Runtime intra-op threads and decode workers (default: usable cores)"
+    )
     return parser.parse_args()
 
 

@@ -76,7 +76,12 @@ def main() -> None:
     for column in ("candidate", "fit_seconds", "val.macro_f1", "predict_ms_per_image"):
         fits.add_column(column, justify="right")
     for row in summary.leaderboard:
-        fits.add_row(row["candidate"], f"{row['fit_seconds']:.1f}", f"{row['val.macro_f1']:.4f}", f"{row['predict_ms_per_image']:.3f}")
+        fits.add_row(
+            row["candidate"],
+            f"{row['fit_seconds']:.1f}",
+            f"{row['val.macro_f1']:.4f}",
+            f"{row['predict_ms_per_image']:.3f}",
+        )
     console.print(fits)
     console.print(f"winner {summary.winner}; test macro-F1 {summary.test_metrics['test.macro_f1']:.4f}")
 

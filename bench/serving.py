@@ -123,7 +123,9 @@ def multipart(files: Sequence[tuple[str, str, bytes]]) -> tuple[bytes, str]:
     for name, filename, data in files:
         parts.append(
             f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n".encode()
+            + data
+            + b"\r\n"
         )
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
@@ -215,8 +217,14 @@ def idle_share(before: tuple[int, int], after: tuple[int, int]) -> float:
 
 
 async def http_phase(
-    port: int, requests: list[bytes], concurrency: int, max_seconds: float, cpu: Callable[[], float],
-    images_per_request: int = 1, expect_miss: bool = True, redis_cpu: Callable[[], float] | None = None,
+    port: int,
+    requests: list[bytes],
+    concurrency: int,
+    max_seconds: float,
+    cpu: Callable[[], float],
+    images_per_request: int = 1,
+    expect_miss: bool = True,
+    redis_cpu: Callable[[], float] | None = None,
     loop_cpu: Callable[[], float] | None = None,
 ) -> Phase:
     """Sends ``requests`` over ``concurrency`` keep-alive connections, each waiting for its answer."""
@@ -352,8 +360,9 @@ def base_env(tracking_uri: str, args: argparse.Namespace) -> dict[str, str]:
     return {**env, "MLFLOW_TRACKING_URI": tracking_uri, "NO_PROXY": "127.0.0.1,localhost"}
 
 
-def start_app(label: str, body: str, extra: dict[str, str], tracking_uri: str, workdir: Path,
-              args: argparse.Namespace) -> Server:
+def start_app(
+    label: str, body: str, extra: dict[str, str], tracking_uri: str, workdir: Path, args: argparse.Namespace
+) -> Server:
     env = {
         **base_env(tracking_uri, args),
         "MODEL_NAME": args.model_name,
@@ -387,8 +396,21 @@ def start_mlflow(model_uri: str, tracking_uri: str, workdir: Path, args: argpars
     mlflow = str(Path(sys.executable).parent / "mlflow")
     env = base_env(tracking_uri, args)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # it execs `uvicorn`
-    command = [mlflow, "models", "serve", "-m", model_uri, "--env-manager", "local", "--host", "127.0.0.1",
-               "-p", "{port}", "-w", "1"]
+    command = [
+        mlflow,
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "-p",
+        "{port}",
+        "-w",
+        "1",
+    ]
     return start(MLFLOW, command, env, workdir, "mlflow")
 
 
@@ -430,8 +452,12 @@ class InProcess:
         with ThreadPoolExecutor(concurrency) as pool:
             for future in [pool.submit(worker) for _ in range(concurrency)]:
                 future.result()
-        return Phase(latencies, time.perf_counter() - started, self.cpu() - cpu_before,
-                     idle=idle_share(machine_before, machine_cpu()))
+        return Phase(
+            latencies,
+            time.perf_counter() - started,
+            self.cpu() - cpu_before,
+            idle=idle_share(machine_before, machine_cpu()),
+        )
 
     def batches(self, images: list[bytes], size: int, max_seconds: float) -> Phase:
         """One caller predicting ``size`` images per call on every core; latency is the call's."""
@@ -444,18 +470,30 @@ class InProcess:
             call = time.perf_counter()
             self.wide.predict_bytes(images[i : i + size])
             latencies.append(time.perf_counter() - call)
-        return Phase(latencies, time.perf_counter() - started, self.cpu() - cpu_before, images_per_request=size,
-                     idle=idle_share(machine_before, machine_cpu()))
+        return Phase(
+            latencies,
+            time.perf_counter() - started,
+            self.cpu() - cpu_before,
+            images_per_request=size,
+            idle=idle_share(machine_before, machine_cpu()),
+        )
 
     def measure(self, results: Results, images: list[bytes], concurrency: int, max_seconds: float) -> None:
         cores = len(os.sched_getaffinity(0))
-        results.add(f"{IN_PROCESS}, 1 img/call, {cores} ONNX thr", concurrency,
-                    self.threads(self.wide, images, concurrency, max_seconds))
+        results.add(
+            f"{IN_PROCESS}, 1 img/call, {cores} ONNX thr",
+            concurrency,
+            self.threads(self.wide, images, concurrency, max_seconds),
+        )
         if concurrency > 1:
-            results.add(f"{IN_PROCESS}, 1 img/call, 1 ONNX thr", concurrency,
-                        self.threads(self.narrow, images, concurrency, max_seconds))
-            results.add(f"{IN_PROCESS}, {concurrency} img/call", concurrency,
-                        self.batches(images, concurrency, max_seconds))
+            results.add(
+                f"{IN_PROCESS}, 1 img/call, 1 ONNX thr",
+                concurrency,
+                self.threads(self.narrow, images, concurrency, max_seconds),
+            )
+            results.add(
+                f"{IN_PROCESS}, {concurrency} img/call", concurrency, self.batches(images, concurrency, max_seconds)
+            )
 
 
 def load_champion(tracking_uri: str, model_uri: str, threads: int | None = None):
@@ -485,8 +523,8 @@ def build_tiny_registry(folder: Path, console: Console) -> str:
     from sklearn.linear_model import LogisticRegression
 
     from tasks.data.dataset import load_dataset
-    from tasks.registry.versions import log_classifier, register_version
     from tasks.data.synthetic import generate_dataset
+    from tasks.registry.versions import log_classifier, register_version
     from vehicle_model.featurizer import Featurizer
     from vehicle_model.model import VehicleClassifier
 
@@ -531,8 +569,13 @@ def requests_for(concurrency: int, args: argparse.Namespace) -> int:
 
 
 async def one_repeat(
-    results: Results, apps: list[Server], others: list[Server], model: InProcess, images: DistinctImages,
-    args: argparse.Namespace, console: Console,
+    results: Results,
+    apps: list[Server],
+    others: list[Server],
+    model: InProcess,
+    images: DistinctImages,
+    args: argparse.Namespace,
+    console: Console,
 ) -> None:
     for concurrency in args.concurrency:
         count = requests_for(concurrency, args)
@@ -543,34 +586,58 @@ async def one_repeat(
             fresh = images.take(count) if server.body != "mlflow" else batch
             fresh = fresh * FLOOR_REPEAT if server.label == FLOOR else fresh
             with console.status(f"{server.label}, {concurrency} in flight"):
-                phase = await http_phase(server.port, [server.request(i) for i in fresh], concurrency,
-                                         args.max_seconds, server.cpu, expect_miss=server.body != "mlflow",
-                                         redis_cpu=args.redis_cpu if server in apps else None,
-                                         loop_cpu=server.loop_cpu if server in apps else None)
+                phase = await http_phase(
+                    server.port,
+                    [server.request(i) for i in fresh],
+                    concurrency,
+                    args.max_seconds,
+                    server.cpu,
+                    expect_miss=server.body != "mlflow",
+                    redis_cpu=args.redis_cpu if server in apps else None,
+                    loop_cpu=server.loop_cpu if server in apps else None,
+                )
             results.add(server.label, concurrency, phase)
             if server.label == FLOOR and concurrency == 1:
                 # The floor again, busy on a worker thread for as long as the model took in process:
                 # what handing the work off the event loop and back costs on this machine.
                 hold_ms = limit_phases(results, 1)[-1].percentile(50)
-                held = [http_request(f"{CLASSIFY}?hold_ms={hold_ms:.3f}", image, "image/jpeg")
-                        for image in images.take(count)]
+                held = [
+                    http_request(f"{CLASSIFY}?hold_ms={hold_ms:.3f}", image, "image/jpeg")
+                    for image in images.take(count)
+                ]
                 phase = await http_phase(server.port, held, 1, args.max_seconds, server.cpu, expect_miss=False)
                 phase.latencies = [latency - hold_ms / 1000 for latency in phase.latencies]
                 results.add(FLOOR_HOLD, concurrency, phase)
 
     batches = [images.take(BATCH_SIZE) for _ in range(args.batches)]
     with console.status(f"in-process, batches of {BATCH_SIZE}"):
-        results.add(IN_PROCESS, f"batch {BATCH_SIZE}",
-                    model.batches([i for b in batches for i in b], BATCH_SIZE, args.max_seconds))
+        results.add(
+            IN_PROCESS,
+            f"batch {BATCH_SIZE}",
+            model.batches([i for b in batches for i in b], BATCH_SIZE, args.max_seconds),
+        )
     for server in apps:
         requests = []
         for b in batches:
-            payload, content_type = multipart([("files", f"{k}.jpg", data) for k, data in enumerate(images.take(len(b)))])
+            payload, content_type = multipart(
+                [("files", f"{k}.jpg", data) for k, data in enumerate(images.take(len(b)))]
+            )
             requests.append(http_request(BATCH, payload, content_type))
         with console.status(f"{server.label}, classify-batch of {BATCH_SIZE}"):
-            results.add(server.label, f"batch {BATCH_SIZE}", await http_phase(
-                server.port, requests, 1, args.max_seconds, server.cpu, images_per_request=BATCH_SIZE,
-                redis_cpu=args.redis_cpu, loop_cpu=server.loop_cpu))
+            results.add(
+                server.label,
+                f"batch {BATCH_SIZE}",
+                await http_phase(
+                    server.port,
+                    requests,
+                    1,
+                    args.max_seconds,
+                    server.cpu,
+                    images_per_request=BATCH_SIZE,
+                    redis_cpu=args.redis_cpu,
+                    loop_cpu=server.loop_cpu,
+                ),
+            )
         results.add(server.label, "report hit", await report_reads(server, images, args))
 
 
@@ -584,8 +651,16 @@ async def report_reads(server: Server, images: DistinctImages, args: argparse.Na
         return Phase([], 1.0, 0.0, failures=1, first_error=f"create: {status} {body[:200]!r}")
     vehicle_id = json.loads(body)["vehicle_id"]
     read = http_request(f"{REPORT}/{vehicle_id}", b"", "application/json", method="GET")
-    return await http_phase(server.port, [read] * args.report_reads, 1, args.max_seconds, server.cpu,
-                            expect_miss=False, redis_cpu=args.redis_cpu, loop_cpu=server.loop_cpu)
+    return await http_phase(
+        server.port,
+        [read] * args.report_reads,
+        1,
+        args.max_seconds,
+        server.cpu,
+        expect_miss=False,
+        redis_cpu=args.redis_cpu,
+        loop_cpu=server.loop_cpu,
+    )
 
 
 # --------------------------------------------------------------------------- the table
@@ -608,17 +683,29 @@ def limit_phases(results: Results, concurrency: int) -> list[Phase]:
 
 
 def report(console: Console, results: Results, apps: list[Server], args: argparse.Namespace, caption: str) -> None:
-    table = Table(title=f"Serving throughput and latency ({args.repeats} repeats: median (min-max))",
-                  caption=caption)
-    for column in ("configuration", "in flight", "img/s", "p50 ms", "p99 ms", "p99/p50", "core-ms/img",
-                   "event loop core-ms/img", "cores busy", "machine idle %", "client core-ms/img",
-                   "redis core-ms/img", "failed"):
+    table = Table(title=f"Serving throughput and latency ({args.repeats} repeats: median (min-max))", caption=caption)
+    for column in (
+        "configuration",
+        "in flight",
+        "img/s",
+        "p50 ms",
+        "p99 ms",
+        "p99/p50",
+        "core-ms/img",
+        "event loop core-ms/img",
+        "cores busy",
+        "machine idle %",
+        "client core-ms/img",
+        "redis core-ms/img",
+        "failed",
+    ):
         table.add_column(column, justify="left" if column == "configuration" else "right")
     for (name, concurrency), phases in results.phases.items():
         failed = sum(p.failures for p in phases)
         hits = sum(p.cache_hits for p in phases)
         table.add_row(
-            name, str(concurrency),
+            name,
+            str(concurrency),
             spread([p.images_per_second for p in phases]),
             spread([p.percentile(50) for p in phases], "{:.2f}"),
             spread([p.percentile(99) for p in phases], "{:.2f}"),
@@ -663,42 +750,124 @@ def target_rows(results: Results, args: argparse.Namespace) -> list:
 
     if 8 in args.concurrency:
         limit8 = limit_phases(results, 8)
-        rows.append(("c=8: throughput / in-process limit", ">= 0.85", lambda v: v >= 0.85,
-                     lambda label: per_repeat(label, 8, lambda ph, i: ph.images_per_second / limit8[i].images_per_second)))
+        rows.append(
+            (
+                "c=8: throughput / in-process limit",
+                ">= 0.85",
+                lambda v: v >= 0.85,
+                lambda label: per_repeat(label, 8, lambda ph, i: ph.images_per_second / limit8[i].images_per_second),
+            )
+        )
         if (FLOOR, 8) in p:
-            rows.append(("c=8: in-process limit plus the HTTP floor's CPU per request / limit (info: ceiling of "
-                         "the row above)", "", lambda v: True,
-                         lambda label: per_repeat(label, 8, lambda ph, i: with_floor(limit8[i], p[(FLOOR, 8)][i]))))
+            rows.append(
+                (
+                    "c=8: in-process limit plus the HTTP floor's CPU per request / limit (info: ceiling of "
+                    "the row above)",
+                    "",
+                    lambda v: True,
+                    lambda label: per_repeat(label, 8, lambda ph, i: with_floor(limit8[i], p[(FLOOR, 8)][i])),
+                )
+            )
         if (MLFLOW, 8) in p:
-            rows.append(("c=8: throughput / mlflow serve", ">= 1.5", lambda v: v >= 1.5,
-                         lambda label: per_repeat(label, 8, lambda ph, i: ph.images_per_second / p[(MLFLOW, 8)][i].images_per_second)))
-            rows.append(("c=8: in-process limit / mlflow serve (info: ceiling of the row above)", "", lambda v: True,
-                         lambda label: per_repeat(label, 8, lambda ph, i: limit8[i].images_per_second / p[(MLFLOW, 8)][i].images_per_second)))
-        rows.append(("c=8: p99 / p50", "<= 2", lambda v: v <= 2,
-                     lambda label: per_repeat(label, 8, lambda ph, i: ph.percentile(99) / ph.percentile(50))))
+            rows.append(
+                (
+                    "c=8: throughput / mlflow serve",
+                    ">= 1.5",
+                    lambda v: v >= 1.5,
+                    lambda label: per_repeat(
+                        label, 8, lambda ph, i: ph.images_per_second / p[(MLFLOW, 8)][i].images_per_second
+                    ),
+                )
+            )
+            rows.append(
+                (
+                    "c=8: in-process limit / mlflow serve (info: ceiling of the row above)",
+                    "",
+                    lambda v: True,
+                    lambda label: per_repeat(
+                        label, 8, lambda ph, i: limit8[i].images_per_second / p[(MLFLOW, 8)][i].images_per_second
+                    ),
+                )
+            )
+        rows.append(
+            (
+                "c=8: p99 / p50",
+                "<= 2",
+                lambda v: v <= 2,
+                lambda label: per_repeat(label, 8, lambda ph, i: ph.percentile(99) / ph.percentile(50)),
+            )
+        )
     if 1 in args.concurrency:
         limit1 = limit_phases(results, 1)
-        rows.append(("c=1: p50 - in-process p50 (ms)", "<= 2", lambda v: v <= 2,
-                     lambda label: per_repeat(label, 1, lambda ph, i: ph.percentile(50) - limit1[i].percentile(50))))
+        rows.append(
+            (
+                "c=1: p50 - in-process p50 (ms)",
+                "<= 2",
+                lambda v: v <= 2,
+                lambda label: per_repeat(label, 1, lambda ph, i: ph.percentile(50) - limit1[i].percentile(50)),
+            )
+        )
         if (FLOOR, 1) in p:
-            rows.append(("c=1: HTTP floor p50 (ms) (info: what any request adds, round trip included)", "",
-                         lambda v: True, lambda label: per_repeat(label, 1, lambda ph, i: p[(FLOOR, 1)][i].percentile(50))))
-            rows.append(("c=1: the same with the model's time spent on a worker thread, beyond that time (ms) "
-                         "(info: the least an HTTP service that keeps inference off its event loop adds)", "",
-                         lambda v: True, lambda label: per_repeat(label, 1, lambda ph, i: p[(FLOOR_HOLD, 1)][i].percentile(50))))
-        rows.append((f"batch of {BATCH_SIZE}: per image / single p50", "<= 0.8", lambda v: v <= 0.8,
-                     lambda label: per_repeat(label, f"batch {BATCH_SIZE}",
-                                              lambda ph, i: ph.percentile(50) / BATCH_SIZE / p[(label, 1)][i].percentile(50))))
+            rows.append(
+                (
+                    "c=1: HTTP floor p50 (ms) (info: what any request adds, round trip included)",
+                    "",
+                    lambda v: True,
+                    lambda label: per_repeat(label, 1, lambda ph, i: p[(FLOOR, 1)][i].percentile(50)),
+                )
+            )
+            rows.append(
+                (
+                    "c=1: the same with the model's time spent on a worker thread, beyond that time (ms) "
+                    "(info: the least an HTTP service that keeps inference off its event loop adds)",
+                    "",
+                    lambda v: True,
+                    lambda label: per_repeat(label, 1, lambda ph, i: p[(FLOOR_HOLD, 1)][i].percentile(50)),
+                )
+            )
+        rows.append(
+            (
+                f"batch of {BATCH_SIZE}: per image / single p50",
+                "<= 0.8",
+                lambda v: v <= 0.8,
+                lambda label: per_repeat(
+                    label,
+                    f"batch {BATCH_SIZE}",
+                    lambda ph, i: ph.percentile(50) / BATCH_SIZE / p[(label, 1)][i].percentile(50),
+                ),
+            )
+        )
         in_process_batch = p.get((IN_PROCESS, f"batch {BATCH_SIZE}"), [])
-        rows.append((f"batch of {BATCH_SIZE} in process: per image / in-process single p50 (info: what batching "
-                     "saves the model itself)", "", lambda v: True,
-                     lambda label: [b.percentile(50) / BATCH_SIZE / limit1[i].percentile(50)
-                                    for i, b in enumerate(in_process_batch)]))
-    rows.append(("report read, hit: p50 (ms)", "<= 3", lambda v: v <= 3,
-                 lambda label: per_repeat(label, "report hit", lambda ph, i: ph.percentile(50))))
+        rows.append(
+            (
+                f"batch of {BATCH_SIZE} in process: per image / in-process single p50 (info: what batching "
+                "saves the model itself)",
+                "",
+                lambda v: True,
+                lambda label: [
+                    b.percentile(50) / BATCH_SIZE / limit1[i].percentile(50) for i, b in enumerate(in_process_batch)
+                ],
+            )
+        )
+    rows.append(
+        (
+            "report read, hit: p50 (ms)",
+            "<= 3",
+            lambda v: v <= 3,
+            lambda label: per_repeat(label, "report hit", lambda ph, i: ph.percentile(50)),
+        )
+    )
     if 32 in args.concurrency and (MLFLOW, 32) in p:
-        rows.append(("c=32: throughput / mlflow serve (info)", "", lambda v: True,
-                     lambda label: per_repeat(label, 32, lambda ph, i: ph.images_per_second / p[(MLFLOW, 32)][i].images_per_second)))
+        rows.append(
+            (
+                "c=32: throughput / mlflow serve (info)",
+                "",
+                lambda v: True,
+                lambda label: per_repeat(
+                    label, 32, lambda ph, i: ph.images_per_second / p[(MLFLOW, 32)][i].images_per_second
+                ),
+            )
+        )
     return rows
 
 
@@ -728,21 +897,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", help="registry to serve from; default: train a tiny champion in a temp dir")
     parser.add_argument("--model-name", default=MODEL_NAME)
     parser.add_argument("--alias", default="champion")
-    parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 8, 32],
-                        help="comma-separated requests in flight (default 1,8,32)")
+    parser.add_argument(
+        "--concurrency",
+        type=lambda s: [int(c) for c in s.split(",")],
+        default=[1, 8, 32],
+        help="comma-separated requests in flight (default 1,8,32)",
+    )
     parser.add_argument("--requests", type=int, default=320, help="requests per phase above 1 in flight")
     parser.add_argument("--requests-single", type=int, default=120, help="requests per phase at 1 in flight")
     parser.add_argument("--batches", type=int, default=4, help=f"classify-batch requests of {BATCH_SIZE} per repeat")
     parser.add_argument("--report-reads", type=int, default=200, help="report reads per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every measurement")
-    parser.add_argument("--app", dest="apps", action="append", type=parse_app, metavar="LABEL=BODY[:K=V,...]",
-                        help="an app configuration to measure (repeatable): body multipart or raw, plus "
-                             "environment, e.g. 'one-thread=raw:INFERENCE_THREADS=1' (CODE=<checkout> runs another "
-                             "checkout's app); default: the app as configured with a raw and a multipart "
-                             "body, and raw with INFERENCE_THREADS=1")
+    parser.add_argument(
+        "--app",
+        dest="apps",
+        action="append",
+        type=parse_app,
+        metavar="LABEL=BODY[:K=V,...]",
+        help="an app configuration to measure (repeatable): body multipart or raw, plus "
+        "environment, e.g. 'one-thread=raw:INFERENCE_THREADS=1' (CODE=<checkout> runs another "
+        "checkout's app); default: the app as configured with a raw and a multipart "
+        "body, and raw with INFERENCE_THREADS=1",
+    )
     parser.add_argument("--no-mlflow", action="store_true", help="skip `mlflow models serve`")
-    parser.add_argument("--image-size", type=lambda s: tuple(int(v) for v in s.split("x")), default=(320, 240),
-                        help="WxH of the JPEGs sent (default 320x240)")
+    parser.add_argument(
+        "--image-size",
+        type=lambda s: tuple(int(v) for v in s.split("x")),
+        default=(320, 240),
+        help="WxH of the JPEGs sent (default 320x240)",
+    )
     parser.add_argument("--redis-url", help="back the app with this Redis (keys under a throwaway prefix)")
     parser.add_argument("--max-seconds", type=float, default=60, help="stop any one phase after this long")
     parser.add_argument("--quick", action="store_true", help="one repeat, a third of the requests")
@@ -752,7 +935,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     # The default layout with both bodies, and the one-inference-thread layout (all cores per
     # backbone call), so every run shows the layout choice of docs/benchmarks.md again.
     args.apps = args.apps or [
-        parse_app("raw=raw"), parse_app("multipart=multipart"), parse_app("raw-1-thread=raw:INFERENCE_THREADS=1")
+        parse_app("raw=raw"),
+        parse_app("multipart=multipart"),
+        parse_app("raw-1-thread=raw:INFERENCE_THREADS=1"),
     ]
     if args.quick:
         args.repeats, args.requests, args.requests_single = 1, args.requests // 3, args.requests_single // 3

@@ -23,10 +23,10 @@ import sys
 import tempfile
 import time
 import uuid
-from urllib.parse import urlsplit
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from rich.console import Console
@@ -112,9 +112,7 @@ def _thread_names(pid: int) -> Counter:
 
 def sample(pid: int, started: float, ports: tuple[int, int]) -> Sample:
     """RSS, fds and threads of the server, with what the fds and threads are."""
-    status = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
-    )
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     kinds = _fd_kinds(pid, *ports)
     return Sample(
         seconds=time.monotonic() - started,
@@ -128,6 +126,7 @@ def sample(pid: int, started: float, ports: tuple[int, int]) -> Sample:
 
 async def client_loop(number: int, client: httpx.AsyncClient, deadline: float, load: Load, images) -> None:
     """One client: classify, batch of 4, report create, report read, repeated until the deadline."""
+
     def image() -> bytes:
         return images.take(1)[0]
 
@@ -153,9 +152,14 @@ async def client_loop(number: int, client: httpx.AsyncClient, deadline: float, l
         batch = [("files", (f"{i}.jpg", image(), "image/jpeg")) for i in range(4)]
         await call("batch", client.post("/api/vehicle/classify-batch", files=batch))
         vehicle_id = f"soak-{uuid.uuid4().hex}"
-        created = await call("report create", client.post(
-            "/api/vehicle/report", files={"file": ("car.jpg", image(), "image/jpeg")}, data={"vehicle_id": vehicle_id}
-        ))
+        created = await call(
+            "report create",
+            client.post(
+                "/api/vehicle/report",
+                files={"file": ("car.jpg", image(), "image/jpeg")},
+                data={"vehicle_id": vehicle_id},
+            ),
+        )
         if created is not None:
             await call("report read", client.get(f"/api/vehicle/report/{vehicle_id}"))
 
@@ -175,7 +179,9 @@ async def run_load(
         samples.append(sample(pid, started, ports))
 
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
-        await asyncio.gather(sampler(), *(client_loop(n, client, deadline, load, images) for n in range(args.concurrency)))
+        await asyncio.gather(
+            sampler(), *(client_loop(n, client, deadline, load, images) for n in range(args.concurrency))
+        )
     return load, samples
 
 
@@ -192,8 +198,11 @@ def verdict(load: Load, samples: list[Sample], args: argparse.Namespace) -> tupl
     failed = sum(load.failed.values())
     checks = [
         (failed == 0, f"failed requests: {failed} of {failed + sum(load.ok.values())}"),
-        (growth < args.max_rss_growth,
-         f"RSS after warm-up: {rss_early:.1f} MB -> {rss_late:.1f} MB ({growth:+.1%}, limit {args.max_rss_growth:.0%})"),
+        (
+            growth < args.max_rss_growth,
+            f"RSS after warm-up: {rss_early:.1f} MB -> {rss_late:.1f} MB "
+            f"({growth:+.1%}, limit {args.max_rss_growth:.0%})",
+        ),
         (fds[1] <= fds[0], f"open fds (max, first vs last third): {fds[0]} -> {fds[1]}"),
         (threads[1] <= threads[0], f"threads (max, first vs last third): {threads[0]} -> {threads[1]}"),
     ]
@@ -202,8 +211,10 @@ def verdict(load: Load, samples: list[Sample], args: argparse.Namespace) -> tupl
 
 def print_report(load: Load, samples: list[Sample], lines: list[str], args: argparse.Namespace, ready: dict) -> None:
     minutes = samples[-1].seconds / 60 if samples else 0
-    print(f"\nsoak: {minutes:.1f} min, {args.concurrency} clients, model v{ready['model_version']}, "
-          f"redis {ready['redis']}, {os.cpu_count()} cpu(s), warm-up {args.warmup_seconds:.0f} s")
+    print(
+        f"\nsoak: {minutes:.1f} min, {args.concurrency} clients, model v{ready['model_version']}, "
+        f"redis {ready['redis']}, {os.cpu_count()} cpu(s), warm-up {args.warmup_seconds:.0f} s"
+    )
     header = f"{'operation':<16}{'ok':>8}{'failed':>8}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
     print(header + "\n" + "-" * len(header))
     for kind in ("classify", "batch", "report create", "report read"):
@@ -256,13 +267,17 @@ def main() -> int:
     try:
         tracking_uri = args.tracking_uri or bench.build_tiny_registry(workdir / "registry", console)
         # The bench's defaults, but a poll that never moves the model: the soak watches one version.
-        server = bench.start_app("soak", "multipart", {"POLL_INTERVAL_SECONDS": "3600"}, tracking_uri, workdir, server_args)
+        server = bench.start_app(
+            "soak", "multipart", {"POLL_INTERVAL_SECONDS": "3600"}, tracking_uri, workdir, server_args
+        )
         with console.status("Loading the model"):
             server.wait_ready("/ready", 600)
             images = bench.DistinctImages(bench.base_images(workdir / "images", 84, (320, 240)))
         ready = httpx.get(f"http://127.0.0.1:{server.port}/ready").json()
         ports = (server.port, urlsplit(args.redis_url).port or 6379)
-        load, samples = asyncio.run(run_load(f"http://127.0.0.1:{server.port}", server.process.pid, ports, args, images))
+        load, samples = asyncio.run(
+            run_load(f"http://127.0.0.1:{server.port}", server.process.pid, ports, args, images)
+        )
         passed, lines = verdict(load, samples, args)
         print_report(load, samples, lines, args, ready)
         return 0 if passed else 1

@@ -81,21 +81,27 @@ def _print_problems(problems, title: str) -> None:
 
 @app.command()
 def ingest(
-    source: Annotated[Path, typer.Argument(help="The new batch: CSV manifest, folder with labels.csv, or ImageFolder.")],
+    source: Annotated[
+        Path, typer.Argument(help="The new batch: CSV manifest, folder with labels.csv, or ImageFolder.")
+    ],
     into: Annotated[
         Path | None, typer.Option(help="Training data root (a folder of batches); default PIPELINE_TRAINING_DATA.")
     ] = None,
     min_per_class: Annotated[int, typer.Option(help="Fewest images per class in the root with this batch.")] = 5,
-    attribute: Annotated[str, typer.Option(help="Label name for an ImageFolder batch (the root's when it has one).")] = "label",
+    attribute: Annotated[
+        str, typer.Option(help="Label name for an ImageFolder batch (the root's when it has one).")
+    ] = "label",
 ) -> None:
     """Add a labelled batch to the training data, checked like training data and against the root's
     images. On any problem: print them, change nothing, exit 1."""
-    from flows.ingest import BatchRejected, ingest_batch
     from cli.prefect_api import prefect_api
+    from flows.ingest import BatchRejected, ingest_batch
 
     try:
         with prefect_api():
-            added = ingest_batch(str(source), str(into) if into else None, min_per_class=min_per_class, attribute=attribute)
+            added = ingest_batch(
+                str(source), str(into) if into else None, min_per_class=min_per_class, attribute=attribute
+            )
     except BatchRejected as exc:
         _print_problems(exc.problems, f"{len(exc.problems)} problems in {source}")
         console.print(f"[red]Batch refused[/red]: {exc}")
@@ -156,8 +162,14 @@ def train(
     from tasks.registry.retrain import SkippedRun
 
     parameters = dict(
-        data=data, candidates=candidate or None, metric=metric, min_improvement=min_improvement,
-        seed=seed, time_budget_seconds=time_budget, augment_copies=augment_copies, force=force,
+        data=data,
+        candidates=candidate or None,
+        metric=metric,
+        min_improvement=min_improvement,
+        seed=seed,
+        time_budget_seconds=time_budget,
+        augment_copies=augment_copies,
+        force=force,
     )
     _check_flow_parameters(train_pipeline, parameters)
     try:
@@ -193,7 +205,15 @@ def _check_flow_parameters(flow, parameters: dict) -> None:
 
 def _print_summary(summary, metric: str) -> None:
     table = Table(title="Leaderboard (validation)")
-    columns = ["rank", "candidate", f"val.{metric}", "val.accuracy", "val.log_loss", "fit_seconds", "predict_ms_per_image"]
+    columns = [
+        "rank",
+        "candidate",
+        f"val.{metric}",
+        "val.accuracy",
+        "val.log_loss",
+        "fit_seconds",
+        "predict_ms_per_image",
+    ]
     for column in columns:
         table.add_column(column)
     for row in summary.leaderboard:
@@ -287,7 +307,9 @@ def rollback() -> None:
     settings = get_settings()
     use_tracking_store(settings.mlflow_tracking_uri)
     try:
-        rollback_pair(MlflowClient(), settings.model_name, settings.model_alias)  # fail at once; rechecked under the lock
+        rollback_pair(
+            MlflowClient(), settings.model_name, settings.model_alias
+        )  # fail at once; rechecked under the lock
         with prefect_api(), registry_lock(settings.model_name):
             champion, previous = rollback_versions(MlflowClient(), settings.model_name, settings.model_alias)
     except LookupError as exc:
@@ -313,7 +335,11 @@ def predict(
     settings = get_settings()
     use_tracking_store(settings.mlflow_tracking_uri)
     ref = version or f"@{settings.model_alias}"
-    uri = f"models:/{settings.model_name}/{version}" if version else f"models:/{settings.model_name}@{settings.model_alias}"
+    uri = (
+        f"models:/{settings.model_name}/{version}"
+        if version
+        else f"models:/{settings.model_name}@{settings.model_alias}"
+    )
     try:
         classifier = mlflow.pyfunc.load_model(uri).unwrap_python_model().classifier
     except mlflow.exceptions.MlflowException as exc:
@@ -346,8 +372,8 @@ def monitor(
     from mlflow.exceptions import MlflowException
     from redis.exceptions import RedisError
 
-    from flows.monitoring import monitor_drift
     from cli.prefect_api import prefect_api
+    from flows.monitoring import monitor_drift
 
     try:
         with prefect_api():
@@ -362,7 +388,10 @@ def monitor(
 
 
 def _print_drift(summary) -> None:
-    table = Table(title=f"{summary.model} v{summary.version}: {summary.compared} records, {summary.window_start} to {summary.window_end}")
+    table = Table(
+        title=f"{summary.model} v{summary.version}: {summary.compared} records, "
+        f"{summary.window_start} to {summary.window_end}"
+    )
     for column in ("region", "records", "drift", "drifted on", "scores"):
         table.add_column(column, overflow="fold")
     for region, result in summary.regions.items():
@@ -372,7 +401,9 @@ def _print_drift(summary) -> None:
     console.print(table)
     if summary.too_few:
         console.print("Too few records to judge: " + ", ".join(f"{r} ({n})" for r, n in summary.too_few.items()))
-    verdict = f"[red]drift in {', '.join(summary.drifted_regions)}[/red]" if summary.drift else "[green]no drift[/green]"
+    verdict = (
+        f"[red]drift in {', '.join(summary.drifted_regions)}[/red]" if summary.drift else "[green]no drift[/green]"
+    )
     console.print(f"Verdict: {verdict} (MLflow run {summary.mlflow_run_id})")
 
 
@@ -398,7 +429,10 @@ def deploy(
         except ObjectAlreadyExists:
             pass
     ids = deploy_to_pool(work_pool)
-    console.print(f"Deployed train, retrain-nightly (retrains on drift too) and monitor-drift-hourly ({', '.join(ids)}) on pool '{work_pool}'.")
+    console.print(
+        f"Deployed train, retrain-nightly (retrains on drift too) and monitor-drift-hourly "
+        f"({', '.join(ids)}) on pool '{work_pool}'."
+    )
     console.print(f"Start a worker: [bold]prefect worker start --pool {work_pool}[/bold]")
 
 
@@ -414,7 +448,9 @@ def serve_flows() -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default SERVING_HOST or 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default SERVING_PORT or 8000).")] = None,
-    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes (default SERVING_WORKERS or 1).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="uvicorn worker processes (default SERVING_WORKERS or 1).")
+    ] = None,
 ) -> None:
     """Serve the champion model over HTTP (docs at /docs, metrics at /metrics)."""
     from serving.__main__ import run

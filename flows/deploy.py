@@ -42,8 +42,11 @@ class DeploymentSpec:
     def options(self) -> dict[str, Any]:
         """What ``Flow.deploy`` and ``Flow.to_deployment`` take from this spec."""
         return {
-            "name": self.name, "description": self.description, "parameters": self.parameters,
-            "schedules": self.schedules, "triggers": self.triggers,
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.parameters,
+            "schedules": self.schedules,
+            "triggers": self.triggers,
         }
 
 
@@ -52,7 +55,9 @@ def load_specs(path: Path | None = None) -> list[DeploymentSpec]:
     document = yaml.safe_load((path or project_dir() / "prefect.yaml").read_text(encoding="utf-8"))
     return [
         DeploymentSpec(
-            name=entry["name"], entrypoint=entry["entrypoint"], description=entry.get("description", ""),
+            name=entry["name"],
+            entrypoint=entry["entrypoint"],
+            description=entry.get("description", ""),
             parameters=dict(entry.get("parameters") or {}),
             schedules=[Cron(s["cron"], timezone=s.get("timezone", "UTC")) for s in entry.get("schedules") or []],
             triggers=[DeploymentEventTrigger(**trigger) for trigger in entry.get("triggers") or []],
@@ -80,7 +85,9 @@ def serve_flows() -> None:
     from prefect import serve
 
     folder = project_dir()
-    serve(*(
-        load_flow_from_entrypoint(str(folder / spec.entrypoint)).to_deployment(**spec.options())
-        for spec in load_specs(folder / "prefect.yaml")
-    ))
+    serve(
+        *(
+            load_flow_from_entrypoint(str(folder / spec.entrypoint)).to_deployment(**spec.options())
+            for spec in load_specs(folder / "prefect.yaml")
+        )
+    )

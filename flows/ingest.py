@@ -43,7 +43,8 @@ def check_batch_task(source: str, root: Path, min_per_class: int, attribute: str
     if not check.ok:
         create_markdown_artifact(
             key="ingest-validation",
-            markdown=f"# Batch refused: {len(check.problems)} problems; {root} unchanged\n\n{problems_markdown(check.problems)}",
+            markdown=f"# Batch refused: {len(check.problems)} problems; {root} unchanged\n\n"
+            f"{problems_markdown(check.problems)}",
             description=f"Problems in {source}",
         )
     return check
@@ -54,7 +55,8 @@ def add_batch_task(check: BatchCheck, root: Path, source: str) -> Path:
     target = add_batch(check, root, batch_name(source))
     create_markdown_artifact(
         key="ingested-batch",
-        markdown=f"# Added {len(check.batch)} images as `{target.name}`\n\n- root: {root} ({check.existing + len(check.batch)} images now)\n",
+        markdown=f"# Added {len(check.batch)} images as `{target.name}`\n\n"
+        f"- root: {root} ({check.existing + len(check.batch)} images now)\n",
         description=f"Batch from {source}",
     )
     return target

@@ -16,7 +16,9 @@ from tasks.monitoring.drift import Thresholds
 class MonitorSettings(BaseSettings):
     """Where the log is, which model it is compared for, and when a difference is drift."""
 
-    model_config = SettingsConfigDict(env_prefix="MONITOR_", extra="ignore", protected_namespaces=(), populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MONITOR_", extra="ignore", protected_namespaces=(), populate_by_name=True
+    )
 
     redis_url: str | None = Field(None, alias="REDIS_URL")
     redis_key_prefix: str = Field("vehicles", alias="REDIS_KEY_PREFIX")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -52,11 +52,22 @@ def monitor_drift(
     window = read_log_task(settings.redis_url, settings.redis_key_prefix, now, window_minutes, settings.max_records)
     regions, too_few, compared = detect_drift_task(reference, window.records, version, thresholds)
     summary = DriftSummary(
-        model=settings.model_name, version=version, window_start=_iso(_start_seconds(window.records, now, window_minutes)),
-        window_end=_iso(now), records=len(window.records), compared=compared, regions=regions, too_few=too_few,
-        thresholds=asdict(thresholds), drifted_regions=drifted_regions(regions),
+        model=settings.model_name,
+        version=version,
+        window_start=_iso(_start_seconds(window.records, now, window_minutes)),
+        window_end=_iso(now),
+        records=len(window.records),
+        compared=compared,
+        regions=regions,
+        too_few=too_few,
+        thresholds=asdict(thresholds),
+        drifted_regions=drifted_regions(regions),
     )
-    tags = {"prefect.flow_run_id": str(flow_run.get_id()), "model_version": version, "drift": str(summary.drift).lower()}
+    tags = {
+        "prefect.flow_run_id": str(flow_run.get_id()),
+        "model_version": version,
+        "drift": str(summary.drift).lower(),
+    }
     artifact_root = local_artifact_root(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
     summary.mlflow_run_id = track_task(summary, reference, window.records, tags, settings.experiment, artifact_root)
     checkpoint = window.last_id if window_minutes is None else None
@@ -66,7 +77,12 @@ def monitor_drift(
 
 def _thresholds(settings: MonitorSettings, min_records, p_value, min_effect, feature_share) -> Thresholds:
     """The settings' thresholds, with any given parameter taking precedence."""
-    overrides = {"min_records": min_records, "p_value": p_value, "min_effect": min_effect, "feature_share": feature_share}
+    overrides = {
+        "min_records": min_records,
+        "p_value": p_value,
+        "min_effect": min_effect,
+        "feature_share": feature_share,
+    }
     given = {k: v for k, v in overrides.items() if v is not None}
     return MonitorSettings(**given).thresholds() if given else settings.thresholds()
 
@@ -78,4 +94,4 @@ def _start_seconds(records: list[dict], now: float, window_minutes: float | None
 
 
 def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from flows.settings import PipelineSettings, get_settings
 from flows.runners import make_task_runner
+from flows.settings import PipelineSettings, get_settings
 from tasks.data.features import FeatureCache, shard
 from tasks.data.prepare_steps import (
     PreparedData,
@@ -64,7 +64,9 @@ def prepare_data(
     # Hashing the 13 MB backbone names the cache; do it once per run, not per step.
     cache = FeatureCache(settings.feature_cache_dir, Featurizer().version)
     computed = featurize_shards(featurized, cache, settings)
-    get_run_logger().info("Featurized %d new images; %d from cache", computed, featurized[SHA_COLUMN].nunique() - computed)
+    get_run_logger().info(
+        "Featurized %d new images; %d from cache", computed, featurized[SHA_COLUMN].nunique() - computed
+    )
 
     features = assemble_task(featurized, dataset.attributes, cache, manifest.with_suffix(".npz"))
     return PreparedData(
@@ -93,7 +95,9 @@ def featurize_shards(frame, cache: FeatureCache, settings: PipelineSettings) -> 
                 {
                     "paths": list(part["image"]),
                     "sha256s": list(part[SHA_COLUMN]),
-                    "shifts": [k if isinstance(k, str) else None for k in part[SHIFT_COLUMN]] if SHIFT_COLUMN in part else None,
+                    "shifts": [k if isinstance(k, str) else None for k in part[SHIFT_COLUMN]]
+                    if SHIFT_COLUMN in part
+                    else None,
                     "cache_dir": str(settings.feature_cache_dir),
                     "threads": threads,
                     "index": i,

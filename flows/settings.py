@@ -18,7 +18,9 @@ class PipelineSettings(BaseSettings):
     the rest take the ``PIPELINE_`` prefix (e.g. ``PIPELINE_DATA_DIR``).
     """
 
-    model_config = SettingsConfigDict(env_prefix="PIPELINE_", extra="ignore", protected_namespaces=(), populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="PIPELINE_", extra="ignore", protected_namespaces=(), populate_by_name=True
+    )
 
     mlflow_tracking_uri: str = Field("sqlite:///mlruns/mlflow.db", alias="MLFLOW_TRACKING_URI")
     mlflow_artifact_root: str = Field("mlruns/artifacts", alias="MLFLOW_ARTIFACT_ROOT", description="local stores only")
@@ -50,6 +52,10 @@ def get_settings() -> PipelineSettings:
 def gate_policy(settings: PipelineSettings, min_improvement: float, seed: int) -> GatePolicy:
     """The gate's thresholds: ``min_improvement`` is per run, the rest are settings."""
     return GatePolicy(
-        min_improvement=min_improvement, min_images=settings.gate_min_images, confidence=settings.gate_confidence,
-        min_lower_bound=settings.gate_min_lower_bound, resamples=settings.gate_resamples, seed=seed,
+        min_improvement=min_improvement,
+        min_images=settings.gate_min_images,
+        confidence=settings.gate_confidence,
+        min_lower_bound=settings.gate_min_lower_bound,
+        resamples=settings.gate_resamples,
+        seed=seed,
     )

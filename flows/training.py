@@ -11,18 +11,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger
-from pydantic import Field
 from prefect.runtime import flow_run
+from pydantic import Field
 
 from flows.logs import file_logger
 from flows.prepare import prepare_data
 from flows.runners import make_task_runner
 from flows.settings import PipelineSettings, gate_policy, get_settings
-from tasks.training.candidates import candidate_names
 from tasks.data.dataset_steps import resolve_dataset_task
-from tasks.training.evaluation import CandidateFailure, CandidateResult, leaderboard, score
-from tasks.registry.gate import decision_markdown
 from tasks.data.prepare_steps import PreparedData
+from tasks.monitoring.reference import log_reference_task
+from tasks.registry.gate import decision_markdown
 from tasks.registry.promotion_steps import (
     gate_task,
     promote_task,
@@ -31,10 +30,16 @@ from tasks.registry.promotion_steps import (
     report_skip_task,
     unchanged_since_task,
 )
-from tasks.monitoring.reference import log_reference_task
 from tasks.registry.retrain import SkippedRun
 from tasks.tracking import local_artifact_root, parent_run, use_tracking_store
-from tasks.training.train_steps import publish_leaderboard_task, report_decision_task, score_on_test_task, train_candidate_task
+from tasks.training.candidates import candidate_names
+from tasks.training.evaluation import CandidateFailure, CandidateResult, leaderboard, score
+from tasks.training.train_steps import (
+    publish_leaderboard_task,
+    report_decision_task,
+    score_on_test_task,
+    train_candidate_task,
+)
 
 Metric = Literal["macro_f1", "accuracy", "log_loss", "ece"]
 
@@ -83,7 +88,9 @@ def train_pipeline(
         drift_regions: regions where drift was seen, when a drift check started this run.
     """
     if trigger:
-        get_run_logger().info("Started by %s%s", trigger, f"; drift in {', '.join(drift_regions)}" if drift_regions else "")
+        get_run_logger().info(
+            "Started by %s%s", trigger, f"; drift in {', '.join(drift_regions)}" if drift_regions else ""
+        )
     settings = get_settings()
     names = candidate_names(candidates)
     use_tracking_store(settings.mlflow_tracking_uri)
@@ -93,8 +100,17 @@ def train_pipeline(
     if skip is not None:
         return report_skip_task(skip, trigger, drift_regions)
     artifact_root = local_artifact_root(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
-    with parent_run(settings.mlflow_experiment, artifact_root, settings.mlflow_ui_url, flow_run.get_name(), _run_tags(), prepared) as parent, \
-            heads_folder(prepared) as heads_dir:
+    with (
+        parent_run(
+            settings.mlflow_experiment,
+            artifact_root,
+            settings.mlflow_ui_url,
+            flow_run.get_name(),
+            _run_tags(),
+            prepared,
+        ) as parent,
+        heads_folder(prepared) as heads_dir,
+    ):
         results, failures = train_candidates(
             names, prepared, seed, time_budget_seconds, parent.experiment_id, parent.run_id, settings, heads_dir
         )
@@ -104,19 +120,41 @@ def train_pipeline(
         test_metrics = score_on_test_task(winner, str(prepared.features), prepared.attributes, parent.run_id)
         with registry_lock(settings.model_name):
             decision = gate_task(
-                settings.model_name, settings.model_alias, winner, test_metrics, prepared, metric,
-                gate_policy(settings, min_improvement, seed), str(settings.feature_cache_dir),
+                settings.model_name,
+                settings.model_alias,
+                winner,
+                test_metrics,
+                prepared,
+                metric,
+                gate_policy(settings, min_improvement, seed),
+                str(settings.feature_cache_dir),
             )
             tags = {"flow_run_id": str(flow_run.get_id()), "selection_metric": metric}
             version = register_task(winner, test_metrics, parent.run_id, settings.model_name, prepared, tags)
-            log_reference_task(winner.heads_path, str(prepared.features), prepared.attributes, parent.run_id, settings.model_name, version)
+            log_reference_task(
+                winner.heads_path,
+                str(prepared.features),
+                prepared.attributes,
+                parent.run_id,
+                settings.model_name,
+                version,
+            )
             promote_task(settings.model_name, settings.model_alias, version, decision, parent.run_id)
     summary = TrainingSummary(
-        winner=winner.name, version=version, promoted=decision.promote, reason=decision.reason,
-        test_metrics=test_metrics, champion_version=decision.champion_version, champion_score=decision.champion_score,
-        failed={f.name: f.error for f in failures}, leaderboard=board.to_dict(orient="records"), parent_run_id=parent.run_id,
+        winner=winner.name,
+        version=version,
+        promoted=decision.promote,
+        reason=decision.reason,
+        test_metrics=test_metrics,
+        champion_version=decision.champion_version,
+        champion_score=decision.champion_score,
+        failed={f.name: f.error for f in failures},
+        leaderboard=board.to_dict(orient="records"),
+        parent_run_id=parent.run_id,
     )
-    report_decision_task(decision_markdown(decision, version, winner.name, metric, score(test_metrics, "test", metric), summary.failed))
+    report_decision_task(
+        decision_markdown(decision, version, winner.name, metric, score(test_metrics, "test", metric), summary.failed)
+    )
     file_logger("evaluation", settings.log_dir).info("decision", extra=asdict(summary))
     return summary
 
@@ -136,16 +174,28 @@ def heads_folder(prepared: PreparedData) -> Iterator[Path]:
 
 
 def train_candidates(
-    names: list[str], prepared: PreparedData, seed: int, budget: float, experiment_id: str, parent_run_id: str,
-    settings: PipelineSettings, out_dir: Path,
+    names: list[str],
+    prepared: PreparedData,
+    seed: int,
+    budget: float,
+    experiment_id: str,
+    parent_run_id: str,
+    settings: PipelineSettings,
+    out_dir: Path,
 ) -> tuple[list[CandidateResult], list[CandidateFailure]]:
     """Fans the candidates out on the configured runner; fails unless at least half succeed."""
     workers = max(1, min(settings.workers, len(names)))
     threads = max(1, settings.workers // workers)
     common = dict(
-        features=str(prepared.features), attributes=prepared.attributes, seed=seed, budget_seconds=budget,
-        tracking_uri=settings.mlflow_tracking_uri, experiment_id=experiment_id, parent_run_id=parent_run_id,
-        out_dir=str(out_dir), threads=threads,
+        features=str(prepared.features),
+        attributes=prepared.attributes,
+        seed=seed,
+        budget_seconds=budget,
+        tracking_uri=settings.mlflow_tracking_uri,
+        experiment_id=experiment_id,
+        parent_run_id=parent_run_id,
+        out_dir=str(out_dir),
+        threads=threads,
     )
     with make_task_runner(settings, workers) as runner:
         futures = {name: runner.submit(train_candidate_task, {"name": name, **common}) for name in names}
@@ -157,10 +207,14 @@ def train_candidates(
         logger.error("Candidate %s failed after retries: %s", failure.name, failure.error)
         training_log.error("candidate failed", extra={"candidate": failure.name, "error": failure.error})
     for result in results:
-        training_log.info("candidate trained", extra={"candidate": result.name, "run_id": result.run_id, **result.metrics})
+        training_log.info(
+            "candidate trained", extra={"candidate": result.name, "run_id": result.run_id, **result.metrics}
+        )
     if len(results) * 2 < len(names):
-        raise RuntimeError(f"only {len(results)} of {len(names)} candidates succeeded; failed: "
-                           + "; ".join(f"{f.name}: {f.error}" for f in failures))
+        raise RuntimeError(
+            f"only {len(results)} of {len(names)} candidates succeeded; failed: "
+            + "; ".join(f"{f.name}: {f.error}" for f in failures)
+        )
     return results, failures
 
 

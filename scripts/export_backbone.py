@@ -79,12 +79,8 @@ class LiteBackbone(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer(
-            "mean_rgb", torch.tensor(MEAN_RGB_255, dtype=torch.float32).view(1, 3, 1, 1)
-        )
-        self.register_buffer(
-            "std_rgb", torch.tensor(STD_RGB_255, dtype=torch.float32).view(1, 3, 1, 1)
-        )
+        self.register_buffer("mean_rgb", torch.tensor(MEAN_RGB_255, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std_rgb", torch.tensor(STD_RGB_255, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Embed a batch of images.

@@ -111,4 +111,3 @@ def _count_error(services: Services) -> Callable[[ApiError], None]:
         services.metrics.errors.labels(str(error.status), error.code).inc()
 
     return count
-

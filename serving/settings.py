@@ -11,7 +11,6 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 

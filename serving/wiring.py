@@ -103,9 +103,14 @@ def build_services(settings: ServingSettings, models: ModelService | None = None
         )
     limits = ImageLimits(max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels)
     log = PredictionLog(
-        guard, prefix, metrics.prediction_log_records, metrics.prediction_log_dropped,
-        sample_rate=settings.prediction_log_sample_rate, max_per_second=settings.prediction_log_max_per_second,
-        maxlen=settings.prediction_log_maxlen, flush_seconds=settings.prediction_log_flush_seconds,
+        guard,
+        prefix,
+        metrics.prediction_log_records,
+        metrics.prediction_log_dropped,
+        sample_rate=settings.prediction_log_sample_rate,
+        max_per_second=settings.prediction_log_max_per_second,
+        maxlen=settings.prediction_log_maxlen,
+        flush_seconds=settings.prediction_log_flush_seconds,
     )
     return Services(
         settings=settings,

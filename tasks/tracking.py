@@ -66,7 +66,9 @@ def git_commit() -> str:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5
         ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
         return f"{commit}-dirty" if dirty else commit
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -87,7 +89,11 @@ class ParentRun:
 
 @contextmanager
 def parent_run(
-    experiment: str, artifact_root: str | None, ui_url: str, run_name: str, tags: dict[str, str],
+    experiment: str,
+    artifact_root: str | None,
+    ui_url: str,
+    run_name: str,
+    tags: dict[str, str],
     prepared: PreparedData,
 ) -> Iterator[ParentRun]:
     """Opens the pipeline run (FAILED if the body raises), tagged, with the dataset logged as its input.
@@ -102,8 +108,12 @@ def parent_run(
     """
     experiment_id = ensure_experiment(experiment, artifact_root)
     tags = {
-        **tags, "git_commit": git_commit(), "dataset.fingerprint": prepared.fingerprint,
-        "dataset.path": prepared.source, "featurizer": prepared.featurizer_version, "stage": "pipeline",
+        **tags,
+        "git_commit": git_commit(),
+        "dataset.fingerprint": prepared.fingerprint,
+        "dataset.path": prepared.source,
+        "featurizer": prepared.featurizer_version,
+        "stage": "pipeline",
     }
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         log_dataset(prepared)
@@ -115,7 +125,9 @@ def log_dataset(prepared: PreparedData) -> None:
     frame = pd.read_csv(prepared.manifest)
     dataset = mlflow.data.from_pandas(frame, source=prepared.source, name=f"vehicles-{prepared.fingerprint[:12]}")
     mlflow.log_input(dataset, context="training")
-    mlflow.log_params({"dataset.fingerprint": prepared.fingerprint, **{f"dataset.{k}": v for k, v in prepared.counts.items()}})
+    mlflow.log_params(
+        {"dataset.fingerprint": prepared.fingerprint, **{f"dataset.{k}": v for k, v in prepared.counts.items()}}
+    )
 
 
 @contextmanager

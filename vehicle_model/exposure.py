@@ -28,7 +28,9 @@ class OverExposureRouted:
         self.head = head
         self.expert = expert
         position = {label: i for i, label in enumerate(np.asarray(head.classes_).astype(str))}
-        self._columns = [(j, position[label]) for j, label in enumerate(np.asarray(expert.classes_).astype(str)) if label in position]
+        self._columns = [
+            (j, position[label]) for j, label in enumerate(np.asarray(expert.classes_).astype(str)) if label in position
+        ]
 
     @property
     def classes_(self) -> np.ndarray:

@@ -213,9 +213,7 @@ class Featurizer:
         # Intra-op threads spin within a call (fast) but sleep as soon as it returns, so
         # they leave the cores to the decode workers (or a web server's threads) in between.
         options.add_session_config_entry("session.force_spinning_stop", "1")
-        return ort.InferenceSession(
-            str(self.backbone_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        return ort.InferenceSession(str(self.backbone_path), sess_options=options, providers=["CPUExecutionProvider"])
 
     @cached_property
     def _io_names(self) -> tuple[str, str]:
@@ -234,9 +232,7 @@ class Featurizer:
         """Features for encoded images; raises ImageDecodeError on the first bad one."""
         return self._run(iter(blobs), len(blobs), decode=lambda blob: decode_image(blob, self.limits))
 
-    def transform_paths(
-        self, paths: Sequence[Path | str], progress: Callable[[int], None] | None = None
-    ) -> np.ndarray:
+    def transform_paths(self, paths: Sequence[Path | str], progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Features for image files, calling ``progress(n)`` after each batch of n."""
         return self._run(
             iter(paths),

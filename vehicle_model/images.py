@@ -56,9 +56,7 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Imag
     if not data:
         raise ImageDecodeError("empty", "the file is empty")
     if len(data) > limits.max_bytes:
-        raise ImageDecodeError(
-            "too_large", f"the file is {len(data)} bytes; the limit is {limits.max_bytes} bytes"
-        )
+        raise ImageDecodeError("too_large", f"the file is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
     # Our own pixel check runs on the header, before any pixel is decoded; Pillow's
     # global bomb check stays as a second line (no thread-unsafe warning filters here).
     try:

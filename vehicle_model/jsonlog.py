@@ -11,6 +11,8 @@ from pythonjsonlogger.json import JsonFormatter
 
 def json_formatter() -> JsonFormatter:
     return JsonFormatter(
-        "{levelname}{name}{message}", style="{", timestamp="time",
+        "{levelname}{name}{message}",
+        style="{",
+        timestamp="time",
         rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
     )

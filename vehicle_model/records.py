@@ -65,7 +65,7 @@ def project(features: np.ndarray) -> np.ndarray:
 
 def tone(features: np.ndarray) -> np.ndarray:
     """[N, 6] saturation and value marginals of the un-normalised image, from featurizer output."""
-    return features[:, MODEL_DIM:MODEL_DIM + TONE_DIM]
+    return features[:, MODEL_DIM : MODEL_DIM + TONE_DIM]
 
 
 def summarise(features: np.ndarray) -> np.ndarray:

@@ -44,7 +44,8 @@ class BodyDeadlineMiddleware(ASGIMiddleware):
                     message = await receive()
             except TimeoutError:
                 raise ApiError(
-                    408, "body_timeout",
+                    408,
+                    "body_timeout",
                     f"the request body was not complete within {self.timeout_seconds:g} s of its headers; "
                     "send it faster, or fewer or smaller files per request",
                 ) from None

@@ -60,4 +60,3 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "stats": constant(services.stats),
         "caller_region": Provide(provide_region, sync_to_thread=False),
     }
-

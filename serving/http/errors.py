@@ -137,8 +137,12 @@ def exception_handlers(
         return _response(request, ApiError(status, _code_for(status), exc.detail, headers=exc.headers))
 
     def unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path,
-                         extra={"request_id": request_id(request.scope)})
+        logger.exception(
+            "unhandled error on %s %s",
+            request.method,
+            request.url.path,
+            extra={"request_id": request_id(request.scope)},
+        )
         message = "unexpected server error; quote the request_id when reporting it"
         return _response(request, ApiError(500, "internal_error", message))
 

@@ -64,7 +64,10 @@ class BatchingExecutor:
         self._busy_lock = threading.Lock()
 
     async def predict(
-        self, classifier: VehicleClassifier, blobs: Sequence[bytes], limits: ImageLimits,
+        self,
+        classifier: VehicleClassifier,
+        blobs: Sequence[bytes],
+        limits: ImageLimits,
         wide: VehicleClassifier | None = None,
     ) -> tuple[list[Result], np.ndarray]:
         """``decode_and_predict`` over ``blobs``, possibly in one call with other requests' images.
@@ -122,7 +125,7 @@ class BatchingExecutor:
                 images += len(more.blobs)
             with self._inside(carrying=carried is not None) as alone:
                 classifier = job.wide if alone and job.wide is not None else job.classifier
-                self._settle(batch, lambda: self._predict(classifier, batch))
+                self._settle(batch, lambda classifier=classifier, batch=batch: self._predict(classifier, batch))
 
     @contextlib.contextmanager
     def _inside(self, carrying: bool = False) -> Iterator[bool]:

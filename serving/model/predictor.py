@@ -76,7 +76,12 @@ class Predictor:
     """
 
     def __init__(
-        self, models: ModelService, cache: Store, metrics: ServingMetrics, limits: ImageLimits, cache_ttl: int,
+        self,
+        models: ModelService,
+        cache: Store,
+        metrics: ServingMetrics,
+        limits: ImageLimits,
+        cache_ttl: int,
         log: PredictionLog | None = None,
     ) -> None:
         self.models = models

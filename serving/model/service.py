@@ -227,8 +227,13 @@ class ModelService:
         self._failed.pop(version, None)
         self.metrics.model_reloads.inc()
         seconds = time.perf_counter() - started
-        logger.info("serving version %s (was %s), loaded in %.2f s", version, old, seconds,
-                    extra={"model_version": version, "previous_version": old})
+        logger.info(
+            "serving version %s (was %s), loaded in %.2f s",
+            version,
+            old,
+            seconds,
+            extra={"model_version": version, "previous_version": old},
+        )
         return RefreshResult("loaded", version, version, f"swapped {old} -> {version}")
 
     def _load_and_warm(self, version: str) -> LoadedModel:

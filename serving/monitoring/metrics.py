@@ -27,48 +27,62 @@ class ServingMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.predictions = Counter(
-            "vehicle_predictions_total", "Predicted labels by attribute and class.",
-            ["attribute", "label"], registry=self.registry,
+            "vehicle_predictions_total",
+            "Predicted labels by attribute and class.",
+            ["attribute", "label"],
+            registry=self.registry,
         )
         self.model_info = Gauge(
-            "vehicle_model_info", "The model version being served (value 1).",
-            ["name", "version", "alias"], registry=self.registry,
+            "vehicle_model_info",
+            "The model version being served (value 1).",
+            ["name", "version", "alias"],
+            registry=self.registry,
         )
         self.model_loaded = Gauge("vehicle_model_loaded", "1 when a model is loaded.", registry=self.registry)
         self.model_reloads = Counter(
             "vehicle_model_reloads_total", "Model versions loaded and swapped in.", registry=self.registry
         )
         self.model_reload_failures = Counter(
-            "vehicle_model_reload_failures_total", "Model versions that failed to load or warm up.",
+            "vehicle_model_reload_failures_total",
+            "Model versions that failed to load or warm up.",
             registry=self.registry,
         )
         self.cache_hits = Counter(
-            "vehicle_classify_cache_hits_total", "Images answered from the classification cache.",
+            "vehicle_classify_cache_hits_total",
+            "Images answered from the classification cache.",
             registry=self.registry,
         )
         self.cache_misses = Counter(
             "vehicle_classify_cache_misses_total", "Images that needed inference.", registry=self.registry
         )
         self.redis_up = Gauge(
-            "vehicle_redis_up", "1 while Redis answers, 0 while the in-memory fallback is used.",
+            "vehicle_redis_up",
+            "1 while Redis answers, 0 while the in-memory fallback is used.",
             registry=self.registry,
         )
         self.errors = Counter(
-            "vehicle_errors_total", "Error answers by status and error code.", ["status", "code"],
+            "vehicle_errors_total",
+            "Error answers by status and error code.",
+            ["status", "code"],
             registry=self.registry,
         )
         self.inference_seconds = Histogram(
-            "vehicle_inference_seconds", "Decode plus model time of one inference call.",
-            ["kind"], registry=self.registry,
+            "vehicle_inference_seconds",
+            "Decode plus model time of one inference call.",
+            ["kind"],
+            registry=self.registry,
         )
         self.prediction_log_records = Counter(
-            "vehicle_prediction_log_records_total", "Prediction records appended to the Redis stream.",
+            "vehicle_prediction_log_records_total",
+            "Prediction records appended to the Redis stream.",
             registry=self.registry,
         )
         self.prediction_log_dropped = Counter(
             "vehicle_prediction_log_dropped_total",
-            "Prediction records lost: Redis away or not configured (redis_unavailable), or the queue full (queue_full).",
-            ["reason"], registry=self.registry,
+            "Prediction records lost: Redis away or not configured (redis_unavailable), "
+            "or the queue full (queue_full).",
+            ["reason"],
+            registry=self.registry,
         )
         self._served: tuple[str, str, str] | None = None
 

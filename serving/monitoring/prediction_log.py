@@ -58,8 +58,17 @@ class PredictionLog:
     """
 
     def __init__(
-        self, guard: RedisGuard, prefix: str, written: Counter, dropped: Counter, *, sample_rate: float = 1.0,
-        max_per_second: float = 0.0, maxlen: int = 100_000, queue_size: int = 10_000, flush_seconds: float = 0.5,
+        self,
+        guard: RedisGuard,
+        prefix: str,
+        written: Counter,
+        dropped: Counter,
+        *,
+        sample_rate: float = 1.0,
+        max_per_second: float = 0.0,
+        maxlen: int = 100_000,
+        queue_size: int = 10_000,
+        flush_seconds: float = 0.5,
     ) -> None:
         self.guard = guard
         self.key = log_key(prefix)
@@ -77,7 +86,9 @@ class PredictionLog:
         self._wake = asyncio.Event()
         self._stopping = False
 
-    def submit(self, model: str, version: str, region: str, predictions: Sequence[Prediction], projections: np.ndarray) -> None:
+    def submit(
+        self, model: str, version: str, region: str, predictions: Sequence[Prediction], projections: np.ndarray
+    ) -> None:
         """Queues the sampled share of one inference call's results; returns at once."""
         now = time.time()
         for prediction, projection in zip(predictions, projections):
@@ -139,7 +150,11 @@ class PredictionLog:
         if not batch:
             return 0
         records = [
-            encode(prediction_record(p.prediction, p.projection, region=p.region, model=p.model, version=p.version, time=p.time))
+            encode(
+                prediction_record(
+                    p.prediction, p.projection, region=p.region, model=p.model, version=p.version, time=p.time
+                )
+            )
             for p in batch
         ]
 

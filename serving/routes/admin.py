@@ -27,12 +27,17 @@ async def reload(models: NamedDependency[ModelService], settings: NamedDependenc
         result = await asyncio.wait_for(asyncio.shield(models.refresh(force=True)), settings.reload_timeout_seconds)
     except TimeoutError:
         raise ApiError(
-            504, "reload_pending",
+            504,
+            "reload_pending",
             f"the reload did not finish within {settings.reload_timeout_seconds:g} s; it goes on in the "
             "background and the current version keeps serving. Check /api/models/metadata later.",
         ) from None
-    return {"outcome": result.outcome, "alias_version": result.version, "serving": result.serving,
-            "detail": result.detail}
+    return {
+        "outcome": result.outcome,
+        "alias_version": result.version,
+        "serving": result.serving,
+        "detail": result.detail,
+    }
 
 
 def admin_router(settings: ServingSettings) -> Router:

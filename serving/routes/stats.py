@@ -34,7 +34,10 @@ class StatsController(Controller):
     async def region(
         self,
         region: Annotated[
-            str, PathParameter(description=f"A region name as sent in X-Region ({REGION_RULE}).", schema_extra=REGION_SCHEMA)
+            str,
+            PathParameter(
+                description=f"A region name as sent in X-Region ({REGION_RULE}).", schema_extra=REGION_SCHEMA
+            ),
         ],
         stats: NamedDependency[RegionStats],
     ) -> RegionStatsBody:

@@ -112,7 +112,8 @@ class VehicleController(Controller):
         try:
             if len(data.files) > settings.max_batch_files:
                 raise ApiError(
-                    413, "too_many_files",
+                    413,
+                    "too_many_files",
                     f"{len(data.files)} files sent; the limit is {settings.max_batch_files} per request",
                     limit_files=settings.max_batch_files,
                 )
@@ -139,7 +140,9 @@ class VehicleController(Controller):
             stats.record(caller_region, "classify-batch", predictions)
 
     @post(
-        "/report", status_code=201, responses=error_responses(400, 401, 408, 409, 413, 415, 422, 429, 503),
+        "/report",
+        status_code=201,
+        responses=error_responses(400, 401, 408, 409, 413, 415, 422, 429, 503),
         operation_class=ReportOperation,
     )
     async def create_report(
@@ -171,7 +174,8 @@ class VehicleController(Controller):
             report = build_report(vehicle_id, outcome.prediction, result.model, thresholds, reports.ttl_seconds)
             if not await reports.create(report, client_name(request)):
                 raise ApiError(
-                    409, "report_exists",
+                    409,
+                    "report_exists",
                     f"a report for vehicle_id '{vehicle_id}' already exists; reports are never replaced. "
                     "Choose another vehicle_id or leave it out to get a generated one.",
                 )
@@ -204,14 +208,16 @@ class VehicleController(Controller):
             except RedisUnavailable:
                 retry_after = max(1, round(reports.store.guard.retry_after))
                 raise ApiError(
-                    503, "store_unavailable",
+                    503,
+                    "store_unavailable",
                     f"the report store (Redis) is not answering, so whether a report for vehicle_id "
                     f"'{vehicle_id}' exists is unknown; retry after {retry_after} s",
                     headers={"Retry-After": str(retry_after)},
                 ) from None
             if report is None:
                 raise ApiError(
-                    404, "report_not_found",
+                    404,
+                    "report_not_found",
                     f"no report for vehicle_id '{vehicle_id}': it was never created or has expired "
                     f"(reports are kept {reports.ttl_seconds} s). Create one with POST /api/vehicle/report.",
                 )
@@ -232,9 +238,7 @@ def _render(report: dict[str, Any], output: str, status_code: int = 200, headers
     return Response(report, status_code=status_code, headers=headers)
 
 
-def _batch_item(
-    index: int, filename: str | None, outcome: ImageOutcome, predictor: Predictor, k: int
-) -> BatchItem:
+def _batch_item(index: int, filename: str | None, outcome: ImageOutcome, predictor: Predictor, k: int) -> BatchItem:
     item: BatchItem = {
         "index": index,
         "filename": display_name(filename),

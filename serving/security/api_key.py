@@ -47,7 +47,8 @@ def admin_guard(settings: ServingSettings) -> Guard:
         address = _network_address(connection)
         if address is not None and not address.is_loopback:
             raise ApiError(
-                403, "admin_disabled",
+                403,
+                "admin_disabled",
                 "admin endpoints answer only on loopback while no API_KEY is set; set API_KEY "
                 "(or ADMIN_OPEN=true to allow any caller without a key)",
             )

@@ -110,6 +110,9 @@ def bearer(connection: ASGIConnection) -> str | None:
 def _unauthorized(connection: ASGIConnection, message: str | None = None) -> ApiError:
     missing = bearer(connection) is None
     code = "missing_credentials" if missing else "invalid_credentials"
-    text = message or ("this endpoint needs a client key as 'Authorization: Bearer <key>'" if missing
-                       else "the client key is not recognised")
+    text = message or (
+        "this endpoint needs a client key as 'Authorization: Bearer <key>'"
+        if missing
+        else "the client key is not recognised"
+    )
     return ApiError(401, code, text, headers=BEARER_CHALLENGE)

@@ -26,9 +26,7 @@ def cors_config(settings: ServingSettings) -> CORSConfig | None:
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Content-Type", "Authorization", "X-Region", API_KEY_HEADER, REQUEST_ID_HEADER],
-        expose_headers=[
-            REQUEST_ID_HEADER, "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"
-        ],
+        expose_headers=[REQUEST_ID_HEADER, "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"],
     )
 
 

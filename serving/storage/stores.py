@@ -9,7 +9,6 @@ store, so reports, the classification cache and rate limits share one behaviour.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -89,7 +88,7 @@ class RedisGuard:
             raise RedisUnavailable
         try:
             result = await operation(self.redis)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             self._trip(exc)
             raise RedisUnavailable from exc
         if not self._up:
@@ -113,7 +112,8 @@ class RedisGuard:
             self._up = False
             logger.warning(
                 "redis unavailable (%s); using the in-memory fallback, retrying in %.1f s",
-                type(exc).__name__, self.retry_after,
+                type(exc).__name__,
+                self.retry_after,
             )
             self._on_change(False)
 
@@ -215,9 +215,9 @@ class ResilientStore(NamespacedStore):
         if await self._memory.exists(key):
             return False
         try:
-            return bool(await self.guard.run(
-                lambda redis: redis.set(f"{self.namespace}:{key}", value, ex=expires_in, nx=True)
-            ))
+            return bool(
+                await self.guard.run(lambda redis: redis.set(f"{self.namespace}:{key}", value, ex=expires_in, nx=True))
+            )
         except RedisUnavailable:
             await self._memory.set(key, value, expires_in)
             return True

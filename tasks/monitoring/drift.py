@@ -118,7 +118,9 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, thresholds: Threshol
     return RegionDrift(region, len(current), checks)
 
 
-def detect(reference: pd.DataFrame, current: pd.DataFrame, thresholds: Thresholds) -> tuple[dict[str, RegionDrift], dict[str, int]]:
+def detect(
+    reference: pd.DataFrame, current: pd.DataFrame, thresholds: Thresholds
+) -> tuple[dict[str, RegionDrift], dict[str, int]]:
     """Checks the whole traffic and each region with at least ``min_records`` records.
 
     Returns:
@@ -127,7 +129,11 @@ def detect(reference: pd.DataFrame, current: pd.DataFrame, thresholds: Threshold
     """
     results: dict[str, RegionDrift] = {}
     too_few: dict[str, int] = {}
-    groups = [(ALL, current)] + sorted(current.groupby("region"), key=lambda item: item[0]) if len(current) else [(ALL, current)]
+    groups = (
+        [(ALL, current)] + sorted(current.groupby("region"), key=lambda item: item[0])
+        if len(current)
+        else [(ALL, current)]
+    )
     for region, frame in groups:
         if len(frame) < thresholds.min_records:
             too_few[str(region)] = len(frame)
@@ -162,7 +168,7 @@ def columns_check(reference: pd.DataFrame, current: pd.DataFrame, thresholds: Th
 
 
 def _columns(frame: pd.DataFrame, prefix: str) -> list[str]:
-    return [c for c in frame.columns if c.startswith(prefix) and c[len(prefix):].isdigit()]
+    return [c for c in frame.columns if c.startswith(prefix) and c[len(prefix) :].isdigit()]
 
 
 def _same_projection(reference: pd.DataFrame, current: pd.DataFrame) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -19,9 +19,9 @@ from prefect.events import emit_event
 from redis import Redis
 
 from tasks.monitoring.drift import ALL, Thresholds, detect, records_frame
-from tasks.monitoring.report import html_report, markdown_report
 from tasks.monitoring.log_reader import LogWindow, publish_status, read_log, save_checkpoint
 from tasks.monitoring.reference import load_reference
+from tasks.monitoring.report import html_report, markdown_report
 from tasks.registry.versions import version_for_alias
 from tasks.tracking import ensure_experiment
 
@@ -90,7 +90,9 @@ def load_reference_task(model_name: str, alias: str) -> tuple[str, list[dict]]:
 
 
 @task(name="read-prediction-log", cache_policy=NO_CACHE)
-def read_log_task(redis_url: str | None, prefix: str, now: float, window_minutes: float | None, max_records: int) -> LogWindow:
+def read_log_task(
+    redis_url: str | None, prefix: str, now: float, window_minutes: float | None, max_records: int
+) -> LogWindow:
     window = read_log(redis_client(redis_url), prefix, now, window_minutes, max_records)
     get_run_logger().info("Read %d prediction records", len(window.records))
     return window
@@ -107,14 +109,27 @@ def detect_drift_task(
 
 
 @task(name="track-drift", cache_policy=NO_CACHE)
-def track_task(summary: DriftSummary, reference: list[dict], records: list[dict], tags: dict[str, str],
-               experiment: str, artifact_root: str | None) -> str:
+def track_task(
+    summary: DriftSummary,
+    reference: list[dict],
+    records: list[dict],
+    tags: dict[str, str],
+    experiment: str,
+    artifact_root: str | None,
+) -> str:
     """One MLflow run: scores as metrics (charted over runs), the HTML report and JSON as artifacts."""
     experiment_id = ensure_experiment(experiment, artifact_root)
     MlflowClient().set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
     with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
-        mlflow.log_params({"model": summary.model, "version": summary.version, **summary.thresholds,
-                           "window_start": summary.window_start, "window_end": summary.window_end})
+        mlflow.log_params(
+            {
+                "model": summary.model,
+                "version": summary.version,
+                **summary.thresholds,
+                "window_start": summary.window_start,
+                "window_end": summary.window_end,
+            }
+        )
         mlflow.log_metrics(_metrics(summary))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "drift_report.html"
@@ -130,22 +145,41 @@ def publish_task(summary: DriftSummary, redis_url: str | None, prefix: str, chec
     and (for checkpointed runs) the checkpoint, last, so a failed run is read again."""
     create_markdown_artifact(key="drift-report", markdown=markdown_report(summary), description="Drift per region")
     redis = redis_client(redis_url)
-    checked_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    publish_status(redis, prefix, {
-        region: {"drift": result["drift"], "drifted": result["drifted"], "records": result["records"],
-                 "version": summary.version, "checked_at": checked_at}
-        for region, result in summary.regions.items()
-    })
+    checked_at = datetime.now(UTC).isoformat(timespec="seconds")
+    publish_status(
+        redis,
+        prefix,
+        {
+            region: {
+                "drift": result["drift"],
+                "drifted": result["drifted"],
+                "records": result["records"],
+                "version": summary.version,
+                "checked_at": checked_at,
+            }
+            for region, result in summary.regions.items()
+        },
+    )
     logger = get_run_logger()
     if summary.drift:
         emit_event(
             event=DRIFT_EVENT,
-            resource={"prefect.resource.id": f"vehicle.monitoring.{summary.model}", "prefect.resource.name": summary.model},
+            resource={
+                "prefect.resource.id": f"vehicle.monitoring.{summary.model}",
+                "prefect.resource.name": summary.model,
+            },
             payload={
-                "model": summary.model, "version": summary.version, "regions": summary.drifted_regions,
-                "drifted": {r: summary.regions[r]["drifted"] for r in summary.drifted_regions + [ALL] if r in summary.regions},
-                "scores": {r: summary.regions[r]["scores"] for r in summary.drifted_regions + [ALL] if r in summary.regions},
-                "window_start": summary.window_start, "window_end": summary.window_end,
+                "model": summary.model,
+                "version": summary.version,
+                "regions": summary.drifted_regions,
+                "drifted": {
+                    r: summary.regions[r]["drifted"] for r in summary.drifted_regions + [ALL] if r in summary.regions
+                },
+                "scores": {
+                    r: summary.regions[r]["scores"] for r in summary.drifted_regions + [ALL] if r in summary.regions
+                },
+                "window_start": summary.window_start,
+                "window_end": summary.window_end,
                 "mlflow_run_id": summary.mlflow_run_id,
             },
         )
@@ -165,8 +199,11 @@ def drifted_regions(regions: dict[str, dict]) -> list[str]:
 
 
 def _metrics(summary: DriftSummary) -> dict[str, float]:
-    metrics: dict[str, float] = {"records": summary.records, "compared": summary.compared,
-                                 "drifted_regions": len(summary.drifted_regions)}
+    metrics: dict[str, float] = {
+        "records": summary.records,
+        "compared": summary.compared,
+        "drifted_regions": len(summary.drifted_regions),
+    }
     for region, result in summary.regions.items():
         metrics[f"{region}.records"] = result["records"]
         metrics[f"{region}.drift"] = float(result["drift"])

@@ -61,7 +61,9 @@ def save_checkpoint(redis: Redis, prefix: str, last_id: str) -> None:
 def publish_status(redis: Redis, prefix: str, statuses: dict[str, dict]) -> None:
     """Writes each examined region's latest status where serving's stats endpoint reads it."""
     if statuses:
-        redis.hset(drift_status_key(prefix), mapping={region: json.dumps(status) for region, status in statuses.items()})
+        redis.hset(
+            drift_status_key(prefix), mapping={region: json.dumps(status) for region, status in statuses.items()}
+        )
 
 
 def _start(redis: Redis, prefix: str, now: float, window_minutes: float | None) -> str:

@@ -61,7 +61,9 @@ def load_reference(client: MlflowClient, model_name: str, version: str) -> list[
 
 
 @task(name="log-reference-sample")
-def log_reference_task(heads_path: str, features: str, attributes: list[str], run_id: str, model_name: str, version: str) -> str:
+def log_reference_task(
+    heads_path: str, features: str, attributes: list[str], run_id: str, model_name: str, version: str
+) -> str:
     """Computes the version's reference sample on its validation split and logs it."""
     X_val, _ = load_split(features, "validation", attributes)
     classifier = VehicleClassifier(featurizer=Featurizer(), heads=joblib.load(heads_path))

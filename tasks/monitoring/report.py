@@ -33,7 +33,9 @@ def markdown_report(summary: DriftSummary) -> str:
         drifted = ", ".join(f"{name} ({scores[name]:.2f})" for name in result["drifted"]) or "-"
         top = max(scores, key=scores.get) if scores else None
         highest = f"{top} ({scores[top]:.2f})" if top else "-"
-        lines.append(f"| {region} | {result['records']} | {'**yes**' if result['drift'] else 'no'} | {drifted} | {highest} |")
+        lines.append(
+            f"| {region} | {result['records']} | {'**yes**' if result['drift'] else 'no'} | {drifted} | {highest} |"
+        )
     if summary.too_few:
         lines += ["", "Not examined (too few records): " + ", ".join(f"{r} ({n})" for r, n in summary.too_few.items())]
     if summary.mlflow_run_id:
@@ -45,20 +47,38 @@ def html_report(summary: DriftSummary, reference: list[dict], records: list[dict
     """Summary, every check per region, and label distributions next to the reference's."""
     current = records_frame([r for r in records if str(r["version"]) == summary.version])
     ref = records_frame(reference)
-    checks = pd.DataFrame([
-        {"region": region, "check": name, "score": score, "p_value": result["p_values"][name], "drift": name in result["drifted"]}
-        for region, result in summary.regions.items() for name, score in result["scores"].items()
-    ])
+    checks = pd.DataFrame(
+        [
+            {
+                "region": region,
+                "check": name,
+                "score": score,
+                "p_value": result["p_values"][name],
+                "drift": name in result["drifted"],
+            }
+            for region, result in summary.regions.items()
+            for name, score in result["scores"].items()
+        ]
+    )
     parts = [
         f"<h1>Drift report: {html.escape(summary.model)} v{html.escape(summary.version)}</h1>",
         f"<p>{html.escape(summary.window_start)} to {html.escape(summary.window_end)}; "
         f"{summary.compared} records compared; thresholds {html.escape(str(summary.thresholds))}.</p>",
         "<h2>Checks</h2>",
-        checks.to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(checks) else "<p>No region had enough records.</p>",
+        checks.to_html(index=False, float_format=lambda v: f"{v:.4g}")
+        if len(checks)
+        else "<p>No region had enough records.</p>",
     ]
     for column in sorted(c for c in ref.columns if c.startswith("label.")):
-        parts += [f"<h2>{html.escape(column)}: share of predictions</h2>", _label_shares(ref, current, column, summary).to_html(float_format=lambda v: f"{v:.3f}")]
-    return "<!doctype html><html><head><meta charset='utf-8'><title>Drift report</title></head><body>" + "".join(parts) + "</body></html>"
+        parts += [
+            f"<h2>{html.escape(column)}: share of predictions</h2>",
+            _label_shares(ref, current, column, summary).to_html(float_format=lambda v: f"{v:.3f}"),
+        ]
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Drift report</title></head><body>"
+        + "".join(parts)
+        + "</body></html>"
+    )
 
 
 def _label_shares(ref: pd.DataFrame, current: pd.DataFrame, column: str, summary: DriftSummary) -> pd.DataFrame:

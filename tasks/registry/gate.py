@@ -100,7 +100,10 @@ def contract_changes(old: Mapping[str, Sequence[str]], new: Mapping[str, Sequenc
     changes = [f"attribute '{a}' is no longer predicted" for a in old if a not in new]
     changes += [f"new attribute '{a}'" for a in new if a not in old]
     for attribute in (a for a in old if a in new):
-        removed, added = sorted(set(old[attribute]) - set(new[attribute])), sorted(set(new[attribute]) - set(old[attribute]))
+        removed, added = (
+            sorted(set(old[attribute]) - set(new[attribute])),
+            sorted(set(new[attribute]) - set(old[attribute])),
+        )
         if removed:
             changes.append(f"{attribute}: labels {removed} are no longer returned")
         if added:
@@ -116,7 +119,9 @@ def weighted_scores(
     A weight row counts how often each image is drawn, so one matrix product scores every
     bootstrap resample at once; a row of ones is the plain score on all images.
     """
-    per_attribute = [_attribute_score(classes, proba, ys[a], weights, metric) for a, (classes, proba) in probabilities.items()]
+    per_attribute = [
+        _attribute_score(classes, proba, ys[a], weights, metric) for a, (classes, proba) in probabilities.items()
+    ]
     mean = np.mean(per_attribute, axis=0)
     return -mean if metric in LOWER_IS_BETTER else mean
 
@@ -170,8 +175,13 @@ def paired_bootstrap(
     tail = (1 - policy.confidence) / 2
     low, high = np.quantile(np.concatenate(gains), [tail, 1 - tail])
     return Comparison(
-        images=n, candidate_score=candidate_score, champion_score=champion_score,
-        gain=candidate_score - champion_score, ci_low=float(low), ci_high=float(high), confidence=policy.confidence,
+        images=n,
+        candidate_score=candidate_score,
+        champion_score=champion_score,
+        gain=candidate_score - champion_score,
+        ci_low=float(low),
+        ci_high=float(high),
+        confidence=policy.confidence,
     )
 
 
@@ -196,13 +206,18 @@ def decide(
         images: how many shared unseen images there were.
     """
     verdict = dict(
-        candidate_score=candidate_score, min_improvement=policy.min_improvement,
-        min_lower_bound=policy.min_lower_bound, champion_version=champion_version,
+        candidate_score=candidate_score,
+        min_improvement=policy.min_improvement,
+        min_lower_bound=policy.min_lower_bound,
+        champion_version=champion_version,
     )
     if champion_version is None:
         return PromotionDecision(True, "no current champion", **verdict)
     if changes:
-        reason = f"contract change from champion v{champion_version}: {'; '.join(changes)}; promote by hand with `vehicles promote --version N --yes`"
+        reason = (
+            f"contract change from champion v{champion_version}: {'; '.join(changes)}; "
+            "promote by hand with `vehicles promote --version N --yes`"
+        )
         return PromotionDecision(False, reason, contract_changes=tuple(changes), **verdict)
     if comparison is None or comparison.images < policy.min_images:
         reason = f"only {images} test images that neither model trained on (at least {policy.min_images} needed)"
@@ -224,19 +239,30 @@ def decision_markdown(
 ) -> str:
     """The ``promotion-decision`` artifact: what was compared, on how many images, and the verdict."""
     outcome = "promoted to **champion**" if decision.promote else "kept as **challenger**"
-    lines = [f"# v{version} ({winner}) {outcome}", "", f"- reason: {decision.reason}", f"- test {metric} (own test split): {test_score:.4f}"]
+    lines = [
+        f"# v{version} ({winner}) {outcome}",
+        "",
+        f"- reason: {decision.reason}",
+        f"- test {metric} (own test split): {test_score:.4f}",
+    ]
     if decision.champion_version is None:
         lines.append("- champion: none")
     elif decision.comparison is not None:
         c = decision.comparison
         lines += [
-            "", f"| compared on | candidate v{version} | champion v{decision.champion_version} | gain | {c.confidence:.0%} interval |",
-            "|---|---|---|---|---|",
-            f"| {c.images} test images neither trained on | {c.candidate_score:.4f} | {c.champion_score:.4f} | {c.gain:+.4f} | [{c.ci_low:+.4f}, {c.ci_high:+.4f}] |",
             "",
-            f"- rule: promote when gain >= {decision.min_improvement} and the interval's lower bound > {decision.min_lower_bound}",
+            f"| compared on | candidate v{version} | champion v{decision.champion_version} | gain "
+            f"| {c.confidence:.0%} interval |",
+            "|---|---|---|---|---|",
+            f"| {c.images} test images neither trained on | {c.candidate_score:.4f} | {c.champion_score:.4f} "
+            f"| {c.gain:+.4f} | [{c.ci_low:+.4f}, {c.ci_high:+.4f}] |",
+            "",
+            f"- rule: promote when gain >= {decision.min_improvement} "
+            f"and the interval's lower bound > {decision.min_lower_bound}",
         ]
     for change in decision.contract_changes:
         lines.append(f"- contract change: {change}")
-    lines.append("- failed candidates:" + ("".join(f"\n  - {name}: {error}" for name, error in failed.items()) or " none"))
+    lines.append(
+        "- failed candidates:" + ("".join(f"\n  - {name}: {error}" for name, error in failed.items()) or " none")
+    )
     return "\n".join(lines) + "\n"

@@ -21,10 +21,11 @@ from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from tasks.data.dataset import IMAGE_COLUMN, SPLIT_COLUMN
-from tasks.training.evaluation import score
 from tasks.data.features import FeatureCache, features_from
-from tasks.registry.gate import GatePolicy, Probabilities, PromotionDecision, contract_changes, decide, paired_bootstrap
 from tasks.data.prepare_steps import PreparedData
+from tasks.data.validation import SHA_COLUMN
+from tasks.registry.gate import GatePolicy, Probabilities, PromotionDecision, contract_changes, decide, paired_bootstrap
+from tasks.registry.retrain import DATASET_TAG, FEATURIZER_TAG, FINGERPRINT_TAG, IMAGES_TAG, SkippedRun, unchanged_since
 from tasks.registry.versions import (
     CHALLENGER,
     apply_decision,
@@ -34,10 +35,9 @@ from tasks.registry.versions import (
     version_featurizer,
     version_for_alias,
 )
-from tasks.registry.retrain import DATASET_TAG, FEATURIZER_TAG, FINGERPRINT_TAG, IMAGES_TAG, SkippedRun, unchanged_since
 from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, within_run
+from tasks.training.evaluation import score
 from tasks.training.train_steps import CandidateResult
-from tasks.data.validation import SHA_COLUMN
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.model import VehicleClassifier
 
@@ -71,15 +71,21 @@ def unchanged_since_task(model_name: str, alias: str, prepared: PreparedData) ->
     client = MlflowClient()
     champion = version_for_alias(client, model_name, alias)
     challenger = version_for_alias(client, model_name, CHALLENGER)
-    judged = [(name, str(v.version), v.tags) for name, v in ((alias, champion), (CHALLENGER, challenger)) if v is not None]
+    judged = [
+        (name, str(v.version), v.tags) for name, v in ((alias, champion), (CHALLENGER, challenger)) if v is not None
+    ]
     found = unchanged_since(judged, prepared.fingerprint, prepared.featurizer_version)
     if found is None:
         return None
     found_alias, version, tags = found
     return SkippedRun(
-        version=version, alias=found_alias, champion_version=str(champion.version) if champion else None,
-        dataset=tags.get(DATASET_TAG, prepared.source), fingerprint=prepared.fingerprint,
-        images=tags.get(IMAGES_TAG, "?"), promotion_reason=tags.get("promotion.reason", ""),
+        version=version,
+        alias=found_alias,
+        champion_version=str(champion.version) if champion else None,
+        dataset=tags.get(DATASET_TAG, prepared.source),
+        fingerprint=prepared.fingerprint,
+        images=tags.get(IMAGES_TAG, "?"),
+        promotion_reason=tags.get("promotion.reason", ""),
     )
 
 
@@ -87,15 +93,23 @@ def unchanged_since_task(model_name: str, alias: str, prepared: PreparedData) ->
 def report_skip_task(skip: SkippedRun, trigger: str | None, drift_regions: list[str] | None) -> SkippedRun:
     """Publishes why nothing was trained; the returned run carries the trigger context."""
     skip = replace(skip, trigger=trigger, drift_regions=tuple(drift_regions or ()))
-    create_markdown_artifact(key="training-skipped", markdown=skip.markdown(), description="Why this run trained nothing")
+    create_markdown_artifact(
+        key="training-skipped", markdown=skip.markdown(), description="Why this run trained nothing"
+    )
     get_run_logger().info("Training skipped: %s", skip.line)
     return skip
 
 
 @task(name="promotion-gate", retries=MLFLOW_RETRIES, retry_delay_seconds=MLFLOW_RETRY_DELAY)
 def gate_task(
-    model_name: str, alias: str, winner: CandidateResult, test_metrics: dict[str, float], prepared: PreparedData,
-    metric: str, policy: GatePolicy, feature_cache_dir: str,
+    model_name: str,
+    alias: str,
+    winner: CandidateResult,
+    test_metrics: dict[str, float],
+    prepared: PreparedData,
+    metric: str,
+    policy: GatePolicy,
+    feature_cache_dir: str,
 ) -> PromotionDecision:
     """Compares the winner with the champion on test images neither trained on, and decides."""
     logger = get_run_logger()
@@ -113,7 +127,9 @@ def gate_task(
     logger.info("Comparing with champion v%s on %d test images neither trained on", version, len(test))
     if test.empty:
         return decide(candidate_score, policy, version)
-    classifier: VehicleClassifier = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model().classifier
+    classifier: VehicleClassifier = (
+        mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model().classifier
+    )
     champion_X = _champion_features(model_name, version, classifier, test, prepared, feature_cache_dir)
     ys = {a: test[a].to_numpy(dtype=str) for a in prepared.attributes}
     comparison = paired_bootstrap(
@@ -147,7 +163,11 @@ def _unseen_test_images(prepared: PreparedData, seen: set[str]) -> pd.DataFrame:
 
 
 def _champion_features(
-    model_name: str, version: str, classifier: VehicleClassifier, test: pd.DataFrame, prepared: PreparedData,
+    model_name: str,
+    version: str,
+    classifier: VehicleClassifier,
+    test: pd.DataFrame,
+    prepared: PreparedData,
     feature_cache_dir: str,
 ) -> np.ndarray:
     """The champion's features from its own featurizer: the logged version decides, not this code's."""
@@ -165,8 +185,12 @@ def _probabilities(heads, X: np.ndarray) -> Probabilities:
 
 @task(name="register-model", retries=MLFLOW_RETRIES, retry_delay_seconds=MLFLOW_RETRY_DELAY)
 def register_task(
-    winner: CandidateResult, test_metrics: dict[str, float], parent_run_id: str, model_name: str,
-    prepared: PreparedData, tags: dict[str, str],
+    winner: CandidateResult,
+    test_metrics: dict[str, float],
+    parent_run_id: str,
+    model_name: str,
+    prepared: PreparedData,
+    tags: dict[str, str],
 ) -> str:
     """Logs the winner as one self-contained pyfunc on the parent run, with the content hashes of
     every image per split (the gate needs what each version trained on), and registers it."""
@@ -178,8 +202,13 @@ def register_task(
         info = log_classifier(classifier, metadata={"candidate": winner.name, "metrics": test_metrics})
     # "pending" until the gate's decision is recorded: a run killed in between leaves a version that says so.
     version_tags = {
-        "candidate": winner.name, "promotion.decision": "pending", FINGERPRINT_TAG: prepared.fingerprint,
-        FEATURIZER_TAG: prepared.featurizer_version, DATASET_TAG: prepared.source, IMAGES_TAG: str(len(manifest)), **tags,
+        "candidate": winner.name,
+        "promotion.decision": "pending",
+        FINGERPRINT_TAG: prepared.fingerprint,
+        FEATURIZER_TAG: prepared.featurizer_version,
+        DATASET_TAG: prepared.source,
+        IMAGES_TAG: str(len(manifest)),
+        **tags,
         **{k: f"{v:.6f}" for k, v in test_metrics.items()},
     }
     version = register_version(info.model_uri, model_name, version_tags)
@@ -193,13 +222,21 @@ def promote_task(model_name: str, alias: str, version: str, decision: PromotionD
     apply_decision(MlflowClient(), model_name, version, decision, alias)
     if decision.comparison is not None:
         c = decision.comparison
-        for key, value in {"gate.images": c.images, "gate.gain": c.gain, "gate.ci_low": c.ci_low, "gate.ci_high": c.ci_high}.items():
+        for key, value in {
+            "gate.images": c.images,
+            "gate.gain": c.gain,
+            "gate.ci_low": c.ci_low,
+            "gate.ci_high": c.ci_high,
+        }.items():
             MlflowClient().log_metric(parent_run_id, key, float(value))
     logger = get_run_logger()
     if decision.promote:
         emit_event(
             event="vehicle.model.promoted",
-            resource={"prefect.resource.id": f"mlflow.model-version.{model_name}.{version}", "prefect.resource.name": model_name},
+            resource={
+                "prefect.resource.id": f"mlflow.model-version.{model_name}.{version}",
+                "prefect.resource.name": model_name,
+            },
             payload={
                 "version": version,
                 "previous_champion": decision.champion_version,

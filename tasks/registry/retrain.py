@@ -47,7 +47,10 @@ class SkippedRun:
     def line(self) -> str:
         """One line for the CLI and the artifact title."""
         since = f"{self.alias} v{self.version}"
-        line = f"no new data since {since}, trained on {self.dataset} ({self.images} images, fingerprint {self.fingerprint[:12]})"
+        line = (
+            f"no new data since {since}, trained on {self.dataset} "
+            f"({self.images} images, fingerprint {self.fingerprint[:12]})"
+        )
         if self.alias != "champion":
             champion = f"v{self.champion_version}" if self.champion_version else "none"
             line += f"; it was not promoted ({self.promotion_reason}); champion is {champion}"
@@ -60,7 +63,8 @@ class SkippedRun:
         if self.drift_regions:
             lines.append(
                 "- drift was seen but there is nothing new to learn from; label regions "
-                + ", ".join(self.drift_regions) + " and ingest them (`vehicles ingest`)"
+                + ", ".join(self.drift_regions)
+                + " and ingest them (`vehicles ingest`)"
             )
         lines.append("- nothing was trained or registered; rerun with `force` to retrain deliberately")
         return "\n".join(lines) + "\n"

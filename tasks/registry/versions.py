@@ -67,7 +67,11 @@ def log_classifier(classifier: VehicleClassifier, metadata: dict | None = None) 
             pip_requirements=pip_requirements(),
             signature=signature(),
             input_example=pd.DataFrame({INPUT_COLUMN: [example_image_bytes()]}),
-            metadata={"attributes": classifier.classes(), "featurizer": classifier.featurizer.describe(), **(metadata or {})},
+            metadata={
+                "attributes": classifier.classes(),
+                "featurizer": classifier.featurizer.describe(),
+                **(metadata or {}),
+            },
         )
 
 
@@ -150,7 +154,10 @@ def rollback_pair(client: MlflowClient, name: str, champion_alias: str = CHAMPIO
     if champion is None:
         raise LookupError(f"model '{name}' has no '{champion_alias}' to roll back from")
     if str(previous.version) == str(champion.version):
-        raise LookupError(f"model '{name}': '{PREVIOUS}' is the {champion_alias} itself (v{champion.version}); nothing to roll back to")
+        raise LookupError(
+            f"model '{name}': '{PREVIOUS}' is the {champion_alias} itself (v{champion.version}); "
+            "nothing to roll back to"
+        )
     return champion, previous
 
 

@@ -39,7 +39,9 @@ def _inputs() -> tuple[str, FunctionTransformer]:
 
 
 def logistic_regression(seed: int) -> CandidateSpec:
-    model = Pipeline([_inputs(), ("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=3000, random_state=seed))])
+    model = Pipeline(
+        [_inputs(), ("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=3000, random_state=seed))]
+    )
     return CandidateSpec(model, {"clf__C": [0.01, 0.1, 1.0]})
 
 

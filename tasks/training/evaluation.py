@@ -76,7 +76,9 @@ def shift_metrics(
     if shifted:
         for attribute in [*heads, None]:
             suffix = f"{attribute}.macro_f1" if attribute else "macro_f1"
-            metrics[f"{SHIFT_METRIC_PREFIX}worst.{suffix}"] = min(metrics[f"{SHIFT_METRIC_PREFIX}{k}.{suffix}"] for k in shifted)
+            metrics[f"{SHIFT_METRIC_PREFIX}worst.{suffix}"] = min(
+                metrics[f"{SHIFT_METRIC_PREFIX}{k}.{suffix}"] for k in shifted
+            )
     return metrics
 
 
@@ -85,7 +87,9 @@ def worst_shift(metrics: Mapping[str, float]) -> tuple[str, float] | None:
     scores = {
         key.removeprefix(SHIFT_METRIC_PREFIX).removesuffix(".macro_f1"): value
         for key, value in metrics.items()
-        if key.startswith(SHIFT_METRIC_PREFIX) and key.count(".") == 2 and key.endswith(".macro_f1")
+        if key.startswith(SHIFT_METRIC_PREFIX)
+        and key.count(".") == 2
+        and key.endswith(".macro_f1")
         and key != f"{SHIFT_METRIC_PREFIX}worst.macro_f1"
     }
     if not scores:
@@ -98,7 +102,9 @@ def shift_table(test: Mapping[str, float], shifted: Mapping[str, float], attribu
     """One row per condition (``clean``, then each kind): macro-F1 and ECE per attribute,
     and each macro-F1's drop from clean."""
     kinds = sorted({key.split(".")[1] for key in shifted} - {"worst"})
-    rows = [{"condition": "clean", **{f"{a}.{m}": test[f"test.{a}.{m}"] for a in attributes for m in ("macro_f1", "ece")}}]
+    rows = [
+        {"condition": "clean", **{f"{a}.{m}": test[f"test.{a}.{m}"] for a in attributes for m in ("macro_f1", "ece")}}
+    ]
     for kind in kinds:
         row: dict[str, object] = {"condition": kind}
         for a in attributes:
@@ -121,9 +127,7 @@ def confusion_figure(head, X: np.ndarray, y: np.ndarray, title: str) -> Figure:
     labels = sorted(set(map(str, head.classes_)) | set(map(str, y)))
     figure = Figure(figsize=(1.0 + 0.7 * len(labels), 0.8 + 0.6 * len(labels)))
     axes = figure.subplots()
-    ConfusionMatrixDisplay.from_predictions(
-        y, predicted, labels=labels, ax=axes, colorbar=False, xticks_rotation=45
-    )
+    ConfusionMatrixDisplay.from_predictions(y, predicted, labels=labels, ax=axes, colorbar=False, xticks_rotation=45)
     axes.set_title(title)
     figure.tight_layout()
     return figure
@@ -179,7 +183,11 @@ def leaderboard(results: list[CandidateResult], metric: str) -> pd.DataFrame:
         }
         for r in results
     ]
-    board = pd.DataFrame(rows).sort_values(["_score", "predict_ms_per_image"], ascending=[False, True]).drop(columns="_score")
+    board = (
+        pd.DataFrame(rows)
+        .sort_values(["_score", "predict_ms_per_image"], ascending=[False, True])
+        .drop(columns="_score")
+    )
     board["rank"] = range(1, len(board) + 1)
     return board.reset_index(drop=True)
 

@@ -12,6 +12,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from threadpoolctl import threadpool_limits
 
+from tasks.data.features import load_shifted, load_split, load_split_if_present
+from tasks.data.shifts import AUGMENT_SPLIT, GREYSCALE_CALIBRATION_SPLIT, OVER_EXPOSURE_EXPERT_SPLIT
+from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY
 from tasks.training.evaluation import (
     LOWER_IS_BETTER,
     SHIFT_METRIC_PREFIX,
@@ -24,9 +27,6 @@ from tasks.training.evaluation import (
     shift_table,
     worst_shift,
 )
-from tasks.data.features import load_shifted, load_split, load_split_if_present
-from tasks.data.shifts import AUGMENT_SPLIT, GREYSCALE_CALIBRATION_SPLIT, OVER_EXPOSURE_EXPERT_SPLIT
-from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY
 from tasks.training.search import CV_FOLDS, fit_candidate
 from vehicle_model.calibration import GreyscaleTempered
 from vehicle_model.exposure import OverExposureRouted
@@ -58,13 +58,20 @@ def train_candidate_task(
     greyscale = load_split_if_present(features, GREYSCALE_CALIBRATION_SPLIT, attributes)
     over_exposed = load_split_if_present(features, OVER_EXPOSURE_EXPERT_SPLIT, attributes)
     tags = {"candidate": name, "stage": "candidate"}
-    with threadpool_limits(threads), mlflow.start_run(
-        experiment_id=experiment_id, run_name=name, parent_run_id=parent_run_id, tags=tags
-    ) as run:
+    with (
+        threadpool_limits(threads),
+        mlflow.start_run(experiment_id=experiment_id, run_name=name, parent_run_id=parent_run_id, tags=tags) as run,
+    ):
         try:
             fitted = fit_candidate(
-                name, X, ys, seed=seed, budget_seconds=budget_seconds,
-                augmented=augmented, greyscale=greyscale, over_exposed=over_exposed,
+                name,
+                X,
+                ys,
+                seed=seed,
+                budget_seconds=budget_seconds,
+                augmented=augmented,
+                greyscale=greyscale,
+                over_exposed=over_exposed,
             )
         except Exception as exc:
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
@@ -98,10 +105,17 @@ def _rows(split: tuple[object, object] | None) -> int:
     return 0 if split is None else len(split[0])
 
 
-def _flat_params(fitted, budget_seconds: float, seed: int, augmented_rows: int, over_exposed_rows: int) -> dict[str, str]:
+def _flat_params(
+    fitted, budget_seconds: float, seed: int, augmented_rows: int, over_exposed_rows: int
+) -> dict[str, str]:
     """Every hyperparameter of every head (simple values only), plus the search settings."""
-    params: dict[str, str] = {"budget_seconds": str(budget_seconds), "seed": str(seed), "cv_folds": str(CV_FOLDS),
-                              "augmented_rows": str(augmented_rows), "over_exposed_rows": str(over_exposed_rows)}
+    params: dict[str, str] = {
+        "budget_seconds": str(budget_seconds),
+        "seed": str(seed),
+        "cv_folds": str(CV_FOLDS),
+        "augmented_rows": str(augmented_rows),
+        "over_exposed_rows": str(over_exposed_rows),
+    }
     for attribute, head in fitted.heads.items():
         while isinstance(head, (GreyscaleTempered, OverExposureRouted)):
             head = head.head  # the wrappers add no parameters of their own
@@ -128,12 +142,16 @@ def publish_leaderboard_task(
     create_table_artifact(
         key="leaderboard", table=records, description=f"Candidates by validation {metric} ({direction} is better)"
     )
-    create_link_artifact(key="mlflow-run", link=parent_url, link_text="MLflow parent run", description="Compare candidates")
+    create_link_artifact(
+        key="mlflow-run", link=parent_url, link_text="MLflow parent run", description="Compare candidates"
+    )
     get_run_logger().info("Leaderboard:\n%s", board.drop(columns="run_id").round(4).to_string(index=False))
 
 
 @task(name="score-on-test", retries=MLFLOW_RETRIES, retry_delay_seconds=MLFLOW_RETRY_DELAY)
-def score_on_test_task(result: CandidateResult, features: str, attributes: list[str], parent_run_id: str) -> dict[str, float]:
+def score_on_test_task(
+    result: CandidateResult, features: str, attributes: list[str], parent_run_id: str
+) -> dict[str, float]:
     """Scores the winner once on the untouched test split; logged on its run and the parent,
     with its scores on the shifted test images (``shift.*``) beside them on the parent.
 
@@ -153,7 +171,9 @@ def score_on_test_task(result: CandidateResult, features: str, attributes: list[
         client.log_table(parent_run_id, shift_table(metrics, shifted, attributes), artifact_file="shifts.json")
     worst = worst_shift(shifted)
     get_run_logger().info(
-        "Winner %s on test: macro-F1 %.4f%s", result.name, metrics["test.macro_f1"],
+        "Winner %s on test: macro-F1 %.4f%s",
+        result.name,
+        metrics["test.macro_f1"],
         f"; worst shift {worst[0]}: {worst[1]:.4f}" if worst else "",
     )
     return metrics

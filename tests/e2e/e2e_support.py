@@ -106,8 +106,10 @@ class Sandbox:
                 process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 _kill_group(process)
-                pytest.fail(f"`{shlex.join(args)}` did not finish within {timeout} s\n"
-                            f"stdout:\n{tail(out)}\nstderr:\n{tail(err)}")
+                pytest.fail(
+                    f"`{shlex.join(args)}` did not finish within {timeout} s\n"
+                    f"stdout:\n{tail(out)}\nstderr:\n{tail(err)}"
+                )
             finally:
                 _kill_group(process)
         return subprocess.CompletedProcess(list(args), process.returncode, out.read_text(), err.read_text())
@@ -133,8 +135,14 @@ class Sandbox:
 
     def _popen(self, args, cwd, env, stdout, stderr) -> subprocess.Popen:
         return subprocess.Popen(
-            list(args), cwd=cwd or self.root, env={**self.env, **(env or {})},
-            stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, text=True, start_new_session=True,
+            list(args),
+            cwd=cwd or self.root,
+            env={**self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
         )
 
     def _log_paths(self, args: Sequence[str]) -> tuple[Path, Path]:

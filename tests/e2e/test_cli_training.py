@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from e2e_support import MODEL, Sandbox
 from mlflow import MlflowClient
 
-from e2e_support import MODEL, Sandbox
 from tasks.training.candidates import CANDIDATES
 
 pytestmark = pytest.mark.e2e
@@ -61,8 +61,18 @@ def knn_training(
 ) -> subprocess.CompletedProcess[str]:
     assert first_training.returncode == 0, first_training.stderr[-4000:]
     # --force: the data has not changed since the champion, so without it nothing would be trained.
-    return _vehicles(sandbox, "train", "--data", str(tiny_dataset), "-c", "knn", "--time-budget", "5", "--force",
-                     timeout=TRAIN_TIMEOUT)
+    return _vehicles(
+        sandbox,
+        "train",
+        "--data",
+        str(tiny_dataset),
+        "-c",
+        "knn",
+        "--time-budget",
+        "5",
+        "--force",
+        timeout=TRAIN_TIMEOUT,
+    )
 
 
 def test_train_ranks_six_candidates_and_promotes_the_winner(

@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from e2e_support import MODEL, Sandbox, tail
 from litestar.testing import TestClient
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
@@ -25,13 +26,12 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
-from e2e_support import MODEL, Sandbox, tail
 from flows.deploy import load_specs
 from flows.ingest import ingest_batch
 from flows.training import TrainingSummary, train_pipeline
 from tasks.data.dataset import load_dataset
-from tasks.registry.retrain import SkippedRun
 from tasks.data.synthetic import generate_dataset
+from tasks.registry.retrain import SkippedRun
 
 pytestmark = pytest.mark.e2e
 
@@ -207,8 +207,12 @@ def test_other_attributes_end_as_challenger_and_serving_keeps_its_shape(
     assert "contract change" in other.reason and "attribute 'color' is no longer predicted" in other.reason
     assert _aliases(registry)["champion"] == champion and _aliases(registry)["challenger"] == other.version
     settings = ServingSettings(
-        mlflow_tracking_uri=sandbox.tracking_uri, redis_url=None, log_dir=sandbox.root / "serving-logs",
-        rate_limit_per_minute=0, api_key=None, cors_origins=[],
+        mlflow_tracking_uri=sandbox.tracking_uri,
+        redis_url=None,
+        log_dir=sandbox.root / "serving-logs",
+        rate_limit_per_minute=0,
+        api_key=None,
+        cors_origins=[],
     )
     image = (batch_b / pd.read_csv(batch_b / "labels.csv")["image"][0]).read_bytes()
     with TestClient(create_app(settings)) as client:
@@ -223,8 +227,17 @@ def test_concurrent_runs_and_a_promote_leave_one_consistent_champion(
     pipeline, sandbox: Sandbox, registry: MlflowClient, root: Path
 ):
     env = pipeline | {"PIPELINE_GATE_MIN_LOWER_BOUND": "-2"}  # let every run promote, so all three move aliases
-    train = [sandbox.command("vehicles"), "train", "--force", "-c", "logistic_regression", "--time-budget", "5",
-             "--min-improvement", "-1"]
+    train = [
+        sandbox.command("vehicles"),
+        "train",
+        "--force",
+        "-c",
+        "logistic_regression",
+        "--time-budget",
+        "5",
+        "--min-improvement",
+        "-1",
+    ]
     runs = [sandbox.start(train, env=env) for _ in range(2)]
     promote = sandbox.start([sandbox.command("vehicles"), "promote", "--version", "1"], env=env)
 
@@ -253,7 +266,10 @@ def test_promoting_across_a_contract_change_says_what_changes_and_needs_yes(
     refused = _vehicles(sandbox, pipeline, "promote", "--version", challenger)
 
     assert refused.returncode == 1, refused.stdout + refused.stderr[-3000:]
-    assert "attribute 'vehicle_type' is no longer predicted" in refused.stdout and "new attribute 'label'" in refused.stdout
+    assert (
+        "attribute 'vehicle_type' is no longer predicted" in refused.stdout
+        and "new attribute 'label'" in refused.stdout
+    )
     assert "--yes" in refused.stdout and _aliases(registry) == before
 
     confirmed = _vehicles(sandbox, pipeline, "promote", "--version", challenger, "--yes")

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-
 from e2e_support import MODEL, REPO, Sandbox, free_port, wait_for_http
+
 from vehicle_model.model import VehicleClassifier
 
 pytestmark = pytest.mark.e2e
@@ -94,8 +94,19 @@ def repo_hidden(sandbox: Sandbox) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def served(sandbox: Sandbox, registered: VehicleClassifier, repo_hidden: dict[str, str]) -> Iterator[str]:
     port = free_port()
-    command = [sandbox.command("mlflow"), "models", "serve", "-m", f"models:/{MODEL}/1", "--env-manager", "local",
-               "--host", "127.0.0.1", "-p", str(port)]
+    command = [
+        sandbox.command("mlflow"),
+        "models",
+        "serve",
+        "-m",
+        f"models:/{MODEL}/1",
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     process, log = sandbox.start(command, env=repo_hidden)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -123,8 +134,13 @@ def test_model_version_carries_its_code_and_backbone(
     origin = Path(report["origin"])
     assert REPO not in origin.parents
     assert origin.parent.name == "vehicle_model" and origin.parent.parent.name == "code"
-    assert {"MLmodel", "code/vehicle_model/pyfunc.py", "code/vehicle_model/featurizer.py",
-            "artifacts/efficientnet_lite0.onnx", "artifacts/heads.joblib"} <= set(report["files"])
+    assert {
+        "MLmodel",
+        "code/vehicle_model/pyfunc.py",
+        "code/vehicle_model/featurizer.py",
+        "artifacts/efficientnet_lite0.onnx",
+        "artifacts/heads.joblib",
+    } <= set(report["files"])
 
 
 def _dataframe_split(image: str) -> dict:
@@ -135,7 +151,9 @@ def _dataframe_records(image: str) -> dict:
     return {"dataframe_records": [{"image": image}]}
 
 
-@pytest.mark.parametrize("payload", [_dataframe_split, _dataframe_records], ids=["dataframe_split", "dataframe_records"])
+@pytest.mark.parametrize(
+    "payload", [_dataframe_split, _dataframe_records], ids=["dataframe_split", "dataframe_records"]
+)
 def test_invocations_classify_a_base64_image(
     served: str, payload: Callable[[str], dict], held_out_image: bytes, registered: VehicleClassifier
 ):

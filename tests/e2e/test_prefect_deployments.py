@@ -11,6 +11,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from e2e_support import MODEL, REPO, Sandbox, free_port, tail, wait_for_http
 from mlflow import MlflowClient
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -18,15 +19,21 @@ from prefect.client.schemas.objects import State
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from e2e_support import MODEL, REPO, Sandbox, free_port, tail, wait_for_http
-
 pytestmark = pytest.mark.e2e
 
 POOL = "vehicles-process"
 TRAIN, NIGHTLY = "train-pipeline/train", "train-pipeline/retrain-nightly"
 ENTRYPOINT = "flows/training.py:train_pipeline"
 FLOW_PARAMETERS = {
-    "data", "candidates", "metric", "min_improvement", "seed", "time_budget_seconds", "augment_copies", "force", "trigger",
+    "data",
+    "candidates",
+    "metric",
+    "min_improvement",
+    "seed",
+    "time_budget_seconds",
+    "augment_copies",
+    "force",
+    "trigger",
     "drift_regions",
 }
 MONITOR = "monitor-drift/monitor-drift-hourly"
@@ -67,15 +74,11 @@ def _assert_both_deployments(client: SyncPrefectClient) -> None:
     assert nightly.parameters == {"trigger": "schedule"}, "no data: the worker's PIPELINE_TRAINING_DATA decides"
     for deployment in (train, nightly):
         assert (deployment.work_pool_name, deployment.entrypoint) == (POOL, ENTRYPOINT)
-        assert deployment.pull_steps == [
-            {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
-        ]
+        assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
         assert set(deployment.parameter_openapi_schema["properties"]) == FLOW_PARAMETERS
 
 
-def test_vehicles_deploy_registers_pool_and_both_deployments(
-    deployed: subprocess.CompletedProcess[str], api_url: str
-):
+def test_vehicles_deploy_registers_pool_and_both_deployments(deployed: subprocess.CompletedProcess[str], api_url: str):
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     with prefect(api_url) as client:
         assert client.read_work_pool(POOL).type == "process"
@@ -111,7 +114,8 @@ def test_train_deployment_runs_on_a_process_worker(
     # --limit 1: should a nightly run fall due meanwhile, the worker still takes only this one (scheduled earlier).
     worker, log = sandbox.start(
         [sandbox.command("prefect"), "worker", "start", "--pool", POOL, "--run-once", "--limit", "1"],
-        cwd=REPO, env={"PREFECT_API_URL": api_url},
+        cwd=REPO,
+        env={"PREFECT_API_URL": api_url},
     )
     try:
         with prefect(api_url) as client:
@@ -134,7 +138,9 @@ def _assert_monitoring(client: SyncPrefectClient) -> None:
     assert {"window_minutes", "min_records", "p_value"} <= set(monitor.parameter_openapi_schema["properties"])
     nightly = client.read_deployment_by_name(NIGHTLY).id
     [automation] = [
-        a for a in client.read_automations_by_name("retrain-on-drift") if [x.deployment_id for x in a.actions] == [nightly]
+        a
+        for a in client.read_automations_by_name("retrain-on-drift")
+        if [x.deployment_id for x in a.actions] == [nightly]
     ]
     assert automation.enabled and automation.trigger.expect == {"vehicle.drift.detected"}
 
@@ -153,9 +159,18 @@ def test_drift_event_starts_a_run_of_the_retrain_deployment(
         before = {run.id for run in _runs_of(client, nightly)}
 
     emitted = sandbox.run(
-        [sandbox.command("prefect"), "event", "emit", "vehicle.drift.detected",
-         "--resource-id", f"vehicle.monitoring.{MODEL}", "--payload", json.dumps({"regions": ["north"], "version": "1"})],
-        env={"PREFECT_API_URL": api_url}, timeout=60,
+        [
+            sandbox.command("prefect"),
+            "event",
+            "emit",
+            "vehicle.drift.detected",
+            "--resource-id",
+            f"vehicle.monitoring.{MODEL}",
+            "--payload",
+            json.dumps({"regions": ["north"], "version": "1"}),
+        ],
+        env={"PREFECT_API_URL": api_url},
+        timeout=60,
     )
     assert emitted.returncode == 0, emitted.stdout[-3000:] + emitted.stderr[-3000:]
 
@@ -178,7 +193,9 @@ def test_prefect_yaml_deploys_both_deployments(sandbox: Sandbox, api_url: str):
     env = {"PREFECT_API_URL": api_url, "VEHICLES_PROJECT_DIR": str(REPO)}
     prefect_cli = sandbox.command("prefect")
     # prefect.yaml names the pool but `prefect deploy` does not create it.
-    pool = sandbox.run([prefect_cli, "work-pool", "create", POOL, "--type", "process", "--overwrite"], env=env, timeout=60)
+    pool = sandbox.run(
+        [prefect_cli, "work-pool", "create", POOL, "--type", "process", "--overwrite"], env=env, timeout=60
+    )
     assert pool.returncode == 0, pool.stdout[-3000:] + pool.stderr[-3000:]
 
     result = sandbox.run([prefect_cli, "--no-prompt", "deploy", "--all"], cwd=REPO, env=env, timeout=180)

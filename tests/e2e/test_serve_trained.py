@@ -23,10 +23,9 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+from e2e_support import MODEL, Sandbox, free_port, tail, wait_for_http
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
-
-from e2e_support import MODEL, Sandbox, free_port, tail, wait_for_http
 
 pytestmark = pytest.mark.e2e
 
@@ -164,9 +163,7 @@ def redis_prefix(redis_url: str) -> Iterator[tuple[Redis, str]]:
 
 
 @pytest.fixture(scope="module")
-def server(
-    sandbox: Sandbox, winner: str, redis_url: str, redis_prefix: tuple[Redis, str]
-) -> Iterator[Server]:
+def server(sandbox: Sandbox, winner: str, redis_url: str, redis_prefix: tuple[Redis, str]) -> Iterator[Server]:
     port = free_port()
     log_dir = sandbox.root / "serve-logs"
     env = {
@@ -328,10 +325,13 @@ def test_region_stats_count_endpoints_and_classes(server: Server, images: Images
     redis, prefix = redis_prefix
     with server.client(**{"X-Region": REGION}) as client:
         single = client.post("/api/vehicle/classify", files={"file": ("a.png", images.blobs[6])})
-        batch = client.post("/api/vehicle/classify-batch",
-                            files=[("files", ("b.png", images.blobs[7])), ("files", ("c.png", images.blobs[8]))])
-        report = client.post("/api/vehicle/report", files={"file": ("d.png", images.blobs[9])},
-                             data={"vehicle_id": "region-car"})
+        batch = client.post(
+            "/api/vehicle/classify-batch",
+            files=[("files", ("b.png", images.blobs[7])), ("files", ("c.png", images.blobs[8]))],
+        )
+        report = client.post(
+            "/api/vehicle/report", files={"file": ("d.png", images.blobs[9])}, data={"vehicle_id": "region-car"}
+        )
         read = client.get("/api/vehicle/report/region-car")
     with server.client() as client:
         one = client.get(f"/api/stats/regions/{REGION}")
@@ -340,8 +340,11 @@ def test_region_stats_count_endpoints_and_classes(server: Server, images: Images
         invalid = client.get("/api/stats/regions/bad.region")
 
     assert [r.status_code for r in (single, batch, report, read)] == [200, 200, 201, 200]
-    predicted = [single.json()["predictions"], *(item["predictions"] for item in batch.json()["results"]),
-                 report.json()["predictions"]]
+    predicted = [
+        single.json()["predictions"],
+        *(item["predictions"] for item in batch.json()["results"]),
+        report.json()["predictions"],
+    ]
     expected = {attribute: {} for attribute in images.labels}
     for prediction in predicted:
         for attribute, result in prediction.items():
@@ -385,11 +388,16 @@ def test_docs_render_and_openapi_lists_the_classify_paths(server: Server):
     for path in ("/api/vehicle/classify", "/api/vehicle/classify-batch", "/api/vehicle/report"):
         assert "post" in paths[path], sorted(paths)
         assert "multipart/form-data" in paths[path]["post"]["requestBody"]["content"]
-    assert {"/api/vehicle/report/{vehicle_id}", "/api/models/metadata", "/api/stats/regions", "/health",
-            "/ready", "/admin/reload"} <= set(paths)
+    assert {
+        "/api/vehicle/report/{vehicle_id}",
+        "/api/models/metadata",
+        "/api/stats/regions",
+        "/health",
+        "/ready",
+        "/admin/reload",
+    } <= set(paths)
     error_examples = [
-        example["error"]
-        for example in document["components"]["schemas"]["ErrorBody"].get("examples", [])
+        example["error"] for example in document["components"]["schemas"]["ErrorBody"].get("examples", [])
     ]
     assert all(400 <= error["status"] < 600 for error in error_examples), error_examples
 
@@ -411,8 +419,11 @@ def test_metrics_expose_requests_latency_and_model_state(server: Server, images:
     assert _sum(after, "vehicle_classify_cache_hits_total") - _sum(before, "vehicle_classify_cache_hits_total") == 1
     assert _sum(after, "vehicle_classify_cache_misses_total") - _sum(before, "vehicle_classify_cache_misses_total") == 1
     for attribute, classes in images.labels.items():
-        by_class = {dict(ls)["label"]: v for (n, ls), v in after.items()
-                    if n == "vehicle_predictions_total" and dict(ls)["attribute"] == attribute}
+        by_class = {
+            dict(ls)["label"]: v
+            for (n, ls), v in after.items()
+            if n == "vehicle_predictions_total" and dict(ls)["attribute"] == attribute
+        }
         assert by_class and set(by_class) <= classes
         delta = sum(by_class.values()) - _sum(before, "vehicle_predictions_total", attribute=attribute)
         assert delta == 2
@@ -450,7 +461,13 @@ def test_promoted_version_is_picked_up_while_serving(
 ):
     # A deliberate downgrade on unchanged data: forced, and with a gate that accepts any gain on the tiny test split.
     promoted = _vehicles_train(
-        sandbox, tiny_dataset, "-c", "knn", "--min-improvement", "-1", "--force",
+        sandbox,
+        tiny_dataset,
+        "-c",
+        "knn",
+        "--min-improvement",
+        "-1",
+        "--force",
         env={"PIPELINE_GATE_MIN_IMAGES": "1", "PIPELINE_GATE_MIN_LOWER_BOUND": "-2"},
     )
     assert promoted.returncode == 0, promoted.stdout[-3000:] + promoted.stderr[-4000:]
@@ -458,6 +475,7 @@ def test_promoted_version_is_picked_up_while_serving(
     assert "promoted to champion" in promoted.stdout
 
     with server.client() as client:
+
         def serving_v2() -> dict | None:
             body = client.get("/api/models/metadata").json()
             return body if body.get("version") == "2" else None

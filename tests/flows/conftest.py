@@ -22,9 +22,7 @@ def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def pipeline_env(
-    tmp_path: Path, mlflow_store: str, feature_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> Path:
+def pipeline_env(tmp_path: Path, mlflow_store: str, feature_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Points the pipeline settings at temp folders and the per-test MLflow store.
 
     Candidates run on the thread runner here so a test can register an extra (failing)

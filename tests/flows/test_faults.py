@@ -77,8 +77,12 @@ def test_killed_run_leaves_no_half_registered_version_and_rerun_reuses_features(
         f"train_pipeline(data={str(tiny_dataset)!r}, candidates={FAST!r}, time_budget_seconds=60)"
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=REPO, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     client = MlflowClient()
     deadline = time.monotonic() + 240

@@ -42,8 +42,11 @@ def test_ingest_adds_a_batch_then_refuses_a_conflicting_one(tiny_dataset: Path, 
     frame = pd.read_csv(conflicting / "labels.csv")
     first = pd.read_csv(tiny_dataset / "labels.csv").iloc[0]
     copy = str(shutil.copy(tiny_dataset / first["image"], tmp_path / "copy.png"))
-    frame.loc[len(frame)] = {"image": copy, "vehicle_type": "bus" if first["vehicle_type"] != "bus" else "van",
-                             "color": first["color"]}
+    frame.loc[len(frame)] = {
+        "image": copy,
+        "vehicle_type": "bus" if first["vehicle_type"] != "bus" else "van",
+        "color": first["color"],
+    }
     frame.to_csv(conflicting / "labels.csv", index=False)
     before = sorted(p.name for p in root.rglob("*"))
 

@@ -8,7 +8,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import mlflow
 import pytest
@@ -18,7 +18,6 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 from prefect.events.worker import EventsWorker
 from redis import Redis
-
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -62,15 +61,19 @@ def _as_traffic(reference: list[dict], region: str, n: int, seed: int) -> list[d
 
 def _shifted(record: dict) -> dict:
     """What a broken camera sends: one label, low confidence, features far from the reference."""
-    predictions = {a: {"label": "bus" if a == "vehicle_type" else p["label"], "probability": 0.35}
-                   for a, p in record["predictions"].items()}
+    predictions = {
+        a: {"label": "bus" if a == "vehicle_type" else p["label"], "probability": 0.35}
+        for a, p in record["predictions"].items()
+    }
     return {**record, "predictions": predictions, "features": [v + 5.0 for v in record["features"]]}
 
 
 def _drift_events(since: datetime, timeout: float = 30.0) -> list:
     EventsWorker.drain_all(timeout=10)
     deadline = time.monotonic() + timeout
-    query = EventFilter(event=EventNameFilter(name=["vehicle.drift.detected"]), occurred=EventOccurredFilter(since=since))
+    query = EventFilter(
+        event=EventNameFilter(name=["vehicle.drift.detected"]), occurred=EventOccurredFilter(since=since)
+    )
     while True:
         with get_client(sync_client=True) as client:
             events = client.read_events(query, limit=50).events
@@ -100,7 +103,7 @@ def test_reference_sample_then_only_the_shifted_region_drifts(pipeline_env, tiny
     assert all(len(r["features"]) == PROJECTION_DIM and len(r["tone"]) == TONE_DIM for r in reference)
     assert all(set(r["predictions"]) == {"vehicle_type", "color"} for r in reference)
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     _write(redis, prefix, _as_traffic(reference, "north", 60, seed=1))
     _write(redis, prefix, [_shifted(r) for r in _as_traffic(reference, "south", 60, seed=2)])
     _write(redis, prefix, _as_traffic(reference, "west", 5, seed=3))
@@ -142,7 +145,8 @@ def test_reference_sample_then_only_the_shifted_region_drifts(pipeline_env, tiny
     assert cli.exit_code == 0, cli.output
     printed = json.loads(cli.stdout)
     assert {r: (v["drift"], v["records"]) for r, v in printed["regions"].items() if r != "all"} == {
-        "north": (False, 60), "south": (True, 60)
+        "north": (False, 60),
+        "south": (True, 60),
     }
     assert printed["regions"]["all"]["records"] == 125 and printed["drifted_regions"] == ["south"]
     assert printed["regions"]["south"]["scores"]["embedding"] == 1.0 and printed["too_few"] == {"west": 5}

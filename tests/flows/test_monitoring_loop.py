@@ -8,7 +8,7 @@ import asyncio
 import io
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -16,13 +16,13 @@ import pytest
 from litestar.testing import AsyncTestClient
 from PIL import Image, ImageEnhance
 from redis import Redis
+from test_monitoring import _drift_events
 
 from flows.monitoring import monitor_drift
 from flows.training import train_pipeline
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tasks.data.synthetic import generate_dataset
-from test_monitoring import _drift_events
 from vehicle_model.records import log_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
@@ -67,7 +67,7 @@ def _images(root: Path, rows: slice, dark: bool = False) -> list[bytes]:
 
 async def _send(client: AsyncTestClient, blobs: list[bytes], region: str) -> None:
     for start in range(0, len(blobs), 25):
-        files = [("files", (f"{i}.png", blob, "image/png")) for i, blob in enumerate(blobs[start:start + 25])]
+        files = [("files", (f"{i}.png", blob, "image/png")) for i, blob in enumerate(blobs[start : start + 25])]
         response = await client.post(BATCH, files=files, headers={"X-Region": region})
         assert response.status_code == 200, response.text
 
@@ -91,9 +91,17 @@ async def test_dark_region_is_flagged_others_are_not(pipeline_env, mlflow_store,
         train_pipeline, data=str(train), candidates=["logistic_regression"], time_budget_seconds=5
     )
     settings = ServingSettings(
-        mlflow_tracking_uri=mlflow_store, redis_url=redis_url, redis_key_prefix=prefix, log_dir=tmp_path / "logs",
-        rate_limit_per_minute=0, inference_threads=2, api_key=None, cors_origins=[], prediction_log_flush_seconds=0.1,
-        prediction_log_max_per_second=0, redis_timeout_seconds=2,
+        mlflow_tracking_uri=mlflow_store,
+        redis_url=redis_url,
+        redis_key_prefix=prefix,
+        log_dir=tmp_path / "logs",
+        rate_limit_per_minute=0,
+        inference_threads=2,
+        api_key=None,
+        cors_origins=[],
+        prediction_log_flush_seconds=0.1,
+        prediction_log_max_per_second=0,
+        redis_timeout_seconds=2,
     )
     async with AsyncTestClient(create_app(settings)) as client:
         await _send(client, _images(traffic, slice(0, 50)), "north")
@@ -104,7 +112,7 @@ async def test_dark_region_is_flagged_others_are_not(pipeline_env, mlflow_store,
         assert calm.version == trained.version and calm.compared == 100
         assert {r: v["drift"] for r, v in calm.regions.items()} == {"all": False, "north": False, "south": False}
 
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         await _send(client, _images(traffic, slice(100, 150), dark=True), "night")
         await _logged(redis_url, prefix, 150)
         shifted = await asyncio.to_thread(monitor_drift, window_minutes=30)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -17,11 +17,11 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.events.worker import EventsWorker
 
 from flows.training import TrainingSummary, train_pipeline
+from tasks.data.shifts import SHIFTS
+from tasks.registry.retrain import SkippedRun
+from tasks.registry.versions import CHALLENGER, CHAMPION, PREVIOUS, rollback, version_for_alias
 from tasks.training import candidates as candidate_registry
 from tasks.training.candidates import CANDIDATES
-from tasks.registry.versions import CHALLENGER, CHAMPION, PREVIOUS, rollback, version_for_alias
-from tasks.registry.retrain import SkippedRun
-from tasks.data.shifts import SHIFTS
 from vehicle_model import featurizer as featurizer_module
 
 pytestmark = pytest.mark.flows
@@ -61,15 +61,28 @@ def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_datas
     children = _child_runs(summary.parent_run_id)
     assert sorted(children["tags.candidate"]) == sorted(CANDIDATES)
     assert set(children["status"]) == {"FINISHED"}
-    named = ["val.macro_f1", "val.vehicle_type.macro_f1", "val.color.macro_f1", "val.accuracy", "val.log_loss",
-             "val.ece", "fit_seconds", "predict_ms_per_image", "model_bytes"]
+    named = [
+        "val.macro_f1",
+        "val.vehicle_type.macro_f1",
+        "val.color.macro_f1",
+        "val.accuracy",
+        "val.log_loss",
+        "val.ece",
+        "fit_seconds",
+        "predict_ms_per_image",
+        "model_bytes",
+    ]
     for metric in named:
         assert children[f"metrics.{metric}"].notna().all(), metric
     client = MlflowClient()
     some_run = children.iloc[0]["run_id"]
     files = {a.path for folder in ("confusion_matrix", "class_report") for a in client.list_artifacts(some_run, folder)}
-    assert files == {"confusion_matrix/vehicle_type.png", "confusion_matrix/color.png",
-                     "class_report/vehicle_type.json", "class_report/color.json"}
+    assert files == {
+        "confusion_matrix/vehicle_type.png",
+        "confusion_matrix/color.png",
+        "class_report/vehicle_type.json",
+        "class_report/color.json",
+    }
     assert any(key.startswith("vehicle_type.") for key in client.get_run(some_run).data.params)
     augmented = children["params.augmented_rows"].astype(int)
     assert augmented.nunique() == 1
@@ -99,14 +112,18 @@ def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_datas
     manifest = pd.read_csv(pipeline_env / "prepared" / champion.tags["fingerprint"][:16] / "split-seed0.csv")
     for split in ("train", "validation", "test"):
         assert recorded[split] == sorted(set(manifest.loc[manifest["split"] == split, "sha256"])), split
-    assert augmented.iloc[0] == 2 * (manifest["split"] == "train").sum(), "two shifted copies per training image by default"
+    assert augmented.iloc[0] == 2 * (manifest["split"] == "train").sum(), (
+        "two shifted copies per training image by default"
+    )
     assert champion.tags["promotion.decision"] == "promoted"
     assert float(champion.tags["test.macro_f1"]) == pytest.approx(summary.test_metrics["test.macro_f1"], abs=1e-6)
 
     board = _artifact("leaderboard")
     rows = json.loads(board) if isinstance(board, str) else board
     assert [row["candidate"] for row in rows][: len(CANDIDATES)] == [r["candidate"] for r in summary.leaderboard]
-    assert all(row["worst_shift"] in SHIFTS and 0 <= row["worst_shift.macro_f1"] <= 1 for row in rows[: len(CANDIDATES)])
+    assert all(
+        row["worst_shift"] in SHIFTS and 0 <= row["worst_shift.macro_f1"] <= 1 for row in rows[: len(CANDIDATES)]
+    )
 
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@{CHAMPION}")
     image = tiny_dataset / pd.read_csv(tiny_dataset / "labels.csv")["image"][0]
@@ -119,7 +136,9 @@ def _promotion_events(since: datetime, wait_for: int, timeout: float = 30.0) -> 
     """Promotion events stored since ``since``, waiting (bounded) until ``wait_for`` arrived."""
     EventsWorker.drain_all(timeout=10)
     deadline = time.monotonic() + timeout
-    query = EventFilter(event=EventNameFilter(name=["vehicle.model.promoted"]), occurred=EventOccurredFilter(since=since))
+    query = EventFilter(
+        event=EventNameFilter(name=["vehicle.model.promoted"]), occurred=EventOccurredFilter(since=since)
+    )
     while True:
         with get_client(sync_client=True) as client:
             page = client.read_events(query, limit=50)  # the server rejects the client's default of 100
@@ -129,7 +148,7 @@ def _promotion_events(since: datetime, wait_for: int, timeout: float = 30.0) -> 
 
 
 def test_gate_keeps_champion_unless_better_by_margin(pipeline_env, tiny_dataset, monkeypatch):
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     first = _train(tiny_dataset, candidates=FAST)
     assert first.promoted
 
@@ -184,7 +203,9 @@ def test_a_rejected_challenger_on_the_same_data_also_stops_a_rerun(pipeline_env,
     subset = tmp_path / "subset"
     subset.mkdir()
     frame = pd.read_csv(tiny_dataset / "labels.csv")
-    frame.assign(image=[str(tiny_dataset / p) for p in frame["image"]]).iloc[:56].to_csv(subset / "labels.csv", index=False)
+    frame.assign(image=[str(tiny_dataset / p) for p in frame["image"]]).iloc[:56].to_csv(
+        subset / "labels.csv", index=False
+    )
     _train(subset, candidates=["logistic_regression"])
     monkeypatch.setenv("PIPELINE_GATE_MIN_IMAGES", "1000")  # too few images to decide on: rejected
     challenger = _train(tiny_dataset, candidates=["logistic_regression"])

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from serving_helpers import ThrowawayRedis, free_port
 
 from serving.model.source import LoadedModel
 from serving.settings import ServingSettings
-from serving_helpers import ThrowawayRedis, free_port
 from vehicle_model.model import VehicleClassifier
 
 MODEL_NAME = "vehicle-classifier"
@@ -71,9 +71,7 @@ def registry_template(
             with mlflow.start_run(experiment_id=experiment):
                 mlflow.log_metric("test_macro_f1", 0.5 + c / 10)
                 info = log_classifier(classifier, {"candidate": "logistic_regression"})
-            version = register_version(
-                info.model_uri, MODEL_NAME, {"candidate": "logistic_regression", "C": str(c)}
-            )
+            version = register_version(info.model_uri, MODEL_NAME, {"candidate": "logistic_regression", "C": str(c)})
             classifiers[str(version.version)] = classifier
         MlflowClient(uri).set_registered_model_alias(MODEL_NAME, "champion", "1")
     finally:
@@ -94,8 +92,12 @@ def registry_uri(registry_template: RegistryTemplate, tmp_path: Path) -> str:
 def small_model(registry_template: RegistryTemplate) -> LoadedModel:
     """Version 1's classifier as a loaded model, for apps that need no registry."""
     return LoadedModel(
-        name=MODEL_NAME, version="1", alias="champion", classifier=registry_template.classifiers["1"],
-        tags={"candidate": "logistic_regression"}, metrics={"test_macro_f1": 0.6},
+        name=MODEL_NAME,
+        version="1",
+        alias="champion",
+        classifier=registry_template.classifiers["1"],
+        tags={"candidate": "logistic_regression"},
+        metrics={"test_macro_f1": 0.6},
     )
 
 

@@ -54,7 +54,8 @@ class ThrowawayRedis:
             raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
         self._process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *self._persistence()],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         client = Redis.from_url(self.url, socket_connect_timeout=0.2)
         for _ in range(200):

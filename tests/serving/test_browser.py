@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from browser import Browser
+from serving_helpers import running_server
+
 from serving.app import create_app
 from serving.model.service import ModelService
-from serving_helpers import running_server
 
 pytestmark = pytest.mark.serving
 

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from serving_helpers import running_server
 
 from serving.app import create_app
 from serving.model.service import ModelService
-from serving_helpers import running_server
 
 pytestmark = pytest.mark.serving
 
@@ -35,18 +35,36 @@ def _schemathesis() -> str:
 def test_live_app_conforms_to_its_schema(make_settings, small_model, tmp_path: Path):
     config = tmp_path / "schemathesis.toml"
     config.write_text(
-        "[checks.positive_data_acceptance]\n"
-        f"expected-statuses = {POSITIVE_STATUSES!r}\n".replace("'", '"')
+        f"[checks.positive_data_acceptance]\nexpected-statuses = {POSITIVE_STATUSES!r}\n".replace("'", '"')
     )
     app = create_app(make_settings(), model_service=ModelService(None, small_model))
     with running_server(app) as base_url:
         result = subprocess.run(
             [
-                _schemathesis(), "--config-file", str(config), "run", f"{base_url}/docs/openapi.json",
-                "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
-                "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
-                "--generation-database", "none", "--request-timeout", "30", "--no-color",
+                _schemathesis(),
+                "--config-file",
+                str(config),
+                "run",
+                f"{base_url}/docs/openapi.json",
+                "--checks",
+                "all",
+                "--phases",
+                "examples,coverage,fuzzing,stateful",
+                "--max-examples",
+                str(MAX_EXAMPLES),
+                "--seed",
+                str(SEED),
+                "--workers",
+                "1",
+                "--generation-database",
+                "none",
+                "--request-timeout",
+                "30",
+                "--no-color",
             ],
-            capture_output=True, text=True, timeout=600, cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
         )
     assert result.returncode == 0, result.stdout[-12000:] + result.stderr[-3000:]

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from e2e_support import Sandbox, free_port, wait_for_http  # noqa: E402
+from e2e_support import Sandbox, free_port, wait_for_http
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
@@ -32,12 +32,20 @@ class Stack:
     @property
     def env(self) -> dict[str, str]:
         """What a pipeline process needs to use the stack (no local stores)."""
-        return {"PREFECT_API_URL": self.prefect_api, "MLFLOW_TRACKING_URI": self.mlflow_uri, "MLFLOW_UI_URL": self.mlflow_uri}
+        return {
+            "PREFECT_API_URL": self.prefect_api,
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "MLFLOW_UI_URL": self.mlflow_uri,
+        }
 
 
 def _psql(sql: str) -> None:
-    subprocess.run(["psql", f"{POSTGRES}/postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, timeout=60,
-                   capture_output=True)
+    subprocess.run(
+        ["psql", f"{POSTGRES}/postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -56,27 +64,62 @@ def databases() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path, databases: dict[str, str]) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path, databases: dict[str, str]
+) -> Iterator[Stack]:
     box = Sandbox.create(tmp_path_factory.mktemp("stack"), _migrated_mlflow_db)
     try:
         redis_port, mlflow_port, prefect_port = free_port(), free_port(), free_port()
-        redis, redis_log = box.start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(box.root)])
+        redis, redis_log = box.start(
+            [
+                "redis-server",
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(box.root),
+            ]
+        )
         prefect, prefect_log = box.start(
             [box.command("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
-            env={"PREFECT_API_DATABASE_CONNECTION_URL": databases["prefect"].replace("postgresql:", "postgresql+asyncpg:"),
-                 # Where the browser UI calls the API (its default is port 4200).
-                 "PREFECT_UI_API_URL": f"http://127.0.0.1:{prefect_port}/api"},
+            env={
+                "PREFECT_API_DATABASE_CONNECTION_URL": databases["prefect"].replace(
+                    "postgresql:", "postgresql+asyncpg:"
+                ),
+                # Where the browser UI calls the API (its default is port 4200).
+                "PREFECT_UI_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+            },
         )
         # One worker: uvicorn's supervisor kills workers that start slowly on a loaded machine.
-        mlflow, mlflow_log = box.start([
-            box.command("mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
-            "--backend-store-uri", databases["mlflow"], "--artifacts-destination", str(box.root / "mlartifacts"),
-            "--serve-artifacts",
-        ])
+        mlflow, mlflow_log = box.start(
+            [
+                box.command("mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                databases["mlflow"],
+                "--artifacts-destination",
+                str(box.root / "mlartifacts"),
+                "--serve-artifacts",
+            ]
+        )
         wait_for_http(f"http://127.0.0.1:{mlflow_port}/health", mlflow, mlflow_log, timeout=240)
         wait_for_http(f"http://127.0.0.1:{prefect_port}/api/health", prefect, prefect_log, timeout=240)
-        yield Stack(box, f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{mlflow_port}",
-                    f"redis://127.0.0.1:{redis_port}/0")
+        yield Stack(
+            box,
+            f"http://127.0.0.1:{prefect_port}/api",
+            f"http://127.0.0.1:{mlflow_port}",
+            f"redis://127.0.0.1:{redis_port}/0",
+        )
     finally:
         box.close()

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import Stack
+from e2e_support import MODEL, free_port
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
-
-from conftest import Stack
-from e2e_support import MODEL, free_port
 
 pytestmark = pytest.mark.images
 
@@ -60,7 +59,9 @@ def shared_dataset(tiny_dataset: Path) -> Iterator[Path]:
         shutil.rmtree(folder)
 
 
-def run_container(containers: list[str], image: str, *args: str, env: dict[str, str], volumes: tuple[str, ...] = ()) -> str:
+def run_container(
+    containers: list[str], image: str, *args: str, env: dict[str, str], volumes: tuple[str, ...] = ()
+) -> str:
     name = f"vehicles-test-{uuid.uuid4().hex[:8]}"
     containers.append(name)
     options = ["--detach", "--init", "--network", "host", "--name", name]
@@ -76,25 +77,46 @@ def test_every_image_is_built():
 
 
 def test_mlflow_image_carries_the_postgres_driver():
-    result = podman("run", "--rm", "--init", IMAGES["mlflow"], "python", "-c",
-                    "import mlflow, psycopg; print(mlflow.__version__)")
+    result = podman(
+        "run", "--rm", "--init", IMAGES["mlflow"], "python", "-c", "import mlflow, psycopg; print(mlflow.__version__)"
+    )
     assert result.returncode == 0 and result.stdout.startswith("3.17"), result.stdout + result.stderr
 
 
 def test_worker_image_registers_and_trains(stack: Stack, containers: list[str], shared_dataset: Path):
     env = {"PREFECT_API_URL": stack.prefect_api, "MLFLOW_TRACKING_URI": stack.mlflow_uri}
-    deploy = podman("run", "--rm", "--init", "--network", "host", *[f"--env={k}={v}" for k, v in env.items()],
-                    IMAGES["worker"], "vehicles", "deploy", timeout=300)
+    deploy = podman(
+        "run",
+        "--rm",
+        "--init",
+        "--network",
+        "host",
+        *[f"--env={k}={v}" for k, v in env.items()],
+        IMAGES["worker"],
+        "vehicles",
+        "deploy",
+        timeout=300,
+    )
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     with temporary_settings({PREFECT_API_URL: stack.prefect_api}), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("train-pipeline/train")
         assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": "/app"}}]
         flow_run = run_deployment(
-            name="train-pipeline/train", timeout=0,
+            name="train-pipeline/train",
+            timeout=0,
             parameters={"data": "/data", "candidates": ["logistic_regression", "knn"], "time_budget_seconds": 3},
         )
-        worker = run_container(containers, IMAGES["worker"], "prefect", "worker", "start", "--pool", POOL,
-                               env=env, volumes=(f"{shared_dataset}:/data:ro",))
+        worker = run_container(
+            containers,
+            IMAGES["worker"],
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            POOL,
+            env=env,
+            volumes=(f"{shared_dataset}:/data:ro",),
+        )
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             state = client.read_flow_run(flow_run.id).state
@@ -111,10 +133,16 @@ def test_serving_image_serves_the_champion_as_non_root_and_is_healthy(
     stack: Stack, containers: list[str], shared_dataset: Path
 ):
     port = free_port()
-    name = run_container(containers, IMAGES["serving"], env={
-        "MLFLOW_TRACKING_URI": stack.mlflow_uri, "REDIS_URL": stack.redis_url, "REDIS_KEY_PREFIX": "images",
-        "SERVING_PORT": str(port),
-    })
+    name = run_container(
+        containers,
+        IMAGES["serving"],
+        env={
+            "MLFLOW_TRACKING_URI": stack.mlflow_uri,
+            "REDIS_URL": stack.redis_url,
+            "REDIS_KEY_PREFIX": "images",
+            "SERVING_PORT": str(port),
+        },
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -128,7 +156,9 @@ def test_serving_image_serves_the_champion_as_non_root_and_is_healthy(
         pytest.fail("serving container never became ready:\n" + podman("logs", name).stderr[-4000:])
 
     image = sorted((shared_dataset / "images").iterdir())[0].read_bytes()
-    classified = httpx.post(f"{url}/api/vehicle/classify", files={"file": ("car.png", image)}, timeout=30, trust_env=False)
+    classified = httpx.post(
+        f"{url}/api/vehicle/classify", files={"file": ("car.png", image)}, timeout=30, trust_env=False
+    )
     assert classified.status_code == 200, classified.text
     assert classified.json()["model"]["name"] == MODEL
     assert podman("exec", name, "id", "-u").stdout.strip() == "10001"

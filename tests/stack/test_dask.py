@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import math
 import re
-
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
-
 from conftest import Stack
 from e2e_support import REPO, free_port, wait_for_http
+from mlflow import MlflowClient
+
 from tasks.training.candidates import CANDIDATES
 
 pytestmark = pytest.mark.stack
@@ -25,13 +24,39 @@ MODEL = "vehicle-classifier-dask"
 def scheduler(stack: Stack) -> Iterator[str]:
     box = stack.sandbox
     port, dashboard = free_port(), free_port()
-    process, log = box.start([box.command("dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                              "--dashboard-address", f"127.0.0.1:{dashboard}"])
+    process, log = box.start(
+        [
+            box.command("dask"),
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            f"127.0.0.1:{dashboard}",
+        ]
+    )
     wait_for_http(f"http://127.0.0.1:{dashboard}/health", process, log, timeout=120)
     address = f"tcp://127.0.0.1:{port}"
     workers = [
-        box.start([box.command("dask"), "worker", address, "--nthreads", "1", "--nworkers", "1",
-                   "--host", "127.0.0.1", "--name", f"stack-worker-{i}", "--no-dashboard"], cwd=REPO, env=stack.env)
+        box.start(
+            [
+                box.command("dask"),
+                "worker",
+                address,
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--name",
+                f"stack-worker-{i}",
+                "--no-dashboard",
+            ],
+            cwd=REPO,
+            env=stack.env,
+        )
         for i in range(2)
     ]
     from distributed import Client  # the dask extra: make test-e2e installs it, make test does not
@@ -60,11 +85,19 @@ def executed_keys(address: str) -> dict[str, list[str]]:
 
 def test_shards_and_candidate_fits_run_on_the_dask_workers(stack: Stack, scheduler: str, tiny_dataset: Path):
     box = stack.sandbox
-    env = {**stack.env, "PIPELINE_DASK_ADDRESS": scheduler, "MODEL_NAME": MODEL, "PIPELINE_SHARD_SIZE": "16",
-           "PIPELINE_FEATURE_CACHE_DIR": str(box.root / "dask-features"),
-           "PIPELINE_PREPARED_DIR": str(box.root / "dask-prepared")}
-    train = box.run([box.command("vehicles"), "train", "--data", str(tiny_dataset), "--time-budget", "3", "--seed", "4"],
-                    env=env, timeout=900)
+    env = {
+        **stack.env,
+        "PIPELINE_DASK_ADDRESS": scheduler,
+        "MODEL_NAME": MODEL,
+        "PIPELINE_SHARD_SIZE": "16",
+        "PIPELINE_FEATURE_CACHE_DIR": str(box.root / "dask-features"),
+        "PIPELINE_PREPARED_DIR": str(box.root / "dask-prepared"),
+    }
+    train = box.run(
+        [box.command("vehicles"), "train", "--data", str(tiny_dataset), "--time-budget", "3", "--seed", "4"],
+        env=env,
+        timeout=900,
+    )
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
 
     ran = executed_keys(scheduler)

@@ -12,7 +12,6 @@ import uuid
 
 import httpx
 import pytest
-
 from conftest import Stack
 from e2e_support import free_port, tail
 
@@ -26,8 +25,14 @@ def start_replica(stack: Stack, prefix: str, trusted: str) -> str:
     port = free_port()
     process, log = stack.sandbox.start(
         [stack.sandbox.command("vehicles"), "serve", "--port", str(port)],
-        env={"MLFLOW_TRACKING_URI": stack.mlflow_uri, "REDIS_URL": stack.redis_url, "REDIS_KEY_PREFIX": prefix,
-             "RATE_LIMIT_PER_MINUTE": str(LIMIT), "TRUSTED_PROXIES": trusted, "INFERENCE_THREADS": "1"},
+        env={
+            "MLFLOW_TRACKING_URI": stack.mlflow_uri,
+            "REDIS_URL": stack.redis_url,
+            "REDIS_KEY_PREFIX": prefix,
+            "RATE_LIMIT_PER_MINUTE": str(LIMIT),
+            "TRUSTED_PROXIES": trusted,
+            "INFERENCE_THREADS": "1",
+        },
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -55,8 +60,9 @@ def replicas(stack: Stack) -> dict[str, list[str]]:
 def statuses(urls: list[str], client: str, count: int) -> list[int]:
     """Status codes of ``count`` requests for ``client``, round-robin over ``urls``."""
     return [
-        httpx.get(f"{urls[i % len(urls)]}{LIMITED}", headers={"X-Forwarded-For": client}, timeout=10,
-                  trust_env=False).status_code
+        httpx.get(
+            f"{urls[i % len(urls)]}{LIMITED}", headers={"X-Forwarded-For": client}, timeout=10, trust_env=False
+        ).status_code
         for i in range(count)
     ]
 

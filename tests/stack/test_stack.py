@@ -16,14 +16,14 @@ from uuid import UUID
 
 import httpx
 import pytest
+from conftest import Stack
+from e2e_support import MODEL, REPO, free_port, tail
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from conftest import Stack
 from tasks.training.candidates import CANDIDATES
-from e2e_support import MODEL, REPO, free_port, tail
 
 pytestmark = pytest.mark.stack
 
@@ -77,7 +77,8 @@ def worker(stack: Stack) -> Iterator[None]:
     deploy = stack.sandbox.run([stack.sandbox.command("vehicles"), "deploy"], env=stack.env, timeout=240)
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
     process, log = stack.sandbox.start(
-        [stack.sandbox.command("prefect"), "worker", "start", "--pool", POOL], cwd=REPO,
+        [stack.sandbox.command("prefect"), "worker", "start", "--pool", POOL],
+        cwd=REPO,
         # The tiny test split is too small for the default gate; these let a forced run promote.
         env={**stack.env, "PIPELINE_GATE_MIN_IMAGES": "1", "PIPELINE_GATE_MIN_LOWER_BOUND": "-2"},
     )
@@ -93,8 +94,14 @@ def replicas(stack: Stack) -> list[str]:
         port = free_port()
         stack.sandbox.start(
             [stack.sandbox.command("vehicles"), "serve", "--port", str(port)],
-            env={"MLFLOW_TRACKING_URI": stack.mlflow_uri, "REDIS_URL": stack.redis_url, "REDIS_KEY_PREFIX": "stack",
-                 "POLL_INTERVAL_SECONDS": "1", "RATE_LIMIT_PER_MINUTE": "0", "INFERENCE_THREADS": "1"},
+            env={
+                "MLFLOW_TRACKING_URI": stack.mlflow_uri,
+                "REDIS_URL": stack.redis_url,
+                "REDIS_KEY_PREFIX": "stack",
+                "POLL_INTERVAL_SECONDS": "1",
+                "RATE_LIMIT_PER_MINUTE": "0",
+                "INFERENCE_THREADS": "1",
+            },
         )
         urls.append(f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 120
@@ -143,7 +150,9 @@ def test_both_replicas_pick_up_the_champion_and_classify(replicas: list[str], fi
     wait_until_served(replicas, "1")
     image = next((tiny_dataset / "images").iterdir()).read_bytes()
     for url in replicas:
-        response = httpx.post(f"{url}/api/vehicle/classify", files={"file": ("car.png", image)}, timeout=30, trust_env=False)
+        response = httpx.post(
+            f"{url}/api/vehicle/classify", files={"file": ("car.png", image)}, timeout=30, trust_env=False
+        )
         assert response.status_code == 200, response.text
         assert response.json()["model"] == {"name": MODEL, "version": "1"}
 
@@ -151,8 +160,13 @@ def test_both_replicas_pick_up_the_champion_and_classify(replicas: list[str], fi
 def test_report_made_on_one_replica_is_read_on_the_other(replicas: list[str], first_run: UUID, tiny_dataset: Path):
     wait_until_served(replicas, "1")
     image = sorted((tiny_dataset / "images").iterdir())[1].read_bytes()
-    created = httpx.post(f"{replicas[0]}/api/vehicle/report", files={"file": ("v.png", image)},
-                         data={"vehicle_id": "stack-1"}, timeout=30, trust_env=False)
+    created = httpx.post(
+        f"{replicas[0]}/api/vehicle/report",
+        files={"file": ("v.png", image)},
+        data={"vehicle_id": "stack-1"},
+        timeout=30,
+        trust_env=False,
+    )
     assert created.status_code == 201, created.text
     read = httpx.get(f"{replicas[1]}/api/vehicle/report/stack-1", timeout=10, trust_env=False)
     assert read.status_code == 200 and read.json() == created.json()
@@ -163,8 +177,13 @@ def test_regional_stats_add_up_across_replicas(replicas: list[str], first_run: U
     images = sorted((tiny_dataset / "images").iterdir())[2:8]
     for i, path in enumerate(images):
         url = replicas[i % 2]
-        response = httpx.post(f"{url}/api/vehicle/classify", files={"file": (path.name, path.read_bytes())},
-                              headers={"X-Region": "stack-north"}, timeout=30, trust_env=False)
+        response = httpx.post(
+            f"{url}/api/vehicle/classify",
+            files={"file": (path.name, path.read_bytes())},
+            headers={"X-Region": "stack-north"},
+            timeout=30,
+            trust_env=False,
+        )
         assert response.status_code == 200, response.text
     for url in replicas:
         body = httpx.get(f"{url}/api/stats/regions/stack-north", timeout=10, trust_env=False).json()
@@ -177,14 +196,18 @@ def test_promotion_gate_and_rollback_are_followed_by_both_replicas(
 ):
     two = ["logistic_regression", "knn"]
     data = str(tiny_dataset)
-    trigger(stack, {"data": data, "candidates": two, "seed": 2, "time_budget_seconds": 3, "min_improvement": -1.0,
-                     "force": True})  # same data as v1: only a forced run trains
+    trigger(
+        stack,
+        {"data": data, "candidates": two, "seed": 2, "time_budget_seconds": 3, "min_improvement": -1.0, "force": True},
+    )  # same data as v1: only a forced run trains
     client = registry(stack)
     assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
     wait_until_served(replicas, "2")
 
-    trigger(stack, {"data": data, "candidates": two, "seed": 3, "time_budget_seconds": 3, "min_improvement": 1.0,
-                     "force": True})
+    trigger(
+        stack,
+        {"data": data, "candidates": two, "seed": 3, "time_budget_seconds": 3, "min_improvement": 1.0, "force": True},
+    )
     rejected = client.get_model_version(MODEL, "3")
     assert rejected.tags["promotion.decision"] == "rejected"
     assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
@@ -200,10 +223,23 @@ def test_promotion_gate_and_rollback_are_followed_by_both_replicas(
 def rendered(url: str, profile: Path) -> str:
     """The DOM of ``url`` after headless Chromium ran its scripts (the single-page UIs render client-side)."""
     result = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-         "--virtual-time-budget=20000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=180,
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
@@ -214,8 +250,10 @@ def test_the_uis_the_readme_points_to_render(stack: Stack, replicas: list[str], 
     experiment = client.get_experiment_by_name("vehicle-classification")
     # MLflow 3.17's UI picks GenAI or model-training views from its workspace switch (default
     # GenAI), not from the experiment tag: the README's links select model training.
-    runs_page = rendered(f"{stack.mlflow_uri}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning",
-                         tmp_path / "mlflow")
+    runs_page = rendered(
+        f"{stack.mlflow_uri}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning",
+        tmp_path / "mlflow",
+    )
     [parent] = client.search_runs([experiment.experiment_id], f"tags.`prefect.flow_run_id` = '{first_run}'")
     assert "Runs" in runs_page and parent.info.run_name in runs_page, runs_page[-3000:]
     model_page = rendered(f"{stack.mlflow_uri}/#/models/{MODEL}", tmp_path / "model")

@@ -62,9 +62,7 @@ def ort_session() -> Any:
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    return ort.InferenceSession(
-        str(ONNX_PATH), sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(str(ONNX_PATH), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +85,7 @@ def _synthetic_images() -> np.ndarray:
 
     # 1. Diagonal colour gradient.
     grad = np.stack(
-        [np.broadcast_to(xs, (height, width)), np.broadcast_to(ys, (height, width)),
-         (1.0 - (xs + ys) / 2.0)],
+        [np.broadcast_to(xs, (height, width)), np.broadcast_to(ys, (height, width)), (1.0 - (xs + ys) / 2.0)],
         axis=-1,
     )
     img1 = Image.fromarray((grad * 255).astype(np.uint8), "RGB")
@@ -97,14 +94,14 @@ def _synthetic_images() -> np.ndarray:
     radius = np.sqrt((xs - 0.5) ** 2 + (ys - 0.5) ** 2)
     radial = np.clip(1.0 - radius * 1.6, 0.0, 1.0)
     img2 = Image.fromarray(
-        (np.stack([radial, radial ** 2, 0.3 + 0.5 * radial], axis=-1) * 255).astype(np.uint8),
+        (np.stack([radial, radial**2, 0.3 + 0.5 * radial], axis=-1) * 255).astype(np.uint8),
         "RGB",
     )
     draw2 = ImageDraw.Draw(img2)
     draw2.ellipse((120, 80, 200, 160), fill=(250, 240, 60), outline=(20, 20, 20), width=6)
 
     # 3. Checkerboard with overlapping rectangles and a triangle.
-    checker = ((np.arange(width)[None, :] // 20 + np.arange(height)[:, None] // 20) % 2)
+    checker = (np.arange(width)[None, :] // 20 + np.arange(height)[:, None] // 20) % 2
     img3 = Image.fromarray((checker * 200 + 30).astype(np.uint8), "L").convert("RGB")
     draw3 = ImageDraw.Draw(img3)
     draw3.rectangle((30, 40, 150, 200), fill=(200, 30, 30))
@@ -113,9 +110,11 @@ def _synthetic_images() -> np.ndarray:
 
     # 4. A crude car on a road under a sky gradient.
     sky = np.stack(
-        [np.broadcast_to(0.4 + 0.4 * ys, (height, width)),
-         np.broadcast_to(0.6 + 0.3 * ys, (height, width)),
-         np.broadcast_to(np.full_like(ys, 0.95), (height, width))],
+        [
+            np.broadcast_to(0.4 + 0.4 * ys, (height, width)),
+            np.broadcast_to(0.6 + 0.3 * ys, (height, width)),
+            np.broadcast_to(np.full_like(ys, 0.95), (height, width)),
+        ],
         axis=-1,
     )
     img4 = Image.fromarray((sky * 255).astype(np.uint8), "RGB")
@@ -154,9 +153,7 @@ def test_onnx_matches_pytorch(torch_wrapper: Any, ort_session: Any, export_modul
 
     with torch.no_grad():
         expected = torch_wrapper(torch.from_numpy(images)).numpy()
-    (actual,) = ort_session.run(
-        [export_module.OUTPUT_NAME], {export_module.INPUT_NAME: images}
-    )
+    (actual,) = ort_session.run([export_module.OUTPUT_NAME], {export_module.INPUT_NAME: images})
 
     assert expected.shape == actual.shape == (4, EMBEDDING_DIM)
     assert np.isfinite(actual).all()

@@ -61,7 +61,13 @@ def test_validate_reports_every_problem_and_exits_1(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(tmp_path), "--labels", "label=car,bus,van"])
 
     assert result.exit_code == 1, result.output
-    for check in ("file_exists", "decodes", "known_label(bus, car, van)", "at_least_5_images", "no_content_in_two_splits"):
+    for check in (
+        "file_exists",
+        "decodes",
+        "known_label(bus, car, van)",
+        "at_least_5_images",
+        "no_content_in_two_splits",
+    ):
         assert check in result.output
     for subject in ("gone.png", "truncated.png", "tractor", "class:van", "leak.png"):
         assert subject in result.output

@@ -30,10 +30,16 @@ def _records(
     rng = np.random.default_rng(seed)
     return [
         {
-            "time": 0.0, "region": region, "model": "m", "version": "1", "projection": PROJECTION_VERSION,
-            "predictions": {"vehicle_type": {"label": str(rng.choice(types)), "probability": float(rng.beta(*confidence))}},
+            "time": 0.0,
+            "region": region,
+            "model": "m",
+            "version": "1",
+            "projection": PROJECTION_VERSION,
+            "predictions": {
+                "vehicle_type": {"label": str(rng.choice(types)), "probability": float(rng.beta(*confidence))}
+            },
             "features": list(rng.normal(shift, 1.0, PROJECTION_DIM)),
-            "tone": list(rng.dirichlet([2, 3, 2]) ) + list(rng.dirichlet([2 + 20 * dark, 3, 2])),
+            "tone": list(rng.dirichlet([2, 3, 2])) + list(rng.dirichlet([2 + 20 * dark, 3, 2])),
         }
         for _ in range(n)
     ]
@@ -43,7 +49,9 @@ REFERENCE = records_frame(_records(400, seed=0, region="reference"))
 
 
 def test_same_distribution_in_many_windows_raises_no_alarm():
-    alarms = [detect(REFERENCE, records_frame(_records(60, seed=s)), Thresholds())[0]["north"].drift for s in range(1, 21)]
+    alarms = [
+        detect(REFERENCE, records_frame(_records(60, seed=s)), Thresholds())[0]["north"].drift for s in range(1, 21)
+    ]
     assert sum(alarms) == 0
 
 
@@ -62,7 +70,9 @@ def test_each_kind_of_shift_is_named(kind, records, expected):
 
 
 def test_only_the_shifted_region_drifts_and_small_regions_are_left_out():
-    current = records_frame(_records(80, seed=8) + _records(80, seed=9, region="south", types=["van"]) + _records(5, seed=10, region="west"))
+    current = records_frame(
+        _records(80, seed=8) + _records(80, seed=9, region="south", types=["van"]) + _records(5, seed=10, region="west")
+    )
     results, too_few = detect(REFERENCE, current, Thresholds(min_records=30))
     assert list(results) == [ALL, "north", "south"]
     assert not results["north"].drift and results["south"].drift

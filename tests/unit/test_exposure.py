@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from tasks.training.train_steps import _flat_params
 from tasks.training.search import fit_candidate
+from tasks.training.train_steps import _flat_params
 from vehicle_model.calibration import GreyscaleTempered
 from vehicle_model.exposure import OverExposureRouted
 from vehicle_model.featurizer import CHROMA_COLUMN, CLIPPED_COLUMN, FEATURE_DIM, OVER_EXPOSED_CLIPPED
@@ -75,8 +75,12 @@ def test_candidates_fit_an_expert_per_attribute_when_given_over_exposed_images()
     grey[:, CHROMA_COLUMN] = 0.0
 
     fitted = fit_candidate(
-        "logistic_regression", X, {"color": y}, budget_seconds=30,
-        over_exposed=(over, {"color": over_y}), greyscale=(grey, {"color": y[:30]}),
+        "logistic_regression",
+        X,
+        {"color": y},
+        budget_seconds=30,
+        over_exposed=(over, {"color": over_y}),
+        greyscale=(grey, {"color": y[:30]}),
     )
 
     head = fitted.heads["color"]
@@ -85,6 +89,8 @@ def test_candidates_fit_an_expert_per_attribute_when_given_over_exposed_images()
     assert (routed.predict(over) == over_y).mean() > (routed.head.predict(over) == over_y).mean() + 0.2
     np.testing.assert_allclose(routed.predict_proba(X), routed.head.predict_proba(X))
     params = _flat_params(fitted, 30, 0, augmented_rows=0, over_exposed_rows=len(over))
-    assert params["over_exposed_rows"] == str(len(over)) and "color.clf__C" in params, "parameters read through both wrappers"
+    assert params["over_exposed_rows"] == str(len(over)) and "color.clf__C" in params, (
+        "parameters read through both wrappers"
+    )
     plain = fit_candidate("logistic_regression", X, {"color": y}, budget_seconds=30).heads["color"]
     assert not isinstance(plain, OverExposureRouted), "no over-exposed images, no expert"

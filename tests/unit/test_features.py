@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tasks.data.dataset import load_dataset
-from tasks.data.features import FeatureCache, assemble, featurize_into_cache, features_from, load_split, shard
+from tasks.data.features import FeatureCache, assemble, features_from, featurize_into_cache, load_split, shard
 from tasks.data.shifts import apply_shift, shift_key
 from vehicle_model.featurizer import FEATURE_DIM, Featurizer
 from vehicle_model.images import decode_image
@@ -198,6 +198,8 @@ def test_shifted_rows_are_featurized_as_their_shifted_image_under_their_key(imag
 
     assert computed == 2 and not cache.has(sha), "cached under the shifted image's key only"
     source = decode_image(Path(images[0]).read_bytes())
-    expected = featurizer.transform_images([apply_shift(source, "greyscale", keys[0]), apply_shift(source, "blur", keys[1])])
+    expected = featurizer.transform_images(
+        [apply_shift(source, "greyscale", keys[0]), apply_shift(source, "blur", keys[1])]
+    )
     np.testing.assert_allclose(np.stack([cache.get(k) for k in keys]), expected, atol=1e-5)
     assert featurize_into_cache([images[0]] * 2, keys, cache, featurizer, shifts=["greyscale", "blur"]) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.training.evaluation import attribute_metrics
 from tasks.registry.gate import (
     Comparison,
     GatePolicy,
@@ -16,6 +15,7 @@ from tasks.registry.gate import (
     weighted_scores,
 )
 from tasks.registry.retrain import SkippedRun, unchanged_since
+from tasks.training.evaluation import attribute_metrics
 
 pytestmark = pytest.mark.unit
 
@@ -80,7 +80,11 @@ def comparison(gain: float, low: float, high: float, images: int = 100) -> Compa
     [
         ({}, True, "no current champion"),
         ({"champion_version": "1", "changes": ["new attribute 'label'"]}, False, "contract change"),
-        ({"champion_version": "1", "comparison": comparison(0.05, 0.01, 0.09, images=10), "images": 10}, False, "only 10"),
+        (
+            {"champion_version": "1", "comparison": comparison(0.05, 0.01, 0.09, images=10), "images": 10},
+            False,
+            "only 10",
+        ),
         ({"champion_version": "1", "images": 0}, False, "only 0"),
         ({"champion_version": "1", "comparison": comparison(0.002, 0.001, 0.004)}, False, "below the required"),
         ({"champion_version": "1", "comparison": comparison(0.03, -0.01, 0.07)}, False, "could be noise"),
@@ -109,15 +113,21 @@ def test_contract_changes_name_attributes_and_labels() -> None:
 
     assert contract_changes(old, old) == []
     assert contract_changes(old, {"label": ["bus", "car"]}) == [
-        "attribute 'vehicle_type' is no longer predicted", "attribute 'color' is no longer predicted", "new attribute 'label'",
+        "attribute 'vehicle_type' is no longer predicted",
+        "attribute 'color' is no longer predicted",
+        "new attribute 'label'",
     ]
     assert contract_changes(old, {"vehicle_type": ["bus", "tram"], "color": ["red"]}) == [
-        "vehicle_type: labels ['car'] are no longer returned", "vehicle_type: new labels ['tram']",
+        "vehicle_type: labels ['car'] are no longer returned",
+        "vehicle_type: new labels ['tram']",
     ]
 
 
 def test_unchanged_since_matches_fingerprint_and_featurizer() -> None:
-    versions = [("champion", "1", {"fingerprint": "a", "featurizer": "f1"}), ("challenger", "2", {"fingerprint": "b", "featurizer": "f1"})]
+    versions = [
+        ("champion", "1", {"fingerprint": "a", "featurizer": "f1"}),
+        ("challenger", "2", {"fingerprint": "b", "featurizer": "f1"}),
+    ]
 
     assert unchanged_since(versions, "a", "f1")[:2] == ("champion", "1")
     assert unchanged_since(versions, "b", "f1")[:2] == ("challenger", "2")
@@ -126,8 +136,16 @@ def test_unchanged_since_matches_fingerprint_and_featurizer() -> None:
 
 
 def test_skip_message_names_the_version_and_the_drift_context() -> None:
-    skip = SkippedRun("4", "champion", "4", "/data/root", "abcdef0123456789", "126",
-                      trigger="drift", drift_regions=("eu-west", "us-east"))
+    skip = SkippedRun(
+        "4",
+        "champion",
+        "4",
+        "/data/root",
+        "abcdef0123456789",
+        "126",
+        trigger="drift",
+        drift_regions=("eu-west", "us-east"),
+    )
 
     assert skip.line == "no new data since champion v4, trained on /data/root (126 images, fingerprint abcdef012345)"
     text = skip.markdown()

@@ -10,8 +10,8 @@ import pytest
 
 from tasks.data.dataset import load_dataset
 from tasks.data.ingest import add_batch, batch_name, check_batch
-from tasks.data.validation import ValidationConfig, validate_dataset
 from tasks.data.split import fingerprint
+from tasks.data.validation import ValidationConfig, validate_dataset
 
 pytestmark = pytest.mark.unit
 

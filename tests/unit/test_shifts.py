@@ -138,10 +138,14 @@ def test_tight_crop_is_a_window_of_the_original(images):
 
 
 def test_evaluation_rows_are_the_test_split_under_every_kind():
-    frame = pd.DataFrame({
-        "image": ["a.png", "b.png", "c.png"], "color": ["red", "blue", "red"],
-        "sha256": ["1" * 64, "2" * 64, "3" * 64], "split": ["train", "test", "test"],
-    })
+    frame = pd.DataFrame(
+        {
+            "image": ["a.png", "b.png", "c.png"],
+            "color": ["red", "blue", "red"],
+            "sha256": ["1" * 64, "2" * 64, "3" * 64],
+            "split": ["train", "test", "test"],
+        }
+    )
     rows = shifted_evaluation_rows(frame)
     assert len(rows) == 2 * len(SHIFTS)
     assert set(rows["image"]) == {"b.png", "c.png"}, "never train or validation images"
@@ -151,10 +155,14 @@ def test_evaluation_rows_are_the_test_split_under_every_kind():
 
 
 def test_augmented_rows_are_copies_of_the_train_split_only():
-    frame = pd.DataFrame({
-        "image": [f"{i}.png" for i in range(40)], "color": ["red", "blue"] * 20,
-        "sha256": [f"{i:064x}" for i in range(40)], "split": ["train"] * 30 + ["validation"] * 5 + ["test"] * 5,
-    })
+    frame = pd.DataFrame(
+        {
+            "image": [f"{i}.png" for i in range(40)],
+            "color": ["red", "blue"] * 20,
+            "sha256": [f"{i:064x}" for i in range(40)],
+            "split": ["train"] * 30 + ["validation"] * 5 + ["test"] * 5,
+        }
+    )
     rows = augmented_training_rows(frame, copies=2, seed=0)
     assert len(rows) == 2 * 30 and set(rows["split"]) == {"augment"}
     assert set(rows["image"]) == set(frame.loc[frame["split"] == "train", "image"]), "never validation or test"
@@ -165,10 +173,14 @@ def test_augmented_rows_are_copies_of_the_train_split_only():
 
 
 def test_greyscale_calibration_rows_are_the_validation_split_in_greyscale():
-    frame = pd.DataFrame({
-        "image": [f"{i}.png" for i in range(10)], "color": ["red", "blue"] * 5,
-        "sha256": [f"{i:064x}" for i in range(10)], "split": ["train"] * 6 + ["validation"] * 2 + ["test"] * 2,
-    })
+    frame = pd.DataFrame(
+        {
+            "image": [f"{i}.png" for i in range(10)],
+            "color": ["red", "blue"] * 5,
+            "sha256": [f"{i:064x}" for i in range(10)],
+            "split": ["train"] * 6 + ["validation"] * 2 + ["test"] * 2,
+        }
+    )
     rows = greyscale_calibration_rows(frame)
     assert list(rows["image"]) == ["6.png", "7.png"] and list(rows["color"]) == ["red", "blue"]
     assert set(rows["split"]) == {"calibrate.greyscale"} and set(rows["shift"]) == {"greyscale"}
@@ -177,16 +189,25 @@ def test_greyscale_calibration_rows_are_the_validation_split_in_greyscale():
 
 
 def test_over_exposure_expert_rows_are_the_training_split_over_exposed_on_a_stream_of_their_own():
-    frame = pd.DataFrame({
-        "image": [f"{i}.png" for i in range(10)], "color": ["red", "blue"] * 5,
-        "sha256": [f"{i:064x}" for i in range(10)], "split": ["train"] * 6 + ["validation"] * 2 + ["test"] * 2,
-    })
+    frame = pd.DataFrame(
+        {
+            "image": [f"{i}.png" for i in range(10)],
+            "color": ["red", "blue"] * 5,
+            "sha256": [f"{i:064x}" for i in range(10)],
+            "split": ["train"] * 6 + ["validation"] * 2 + ["test"] * 2,
+        }
+    )
     rows = over_exposure_expert_rows(frame, seed=0)
     assert list(rows["image"]) == [f"{i}.png" for i in range(6)] and list(rows["color"]) == ["red", "blue"] * 3
     assert set(rows["split"]) == {"expert.over_exposure"} and set(rows["shift"]) == {"over_exposure"}
-    others = pd.concat([
-        frame, shifted_evaluation_rows(frame), augmented_training_rows(frame, copies=2, seed=0), greyscale_calibration_rows(frame),
-    ])
+    others = pd.concat(
+        [
+            frame,
+            shifted_evaluation_rows(frame),
+            augmented_training_rows(frame, copies=2, seed=0),
+            greyscale_calibration_rows(frame),
+        ]
+    )
     assert rows["sha256"].is_unique and not set(rows["sha256"]) & set(others["sha256"])
     assert not set(rows["sha256"]) & set(over_exposure_expert_rows(frame, seed=1)["sha256"]), "the seed draws anew"
 

@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from test_images import CRAFTED_EXIF
 
 from tasks.data.dataset import load_dataset
 from tasks.data.validation import REPORT_COLUMNS, ValidationConfig, ValidationResult, validate_dataset
 from vehicle_model.images import ImageLimits
-
-from test_images import CRAFTED_EXIF
 
 pytestmark = pytest.mark.unit
 

@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from serving_helpers import CLASSIFY, metric, running_server, unique_png
 
 from serving.__main__ import uvicorn_options
 from serving.app import create_app
 from serving.model.service import ModelService
-from serving_helpers import CLASSIFY, metric, running_server, unique_png
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 
@@ -31,9 +31,13 @@ BOUNDARY = "slowclientboundary"
 def classify_request(seed: int) -> tuple[bytes, bytes]:
     """Head and body of a well-formed multipart classify request, as raw HTTP/1.1 bytes."""
     body = (
-        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.png\"\r\n"
-        "Content-Type: image/png\r\n\r\n"
-    ).encode() + unique_png(seed) + f"\r\n--{BOUNDARY}--\r\n".encode()
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="c.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + unique_png(seed)
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
     head = (
         f"POST {CLASSIFY} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -91,7 +95,7 @@ async def test_slow_and_aborted_uploads_leave_the_inference_pool_free(make_setti
                 sock.sendall(head + body[: len(body) // 2])
                 open_sockets.append(sock)
                 if seed % 2:
-                    threading.Thread(target=trickle, args=(sock, body[len(body) // 2:-10], stop), daemon=True).start()
+                    threading.Thread(target=trickle, args=(sock, body[len(body) // 2 : -10], stop), daemon=True).start()
             # Headers and half the body, then the client hangs up.
             for seed in range(10, 14):
                 head, body = classify_request(seed)
@@ -99,8 +103,12 @@ async def test_slow_and_aborted_uploads_leave_the_inference_pool_free(make_setti
                     sock.sendall(head + body[: len(body) // 2])
             async with httpx.AsyncClient(base_url=base_url, timeout=SOCKET_TIMEOUT) as client:
                 deadline = time.monotonic() + SOCKET_TIMEOUT
-                while metric((await client.get("/metrics")).text, "vehicle_errors_total",
-                             status="400", code="upload_aborted") < 4:
+                while (
+                    metric(
+                        (await client.get("/metrics")).text, "vehicle_errors_total", status="400", code="upload_aborted"
+                    )
+                    < 4
+                ):
                     assert time.monotonic() < deadline, "aborted uploads never ended"
                     await asyncio.sleep(0.05)
                 # More unfinished uploads than inference threads are open now; a normal request:
@@ -123,8 +131,9 @@ async def test_a_body_late_past_its_deadline_gets_408_and_idle_connections_are_c
     settings = make_settings(body_timeout_seconds=1.0, keep_alive_timeout_seconds=1)
     app = create_app(settings, model_service=ModelService(None, small_model, inference_threads=1))
     stop = threading.Event()
-    with running_server(app, **{k: v for k, v in uvicorn_options(settings).items() if k not in ("host", "port")}) \
-            as base_url:
+    with running_server(
+        app, **{k: v for k, v in uvicorn_options(settings).items() if k not in ("host", "port")}
+    ) as base_url:
         head, body = classify_request(1)
         stalled, trickling, idle = connect(base_url), connect(base_url), connect(base_url)
         try:

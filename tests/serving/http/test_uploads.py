@@ -12,12 +12,12 @@ import pytest
 import pytest_asyncio
 from litestar.testing import AsyncTestClient
 from PIL import Image, ImageDraw
+from serving_helpers import BATCH, CLASSIFY, REPORT, assert_error
 
 from serving.app import create_app
 from serving.http.uploads import display_name
 from serving.model.service import ModelService
 from serving.settings import ServingSettings
-from serving_helpers import BATCH, CLASSIFY, REPORT, assert_error
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 
@@ -84,13 +84,28 @@ CORPUS: list[tuple[str, Callable[[], bytes], str, int, str | None]] = [
     ("empty", lambda: b"", "empty.jpg", 400, "empty_file"),
     ("text", lambda: b"hello, this is plain text\n" * 10, "notes.jpg", 415, "unsupported_format"),
     ("html", lambda: b"<html><script>alert(1)</script></html>", "page.png", 415, "unsupported_format"),
-    ("svg", lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>', "a.svg", 415,
-     "unsupported_format"),
+    (
+        "svg",
+        lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>',
+        "a.svg",
+        415,
+        "unsupported_format",
+    ),
     ("pdf", lambda: b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF", "doc.pdf", 415, "unsupported_format"),
-    ("eps", lambda: b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n", "x.eps", 415,
-     "unsupported_format"),
-    ("ico", lambda: encode(scene("RGBA", size=(32, 32)), "ICO", sizes=[(32, 32)]), "favicon.ico", 415,
-     "unsupported_format"),
+    (
+        "eps",
+        lambda: b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n",
+        "x.eps",
+        415,
+        "unsupported_format",
+    ),
+    (
+        "ico",
+        lambda: encode(scene("RGBA", size=(32, 32)), "ICO", sizes=[(32, 32)]),
+        "favicon.ico",
+        415,
+        "unsupported_format",
+    ),
     ("zip", lambda: b"PK\x03\x04" + b"\0" * 100, "archive.zip", 415, "unsupported_format"),
     ("truncated png", lambda: GOOD[: len(GOOD) // 2], "cut.png", 422, "corrupt_image"),
     ("truncated jpeg", lambda: JPEG[: len(JPEG) // 2], "cut.jpg", 422, "corrupt_image"),
@@ -124,8 +139,13 @@ CORPUS: list[tuple[str, Callable[[], bytes], str, int, str | None]] = [
 @pytest.fixture(scope="module")
 def upload_settings(tmp_path_factory: pytest.TempPathFactory) -> ServingSettings:
     return ServingSettings(
-        redis_url=None, log_dir=tmp_path_factory.mktemp("upload-logs"), max_file_bytes=MAX_FILE,
-        max_body_bytes=MAX_BODY, rate_limit_per_minute=0, api_key=None, cors_origins=[],
+        redis_url=None,
+        log_dir=tmp_path_factory.mktemp("upload-logs"),
+        max_file_bytes=MAX_FILE,
+        max_body_bytes=MAX_BODY,
+        rate_limit_per_minute=0,
+        api_key=None,
+        cors_origins=[],
     )
 
 
@@ -235,8 +255,9 @@ async def test_display_name_strips_control_characters():
 RAW_CORPUS = [case for case in CORPUS if case[4] != "multipart_limit"]  # no multipart: no parser limits
 
 
-@pytest.mark.parametrize(("make", "status", "code"), [(c[1], c[3], c[4]) for c in RAW_CORPUS],
-                         ids=[c[0] for c in RAW_CORPUS])
+@pytest.mark.parametrize(
+    ("make", "status", "code"), [(c[1], c[3], c[4]) for c in RAW_CORPUS], ids=[c[0] for c in RAW_CORPUS]
+)
 async def test_hostile_raw_body_gets_the_same_answer_as_the_upload(client, make, status, code):
     # The declared image type is never trusted: the bytes decide, as for multipart uploads.
     response = await client.post(CLASSIFY, content=make(), headers={"Content-Type": "image/png"})
@@ -248,7 +269,9 @@ async def test_hostile_raw_body_gets_the_same_answer_as_the_upload(client, make,
 
 
 async def test_raw_body_limits_and_content_types(client):
-    over_body = await client.post(CLASSIFY, content=b"\xff\xd8" + b"\0" * MAX_BODY, headers={"Content-Type": "image/jpeg"})
+    over_body = await client.post(
+        CLASSIFY, content=b"\xff\xd8" + b"\0" * MAX_BODY, headers={"Content-Type": "image/jpeg"}
+    )
     empty = await client.post(CLASSIFY, content=b"", headers={"Content-Type": "image/jpeg"})
     as_text = await client.post(CLASSIFY, content=JPEG, headers={"Content-Type": "text/plain"})
     as_json = await client.post(CLASSIFY, json={"image": "aGVsbG8="})

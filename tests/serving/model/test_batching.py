@@ -9,10 +9,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 from PIL import Image
+from serving_helpers import unique_png
 
 from serving.model.batching import BatchingExecutor
 from serving.model.runtime import decode_and_predict
-from serving_helpers import unique_png
 from vehicle_model.images import ImageDecodeError, ImageLimits
 from vehicle_model.model import Prediction, VehicleClassifier
 
@@ -70,7 +70,8 @@ async def test_requests_waiting_together_share_one_model_call_and_keep_their_own
 def _same_labels(got: Prediction, want: Prediction) -> bool:
     return all(got[a]["label"] == want[a]["label"] for a in want) and all(
         got[a]["probabilities"][c] == pytest.approx(p, abs=1e-5)
-        for a in want for c, p in want[a]["probabilities"].items()
+        for a in want
+        for c, p in want[a]["probabilities"].items()
     )
 
 

@@ -18,14 +18,14 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 from mlflow import MlflowClient
+from serving_helpers import CLASSIFY, assert_error, free_port, metric, running_server, unique_png
 
 from serving.app import create_app
 from serving.model.runtime import decode_and_predict
-from vehicle_model.records import SUMMARY_DIM
 from serving.model.service import ModelService, ModelUnavailable
-from serving_helpers import CLASSIFY, assert_error, free_port, metric, running_server, unique_png
 from vehicle_model.images import ImageLimits
 from vehicle_model.model import VehicleClassifier
+from vehicle_model.records import SUMMARY_DIM
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 
@@ -184,12 +184,27 @@ async def test_tracking_server_down_at_start_then_back_makes_the_app_ready_witho
         not_ready = await client.get("/ready")
         refused = await client.post(CLASSIFY, files={"file": ("x.png", unique_png(11), "image/png")})
         # A real tracking server over a copy of the registry (champion -> 1) on that port.
-        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", registry_uri,
-                   "--default-artifact-root", str(tmp_path / "server-artifacts"),
-                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-        server = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        command = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            registry_uri,
+            "--default-artifact-root",
+            str(tmp_path / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
+        server = subprocess.Popen(
+            command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         try:
+
             async def is_ready():
                 response = await client.get("/ready")
                 return response if response.status_code == 200 else None
@@ -318,8 +333,9 @@ async def test_python_m_serving_runs_workers_from_the_environment(registry_uri, 
         "INFERENCE_THREADS": "1",
         "LOG_DIR": str(tmp_path / "logs"),
     }
-    server = subprocess.Popen([sys.executable, "-m", "serving"], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "serving"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
 
@@ -340,8 +356,8 @@ async def test_python_m_serving_runs_workers_from_the_environment(registry_uri, 
 
 
 async def test_a_loaded_version_has_one_session_per_call_share_and_one_on_every_core(registry_uri, sample_images):
-    from serving.model.source import ModelSource
     from serving.model.service import with_thread_layout
+    from serving.model.source import ModelSource
 
     service = ModelService(ModelSource(registry_uri, NAME, "champion"), inference_threads=2, onnx_threads=1)
     assert (await service.refresh()).outcome == "loaded"

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from litestar.testing import AsyncTestClient
 from mlflow import MlflowClient
+from serving_helpers import assert_error
 
 from serving.app import create_app
 from serving.model.service import ModelService
 from serving.model.source import ModelSource
-from serving_helpers import assert_error
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 

@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 from litestar.testing import AsyncTestClient
-from prometheus_client import Counter, CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from redis import Redis
+from serving_helpers import BATCH, CLASSIFY, metric, unique_png
 
 from serving.app import create_app
 from serving.monitoring.prediction_log import PredictionLog
 from serving.storage.stores import RedisGuard, redis_client
-from serving_helpers import BATCH, CLASSIFY, metric, unique_png
 from vehicle_model.records import PROJECTION_DIM, SUMMARY_DIM, TONE_DIM, decode, drift_status_key, log_key
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
@@ -40,7 +40,8 @@ async def test_inferred_images_are_logged_with_region_labels_and_summary(make_se
     async with AsyncTestClient(create_app(settings)) as client:
         single = await client.post(CLASSIFY, files=upload(unique_png(1)), headers={"X-Region": "north"})
         batch = await client.post(
-            BATCH, files=[("files", ("a.png", unique_png(2), "x")), ("files", ("b", b"not an image", "x"))],
+            BATCH,
+            files=[("files", ("a.png", unique_png(2), "x")), ("files", ("b", b"not an image", "x"))],
             headers={"X-Region": "south"},
         )
         again = await client.post(CLASSIFY, files=upload(unique_png(1)), headers={"X-Region": "north"})
@@ -56,7 +57,9 @@ async def test_inferred_images_are_logged_with_region_labels_and_summary(make_se
     assert (first["model"], first["version"]) == ("vehicle-classifier", "1")
     for attribute, result in single.json()["predictions"].items():
         assert first["predictions"][attribute]["label"] == result["label"]
-        assert first["predictions"][attribute]["probability"] == pytest.approx(result["top_k"][0]["probability"], abs=1e-4)
+        assert first["predictions"][attribute]["probability"] == pytest.approx(
+            result["top_k"][0]["probability"], abs=1e-4
+        )
     assert len(first["features"]) == PROJECTION_DIM and len(first["tone"]) == TONE_DIM
     assert sum(first["tone"][:3]) == pytest.approx(1.0, abs=1e-3), "saturation bins of a histogram sum to 1"
 
@@ -91,9 +94,18 @@ async def test_stream_is_capped_and_a_full_queue_drops(redis_url, redis_prefix):
 
 
 async def test_stats_show_each_regions_latest_drift_status(make_settings, redis_url, redis_prefix):
-    status = {"drift": True, "drifted": ["tone"], "records": 60, "version": "1", "checked_at": "2026-11-28T09:00:00+00:00"}
+    status = {
+        "drift": True,
+        "drifted": ["tone"],
+        "records": 60,
+        "version": "1",
+        "checked_at": "2026-11-28T09:00:00+00:00",
+    }
     redis = Redis.from_url(redis_url)
-    redis.hset(drift_status_key(redis_prefix), mapping={"night": json.dumps(status), "all": json.dumps({**status, "drift": False})})
+    redis.hset(
+        drift_status_key(redis_prefix),
+        mapping={"night": json.dumps(status), "all": json.dumps({**status, "drift": False})},
+    )
     redis.close()
     async with AsyncTestClient(create_app(make_settings())) as client:
         for region in ("night", "day"):

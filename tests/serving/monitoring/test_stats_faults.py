@@ -8,12 +8,12 @@ import time
 
 import pytest
 from litestar.testing import AsyncTestClient
+from serving_helpers import CLASSIFY, LossyProxy, unique_png
 
 from serving.app import create_app
 from serving.model.service import ModelService
 from serving.monitoring.region_stats import RegionStats
 from serving.storage.stores import RedisGuard, redis_client
-from serving_helpers import CLASSIFY, LossyProxy, unique_png
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 
@@ -78,8 +78,9 @@ async def test_counts_made_during_an_outage_reach_redis_with_no_further_request(
     app = create_app(settings, model_service=ModelService(None, small_model))
     async with AsyncTestClient(app) as client:
         for i in range(3):
-            response = await client.post(CLASSIFY, files={"file": ("car.png", unique_png(i), "image/png")},
-                                         headers={"X-Region": "eu"})
+            response = await client.post(
+                CLASSIFY, files={"file": ("car.png", unique_png(i), "image/png")}, headers={"X-Region": "eu"}
+            )
             assert response.status_code == 200
         throwaway_redis.start()
         redis = throwaway_redis.client()

@@ -21,17 +21,25 @@ def prediction(vehicle_type: dict[str, float], color: dict[str, float]) -> dict:
 
 async def test_confidence_measures():
     assert confidence({"a": 1.0, "b": 0.0}) == {
-        "max_probability": 1.0, "margin": 1.0, "entropy": 0.0, "normalized_entropy": 0.0}
+        "max_probability": 1.0,
+        "margin": 1.0,
+        "entropy": 0.0,
+        "normalized_entropy": 0.0,
+    }
     even = confidence({"a": 0.5, "b": 0.5})
     assert even["margin"] == 0 and even["entropy"] == pytest.approx(math.log(2))
     assert even["normalized_entropy"] == pytest.approx(1.0)
     assert top_k({"a": 0.2, "b": 0.7, "c": 0.1}, 2) == [
-        {"label": "b", "probability": 0.7}, {"label": "a", "probability": 0.2}]
+        {"label": "b", "probability": 0.7},
+        {"label": "a", "probability": 0.2},
+    ]
 
 
 async def test_class_counts_and_presentation():
-    records = [prediction({"suv": 0.9, "van": 0.1}, {"red": 0.6, "blue": 0.4}),
-               prediction({"suv": 0.2, "van": 0.8}, {"red": 0.7, "blue": 0.3})]
+    records = [
+        prediction({"suv": 0.9, "van": 0.1}, {"red": 0.6, "blue": 0.4}),
+        prediction({"suv": 0.2, "van": 0.8}, {"red": 0.7, "blue": 0.3}),
+    ]
     assert class_counts(records) == {"vehicle_type": {"suv": 1, "van": 1}, "color": {"red": 2}}
     shown = present(records[0], 1)
     assert shown["color"]["top_k"] == [{"label": "red", "probability": 0.6}]
@@ -44,7 +52,8 @@ async def test_report_recommends_review_for_low_confidence_and_close_calls(small
     lines = dict(zip(["vehicle_type", "color"], report["recommendations"], strict=True))
     assert "low confidence in 'suv'" in lines["vehicle_type"]
     assert "'red' (55%) and 'blue' (45%) are close" in lines["color"]
-    sure = build_report("v2", prediction({"suv": 0.95, "van": 0.05}, {"red": 0.9, "blue": 0.1}), small_model,
-                        Thresholds(), 60)
+    sure = build_report(
+        "v2", prediction({"suv": 0.95, "van": 0.05}, {"red": 0.9, "blue": 0.1}), small_model, Thresholds(), 60
+    )
     assert sure["analysis"]["low_confidence"] == [] and "no manual review" in sure["recommendations"][0]
     assert sure["analysis"]["overall_confidence"] == 0.9

@@ -7,9 +7,9 @@ import json
 import pytest
 from jsonschema import Draft202012Validator
 from litestar.testing import AsyncTestClient
+from serving_helpers import BATCH, CLASSIFY, REPORT, assert_error, metric, unique_png
 
 from serving.app import create_app
-from serving_helpers import BATCH, CLASSIFY, REPORT, assert_error, metric, unique_png
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 
@@ -172,8 +172,10 @@ async def test_report_expires_after_its_ttl(make_settings, sample_images):
 
 async def test_region_stats_count_requests_and_predicted_classes(make_settings, sample_images):
     async with AsyncTestClient(create_app(make_settings())) as client:
-        eu = [await client.post(CLASSIFY, files=upload(sample_images[k]), headers={"X-Region": "eu-west"})
-              for k in ("jpeg", "png")]
+        eu = [
+            await client.post(CLASSIFY, files=upload(sample_images[k]), headers={"X-Region": "eu-west"})
+            for k in ("jpeg", "png")
+        ]
         await client.post(BATCH, files=[("files", ("a", sample_images["jpeg1"], "x"))], headers={"X-Region": "us_1"})
         await client.post(CLASSIFY, files=upload(sample_images["jpeg2"]))
         everything = await client.get("/api/stats/regions")
@@ -225,8 +227,18 @@ async def test_docs_render_and_schema_is_valid_openapi(make_settings):
     schema = schema_response.json()
     assert schema["openapi"].startswith("3.1")
     paths = schema["paths"]
-    for path in (CLASSIFY, BATCH, REPORT, f"{REPORT}/{{vehicle_id}}", "/api/stats/regions",
-                 "/api/stats/regions/{region}", "/api/models/metadata", "/health", "/ready", "/admin/reload"):
+    for path in (
+        CLASSIFY,
+        BATCH,
+        REPORT,
+        f"{REPORT}/{{vehicle_id}}",
+        "/api/stats/regions",
+        "/api/stats/regions/{region}",
+        "/api/models/metadata",
+        "/health",
+        "/ready",
+        "/admin/reload",
+    ):
         assert path in paths, path
     for component in schema["components"]["schemas"].values():
         Draft202012Validator.check_schema(component)
@@ -260,11 +272,13 @@ async def test_metrics_expose_requests_predictions_model_and_redis(make_settings
     assert metric(text, "vehicle_model_info", name="vehicle-classifier", version="1", alias="champion") == 1
     assert metric(text, "vehicle_redis_up") == 1
     assert metric(text, "vehicle_model_reload_failures_total") == 0
-    assert metric(text, "vehicle_errors_total", status="422", code="corrupt_image") + metric(
-        text, "vehicle_errors_total", status="415", code="unsupported_format") == 1
+    assert (
+        metric(text, "vehicle_errors_total", status="422", code="corrupt_image")
+        + metric(text, "vehicle_errors_total", status="415", code="unsupported_format")
+        == 1
+    )
     assert metric(text, "litestar_requests_total", path=CLASSIFY, method="POST", status_code="200") >= 1
-    assert metric(text, "litestar_request_duration_seconds_count", path=CLASSIFY, method="POST",
-                  status_code="200") >= 1
+    assert metric(text, "litestar_request_duration_seconds_count", path=CLASSIFY, method="POST", status_code="200") >= 1
 
 
 async def test_index_page_uploads_to_the_html_report(make_settings):
@@ -341,9 +355,14 @@ async def test_cors_allows_only_configured_origins(make_settings):
     async with AsyncTestClient(create_app(settings)) as client:
         allowed = await client.get("/health", headers={"Origin": "https://app.example.com"})
         other = await client.get("/health", headers={"Origin": "https://evil.example.net"})
-        preflight = await client.options(CLASSIFY, headers={
-            "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "X-Region"})
+        preflight = await client.options(
+            CLASSIFY,
+            headers={
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "X-Region",
+            },
+        )
     assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
     assert "access-control-allow-origin" not in other.headers
     assert preflight.status_code in (200, 204)
@@ -353,8 +372,11 @@ async def test_cors_allows_only_configured_origins(make_settings):
 async def test_logs_are_json_lines_with_the_request_id_and_no_image_bytes(make_settings, sample_images, tmp_path):
     settings = make_settings(log_dir=tmp_path / "api-logs")
     async with AsyncTestClient(create_app(settings)) as client:
-        await client.post(CLASSIFY, files=upload(sample_images["jpeg"], name="secret-name.jpg"),
-                          headers={"X-Request-ID": "log-check-1"})
+        await client.post(
+            CLASSIFY,
+            files=upload(sample_images["jpeg"], name="secret-name.jpg"),
+            headers={"X-Request-ID": "log-check-1"},
+        )
     log = (tmp_path / "api-logs" / "api.log").read_text()
     records = [json.loads(line) for line in log.splitlines()]
     access = [r for r in records if r.get("request_id") == "log-check-1"]

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 from redis import Redis
+from serving_helpers import CLASSIFY, REPORT, assert_error, unique_png
 
 from serving.app import create_app
 from serving.model.service import ModelService
-from serving_helpers import CLASSIFY, REPORT, assert_error, unique_png
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 
@@ -34,7 +34,8 @@ def image(seed: int) -> dict:
 @pytest.fixture
 def keyed_app(make_settings, small_model):
     settings = make_settings(
-        client_keys=f"alice:{digest(ALICE)},bob:{digest(BOB)}", operator_key_sha256=digest(OPERATOR),
+        client_keys=f"alice:{digest(ALICE)},bob:{digest(BOB)}",
+        operator_key_sha256=digest(OPERATOR),
         log_level="DEBUG",
     )
     return create_app(settings, model_service=ModelService(None, small_model)), settings
@@ -88,9 +89,9 @@ async def test_four_writers_of_one_vehicle_id_get_one_201_and_three_409(make_set
 
     app = create_app(make_settings(), model_service=ModelService(None, small_model))
     async with AsyncTestClient(app) as client:
-        answers = await asyncio.gather(*(
-            client.post(REPORT, files=image(20 + i), data={"vehicle_id": "race-1"}) for i in range(4)
-        ))
+        answers = await asyncio.gather(
+            *(client.post(REPORT, files=image(20 + i), data={"vehicle_id": "race-1"}) for i in range(4))
+        )
     assert sorted(r.status_code for r in answers) == [201, 409, 409, 409]
 
 
@@ -169,10 +170,14 @@ async def test_region_and_vehicle_id_cannot_inject_keys_or_html(make_settings, s
     app = create_app(make_settings(), model_service=ModelService(None, small_model))
     hostile = ["eu:reports:x", "eu*", "<script>alert(1)</script>", "a" * 65]
     async with AsyncTestClient(app) as client:
-        regions = [await client.post(CLASSIFY, files=image(30 + i), headers={"X-Region": value})
-                   for i, value in enumerate(hostile)]
-        ids = [await client.post(REPORT, files=image(40 + i), data={"vehicle_id": value})
-               for i, value in enumerate(hostile)]
+        regions = [
+            await client.post(CLASSIFY, files=image(30 + i), headers={"X-Region": value})
+            for i, value in enumerate(hostile)
+        ]
+        ids = [
+            await client.post(REPORT, files=image(40 + i), data={"vehicle_id": value})
+            for i, value in enumerate(hostile)
+        ]
         lookups = [await client.get(f"{REPORT}/{value}") for value in ("x%3Ay", "%3Cb%3E", "..%2Freports")]
         empty_region = await client.post(CLASSIFY, files=image(50), headers={"X-Region": ""})
         default = await client.get("/api/stats/regions/unknown")
@@ -191,11 +196,19 @@ async def test_html_report_escapes_what_it_shows(make_settings, small_model):
     app = create_app(make_settings(), model_service=ModelService(None, small_model))
     hostile = "<img src=x onerror=alert(1)>"
     report = {
-        "vehicle_id": "esc-1", "created_at": hostile, "expires_at": hostile,
+        "vehicle_id": "esc-1",
+        "created_at": hostile,
+        "expires_at": hostile,
         "model": {"name": hostile, "version": hostile},
-        "predictions": {hostile: {"label": hostile, "top_k": [{"label": hostile, "probability": 0.5}],
-                                  "confidence": {"max_probability": 0.5, "margin": 0.1, "normalized_entropy": 0.2}}},
-        "analysis": {"low_confidence": [hostile]}, "recommendations": [hostile],
+        "predictions": {
+            hostile: {
+                "label": hostile,
+                "top_k": [{"label": hostile, "probability": 0.5}],
+                "confidence": {"max_probability": 0.5, "margin": 0.1, "normalized_entropy": 0.2},
+            }
+        },
+        "analysis": {"low_confidence": [hostile]},
+        "recommendations": [hostile],
     }
     html = app.template_engine.get_template("report.html").render(report=report)
     assert hostile not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
@@ -207,6 +220,11 @@ def test_every_guard_runs_on_the_event_loop(make_settings, small_model):
 
     for settings in (make_settings(), make_settings(api_key="k", client_keys={"c": "0" * 64})):
         app = create_app(settings, model_service=ModelService(None, small_model))
-        guards = [g for route in app.routes for handler in route.route_handlers
-                  for layer in handler.ownership_layers for g in (layer.guards or [])]
+        guards = [
+            g
+            for route in app.routes
+            for handler in route.route_handlers
+            for layer in handler.ownership_layers
+            for g in (layer.guards or [])
+        ]
         assert guards and all(inspect.iscoroutinefunction(g) for g in guards), guards

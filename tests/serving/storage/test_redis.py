@@ -8,9 +8,9 @@ import json
 import pytest
 from litestar.testing import AsyncTestClient
 from redis import Redis
+from serving_helpers import BATCH, CLASSIFY, REPORT, metric, unique_png
 
 from serving.app import create_app
-from serving_helpers import BATCH, CLASSIFY, REPORT, metric, unique_png
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 
@@ -36,11 +36,16 @@ async def test_reports_stats_cache_and_rate_limits_are_redis_keys(
 ):
     settings = make_settings(rate_limit_per_minute=100)
     async with AsyncTestClient(create_app(settings)) as client:
-        await client.post(REPORT, files=files(sample_images["jpeg"], "../../../tmp/x.jpg"),
-                          data={"vehicle_id": "in-redis-1"}, headers={"X-Region": "eu"})
+        await client.post(
+            REPORT,
+            files=files(sample_images["jpeg"], "../../../tmp/x.jpg"),
+            data={"vehicle_id": "in-redis-1"},
+            headers={"X-Region": "eu"},
+        )
         classified = await client.post(CLASSIFY, files=files(sample_images["png"]), headers={"X-Region": "eu"})
-        await client.post(BATCH, files=[("files", ("a.png", sample_images["jpeg4"], "image/png"))],
-                          headers={"X-Region": "apac"})
+        await client.post(
+            BATCH, files=[("files", ("a.png", sample_images["jpeg4"], "image/png"))], headers={"X-Region": "apac"}
+        )
     redis = Redis.from_url(redis_url)
     report_key = f"{redis_prefix}:reports:in-redis-1"
     assert 0 < redis.ttl(report_key) <= 3600
@@ -147,7 +152,6 @@ async def test_memory_mode_without_redis_url(make_settings, sample_images):
     assert ready["redis"] == "memory"
     assert report.status_code == 200
     assert stats["storage"] == "memory" and stats["regions"][0]["requests"] == {"report": 1, "report-get": 1}
-
 
 
 async def test_connections_to_redis_stay_bounded_under_any_concurrency(redis_url, redis_prefix):

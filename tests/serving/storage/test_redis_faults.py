@@ -7,10 +7,10 @@ import time
 
 import httpx
 import pytest
+from serving_helpers import CLASSIFY, REPORT, ThrowawayRedis, assert_error, free_port, running_server, unique_png
 
 from serving.app import create_app
 from serving.model.service import ModelService
-from serving_helpers import CLASSIFY, REPORT, ThrowawayRedis, assert_error, free_port, running_server, unique_png
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 
@@ -29,11 +29,23 @@ async def _load(client: httpx.AsyncClient, worker: int, rounds: int, region: str
     statuses = []
     for i in range(rounds):
         seed = 10_000 + worker * 100 + i
-        statuses.append((await client.post(CLASSIFY, files={"file": ("c.png", unique_png(seed), "image/png")},
-                                           headers={"X-Region": region})).status_code)
+        statuses.append(
+            (
+                await client.post(
+                    CLASSIFY, files={"file": ("c.png", unique_png(seed), "image/png")}, headers={"X-Region": region}
+                )
+            ).status_code
+        )
         vehicle_id = f"fault-{worker}-{i}-{seed}"
-        statuses.append((await client.post(REPORT, files={"file": ("c.png", unique_png(seed + 50), "image/png")},
-                                           data={"vehicle_id": vehicle_id})).status_code)
+        statuses.append(
+            (
+                await client.post(
+                    REPORT,
+                    files={"file": ("c.png", unique_png(seed + 50), "image/png")},
+                    data={"vehicle_id": vehicle_id},
+                )
+            ).status_code
+        )
         statuses.append((await client.get(f"{REPORT}/{vehicle_id}")).status_code)
     return statuses
 
@@ -76,8 +88,11 @@ async def test_hung_redis_costs_a_timeout_not_a_request(make_settings, throwaway
             before = await _load(client, 0, 1, "eu")
             throwaway_redis.pause()
             try:
-                during = [s for batch in await asyncio.gather(*(_load(client, w, 2, "eu") for w in range(1, 5)))
-                          for s in batch]
+                during = [
+                    s
+                    for batch in await asyncio.gather(*(_load(client, w, 2, "eu") for w in range(1, 5)))
+                    for s in batch
+                ]
                 ready = (await client.get("/ready")).json()
             finally:
                 throwaway_redis.resume()
@@ -88,16 +103,18 @@ async def test_hung_redis_costs_a_timeout_not_a_request(make_settings, throwaway
     assert ready["redis"] == "degraded"
 
 
-async def test_report_read_never_says_not_found_when_redis_could_not_be_asked(make_settings, throwaway_redis,
-                                                                             small_model):
+async def test_report_read_never_says_not_found_when_redis_could_not_be_asked(
+    make_settings, throwaway_redis, small_model
+):
     throwaway_redis.start()
     # A long breaker window: after one failure every other caller skips Redis for a minute.
     settings = make_settings(redis_url=throwaway_redis.url, redis_retry_after_seconds=60.0)
     app = create_app(settings, model_service=ModelService(None, small_model, inference_threads=2))
     with running_server(app) as base_url:
         async with httpx.AsyncClient(base_url=base_url, timeout=CLIENT_TIMEOUT) as client:
-            created = await client.post(REPORT, files={"file": ("c.png", unique_png(777), "image/png")},
-                                        data={"vehicle_id": "in-redis"})
+            created = await client.post(
+                REPORT, files={"file": ("c.png", unique_png(777), "image/png")}, data={"vehicle_id": "in-redis"}
+            )
             assert created.status_code == 201, created.text
             throwaway_redis.pause()
             try:
