@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tasks.defaults import AUGMENT_COPIES, MIN_IMPROVEMENT, TIME_BUDGET_SECONDS
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Vehicle classification pipeline.")
 console = Console()
 
@@ -146,10 +148,12 @@ def train(
         list[str] | None, typer.Option("--candidate", "-c", help="Candidate to train (repeatable); default all six.")
     ] = None,
     metric: Annotated[str, typer.Option(help="Selection metric: macro_f1, accuracy, log_loss, ece.")] = "macro_f1",
-    min_improvement: Annotated[float, typer.Option(help="Gain over the champion needed to promote.")] = 0.005,
+    min_improvement: Annotated[float, typer.Option(help="Gain over the champion needed to promote.")] = MIN_IMPROVEMENT,
     seed: Annotated[int, typer.Option(help="Seed for split, search, models and the gate's bootstrap.")] = 0,
-    time_budget: Annotated[float, typer.Option(help="Per-candidate search budget in seconds.")] = 120.0,
-    augment_copies: Annotated[int, typer.Option(help="Shifted copies of each training image (0: none).")] = 2,
+    time_budget: Annotated[float, typer.Option(help="Per-candidate search budget in seconds.")] = TIME_BUDGET_SECONDS,
+    augment_copies: Annotated[
+        int, typer.Option(help="Shifted copies of each training image (0: none).")
+    ] = AUGMENT_COPIES,
     force: Annotated[bool, typer.Option("--force", help="Train even if nothing changed since the champion.")] = False,
 ) -> None:
     """Run the training flow: prepare, train candidates, evaluate, gate, register, promote.
@@ -158,7 +162,7 @@ def train(
     """
     from cli.prefect_api import prefect_api
     from flows.training import train_pipeline
-    from tasks.data.prepare_steps import DataValidationError
+    from tasks.data.validation import DataValidationError
     from tasks.registry.retrain import SkippedRun
 
     parameters = dict(
@@ -242,7 +246,7 @@ def promote(
 
     from cli.prefect_api import prefect_api
     from flows.settings import get_settings
-    from tasks.registry.promotion_steps import registry_lock
+    from tasks.registry.lock import registry_lock
     from tasks.registry.versions import promote as promote_version
     from tasks.tracking import use_tracking_store
 
@@ -299,7 +303,7 @@ def rollback() -> None:
 
     from cli.prefect_api import prefect_api
     from flows.settings import get_settings
-    from tasks.registry.promotion_steps import registry_lock
+    from tasks.registry.lock import registry_lock
     from tasks.registry.versions import rollback as rollback_versions
     from tasks.registry.versions import rollback_pair
     from tasks.tracking import use_tracking_store

@@ -13,8 +13,7 @@ from prefect.states import Failed, State
 from flows.settings import get_settings
 from tasks.data.dataset_steps import SYNTHETIC
 from tasks.data.ingest import BatchCheck, add_batch, batch_name, check_batch
-from tasks.data.prepare_steps import DataValidationError
-from tasks.data.validation import ValidationConfig, problems_markdown
+from tasks.data.validation import DataValidationError, ValidationConfig, problems_markdown
 
 
 class BatchRejected(DataValidationError):

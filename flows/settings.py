@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.registry.gate import GatePolicy
+from vehicle_model.featurizer import usable_cores
 
 
 class PipelineSettings(BaseSettings):
@@ -40,7 +40,7 @@ class PipelineSettings(BaseSettings):
     feature_cache_dir: Path = Path("data/features")
     log_dir: Path = Path("logs")
     task_runner: str = Field("process", description="process | thread (dask when dask_address is set)")
-    workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    workers: int = Field(default_factory=usable_cores)
     dask_address: str | None = None
     shard_size: int = 512
 

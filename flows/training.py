@@ -20,13 +20,14 @@ from flows.runners import make_task_runner
 from flows.settings import PipelineSettings, gate_policy, get_settings
 from tasks.data.dataset_steps import resolve_dataset_task
 from tasks.data.prepare_steps import PreparedData
+from tasks.defaults import AUGMENT_COPIES, MIN_IMPROVEMENT, TIME_BUDGET_SECONDS
 from tasks.monitoring.reference import log_reference_task
 from tasks.registry.gate import decision_markdown
+from tasks.registry.lock import registry_lock
 from tasks.registry.promotion_steps import (
     gate_task,
     promote_task,
     register_task,
-    registry_lock,
     report_skip_task,
     unchanged_since_task,
 )
@@ -63,10 +64,10 @@ def train_pipeline(
     data: str | None = None,
     candidates: list[str] | None = None,
     metric: Metric = "macro_f1",
-    min_improvement: float = 0.005,
+    min_improvement: float = MIN_IMPROVEMENT,
     seed: Annotated[int, Field(ge=0)] = 0,
-    time_budget_seconds: Annotated[float, Field(gt=0)] = 120.0,
-    augment_copies: Annotated[int, Field(ge=0)] = 2,
+    time_budget_seconds: Annotated[float, Field(gt=0)] = TIME_BUDGET_SECONDS,
+    augment_copies: Annotated[int, Field(ge=0)] = AUGMENT_COPIES,
     force: bool = False,
     trigger: str | None = None,
     drift_regions: list[str] | None = None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -11,12 +10,9 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from vehicle_model.featurizer import usable_cores
+
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (respects CPU affinity, unlike ``os.cpu_count``)."""
-    return len(os.sched_getaffinity(0))
 
 
 class ServingSettings(BaseSettings):

@@ -66,6 +66,11 @@ OVER_EXPOSED_CLIPPED = 0.10
 PREPROCESSING_VERSION = "resize224-bilinear+hsv12x3x3-global-centre-greyworld-levels+tone+chroma+clipped-v5"
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (respects CPU affinity, unlike ``os.cpu_count``)."""
+    return len(os.sched_getaffinity(0))
+
+
 def preprocess(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     """Turns one RGB image into the backbone input and its colour histogram.
 
@@ -188,7 +193,7 @@ class Featurizer:
         limits: ImageLimits = ImageLimits(),
     ) -> None:
         self.backbone_path = Path(backbone_path)
-        self.threads = threads or len(os.sched_getaffinity(0))
+        self.threads = threads or usable_cores()
         self.batch_size = batch_size
         self.limits = limits
 

@@ -27,7 +27,7 @@ from serving.model.batching import BatchingExecutor
 from serving.model.runtime import warm_up
 from serving.model.source import LoadedModel, ModelSource, NoChampion, RegistryUnavailable
 from serving.monitoring.metrics import ServingMetrics
-from serving.settings import usable_cores
+from vehicle_model.featurizer import usable_cores
 from vehicle_model.images import ImageDecodeError, ImageLimits
 from vehicle_model.model import Prediction, VehicleClassifier
 

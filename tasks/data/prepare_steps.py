@@ -14,12 +14,14 @@ from prefect.artifacts import create_markdown_artifact
 from tasks.data.dataset import IMAGE_COLUMN, SPLIT_COLUMN, Dataset, load_dataset
 from tasks.data.features import FeatureCache, assemble, featurize_into_cache
 from tasks.data.split import SplitFractions, SplitLedger, assign_splits, fingerprint
-from tasks.data.validation import SHA_COLUMN, ValidationConfig, problems_markdown, validate_dataset
+from tasks.data.validation import (
+    SHA_COLUMN,
+    DataValidationError,
+    ValidationConfig,
+    problems_markdown,
+    validate_dataset,
+)
 from vehicle_model.featurizer import Featurizer
-
-
-class DataValidationError(ValueError):
-    """The dataset failed validation; nothing downstream may run."""
 
 
 @dataclass(frozen=True)

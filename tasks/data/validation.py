@@ -24,6 +24,10 @@ FILE_COLUMN = "file"
 SHA_COLUMN = "sha256"
 
 
+class DataValidationError(ValueError):
+    """The dataset failed validation; nothing downstream may run."""
+
+
 @dataclass(frozen=True)
 class ValidationConfig:
     """What a dataset must satisfy.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tasks.defaults import MIN_IMPROVEMENT
 from tasks.training.evaluation import LOWER_IS_BETTER
 
 Probabilities = Mapping[str, tuple[Sequence[str], np.ndarray]]  # attribute -> (classes, [N, C] probabilities)
@@ -32,7 +33,7 @@ class GatePolicy:
         seed: seed of the resampling.
     """
 
-    min_improvement: float = 0.005
+    min_improvement: float = MIN_IMPROVEMENT
     min_images: int = 30
     confidence: float = 0.95
     min_lower_bound: float = 0.0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 
 import joblib
@@ -14,11 +12,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.sync import concurrency
 from prefect.events import emit_event
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from tasks.data.dataset import IMAGE_COLUMN, SPLIT_COLUMN
 from tasks.data.features import FeatureCache, features_from
@@ -42,27 +36,6 @@ from vehicle_model.featurizer import Featurizer
 from vehicle_model.model import VehicleClassifier
 
 TRAINING_IMAGES_ARTIFACT = "training_images.json"
-
-
-@contextmanager
-def registry_lock(model_name: str, timeout_seconds: float = 1800) -> Iterator[None]:
-    """Serialises alias moves (flow runs, ``vehicles promote``/``rollback``) with a Prefect
-    global concurrency limit.
-
-    The limit (one slot) is created on first use; ``strict`` makes a missing limit an error
-    rather than a silent no-op.
-    """
-    name = f"model-registry-{model_name}"
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            except ObjectAlreadyExists:
-                pass
-    with concurrency(name, occupy=1, strict=True, timeout_seconds=timeout_seconds):
-        yield
 
 
 @task(name="check-for-new-data")

@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA
 from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_val_score, train_test_split
 
+from tasks.defaults import TIME_BUDGET_SECONDS
 from tasks.training.candidates import CANDIDATES, CandidateSpec
 from vehicle_model.calibration import GreyscaleTempered, temper
 from vehicle_model.exposure import OverExposureRouted
@@ -76,7 +77,7 @@ def fit_candidate(
     X: np.ndarray,
     ys: Mapping[str, np.ndarray],
     seed: int = 0,
-    budget_seconds: float = 120.0,
+    budget_seconds: float = TIME_BUDGET_SECONDS,
     augmented: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None,
     greyscale: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None,
     over_exposed: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None,

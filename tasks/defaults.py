@@ -1,0 +1,8 @@
+"""Training-run defaults that the flow's parameters, the CLI's options and the steps share.
+
+A module of constants only, so the CLI can show them in ``--help`` without importing the stages.
+"""
+
+MIN_IMPROVEMENT = 0.005  # smallest gain of the selection score over the champion that promotes
+TIME_BUDGET_SECONDS = 120.0  # per-candidate hyperparameter search budget
+AUGMENT_COPIES = 2  # shifted copies of each training image in the heads' refit
