@@ -13,15 +13,14 @@ from prefect.runtime import flow_run
 from flows.monitor_settings import MonitorSettings, get_monitor_settings
 from tasks.monitoring.drift import Thresholds
 from tasks.monitoring.drift_steps import (
-    DriftSummary,
     detect_drift_task,
-    drifted_regions,
     load_reference_task,
     publish_task,
     read_log_task,
     require_redis,
     track_task,
 )
+from tasks.monitoring.summary import DriftSummary, drifted_regions
 from tasks.tracking import local_artifact_root, use_tracking_store
 
 

@@ -6,7 +6,6 @@ Record lists are large task inputs, so none of these tasks hashes its inputs for
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,45 +21,11 @@ from tasks.monitoring.drift import ALL, Thresholds, detect, records_frame
 from tasks.monitoring.log_reader import LogWindow, publish_status, read_log, save_checkpoint
 from tasks.monitoring.reference import load_reference
 from tasks.monitoring.report import html_report, markdown_report
+from tasks.monitoring.summary import DriftSummary
 from tasks.registry.versions import version_for_alias
 from tasks.tracking import ensure_experiment
 
 DRIFT_EVENT = "vehicle.drift.detected"
-
-
-@dataclass
-class DriftSummary:
-    """One monitoring run: what was read, what was compared, what drifted.
-
-    Attributes:
-        model: registered model name.
-        version: the serving version (behind the alias) whose reference was used.
-        window_start / window_end: ISO times of the records read.
-        records: records read; ``compared`` of them came from ``version``.
-        regions: region (``all`` for the whole traffic) -> drift, records, scores, p-values.
-        too_few: regions left out for having fewer than ``min_records`` records.
-        thresholds: the thresholds used.
-        mlflow_run_id: the run in the ``vehicle-monitoring`` experiment.
-    """
-
-    model: str
-    version: str
-    window_start: str
-    window_end: str
-    records: int
-    compared: int
-    regions: dict[str, dict]
-    too_few: dict[str, int]
-    thresholds: dict
-    mlflow_run_id: str | None = None
-    drifted_regions: list[str] = field(default_factory=list)
-
-    @property
-    def drift(self) -> bool:
-        return bool(self.drifted_regions)
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "drift": self.drift}
 
 
 def require_redis(url: str | None) -> str:
@@ -188,14 +153,6 @@ def publish_task(summary: DriftSummary, redis_url: str | None, prefix: str, chec
         logger.info("No drift in %d examined regions", len(summary.regions))
     if checkpoint:
         save_checkpoint(redis, prefix, checkpoint)
-
-
-def drifted_regions(regions: dict[str, dict]) -> list[str]:
-    """Regions to act on: the drifting regions, or ``all`` when only the whole traffic drifts."""
-    named = sorted(r for r, result in regions.items() if r != ALL and result["drift"])
-    if named:
-        return named
-    return [ALL] if regions.get(ALL, {}).get("drift") else []
 
 
 def _metrics(summary: DriftSummary) -> dict[str, float]:

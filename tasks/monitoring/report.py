@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from tasks.monitoring.drift import ALL, records_frame
-
-if TYPE_CHECKING:
-    from tasks.monitoring.drift_steps import DriftSummary
+from tasks.monitoring.summary import DriftSummary
 
 
 def markdown_report(summary: DriftSummary) -> str:

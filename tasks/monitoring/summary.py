@@ -1,0 +1,54 @@
+"""One drift run's result: what was read, what was compared, what drifted.
+
+Plain data, so the report renderers and the CLI read it without MLflow, Prefect or Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from tasks.monitoring.drift import ALL
+
+
+@dataclass
+class DriftSummary:
+    """One monitoring run: what was read, what was compared, what drifted.
+
+    Attributes:
+        model: registered model name.
+        version: the serving version (behind the alias) whose reference was used.
+        window_start / window_end: ISO times of the records read.
+        records: records read; ``compared`` of them came from ``version``.
+        regions: region (``all`` for the whole traffic) -> drift, records, scores, p-values.
+        too_few: regions left out for having fewer than ``min_records`` records.
+        thresholds: the thresholds used.
+        mlflow_run_id: the run in the monitoring experiment (``MONITOR_EXPERIMENT``).
+        drifted_regions: the regions to act on (``drifted_regions``).
+    """
+
+    model: str
+    version: str
+    window_start: str
+    window_end: str
+    records: int
+    compared: int
+    regions: dict[str, dict]
+    too_few: dict[str, int]
+    thresholds: dict
+    mlflow_run_id: str | None = None
+    drifted_regions: list[str] = field(default_factory=list)
+
+    @property
+    def drift(self) -> bool:
+        return bool(self.drifted_regions)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "drift": self.drift}
+
+
+def drifted_regions(regions: dict[str, dict]) -> list[str]:
+    """Regions to act on: the drifting regions, or ``all`` when only the whole traffic drifts."""
+    named = sorted(r for r, result in regions.items() if r != ALL and result["drift"])
+    if named:
+        return named
+    return [ALL] if regions.get(ALL, {}).get("drift") else []
