@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tasks.defaults import MIN_IMPROVEMENT
-from tasks.training.evaluation import LOWER_IS_BETTER
+from tasks.training.evaluation import LOWER_IS_BETTER, weighted_metric
 
 Probabilities = Mapping[str, tuple[Sequence[str], np.ndarray]]  # attribute -> (classes, [N, C] probabilities)
-ECE_BINS = 10
 
 
 @dataclass(frozen=True)
@@ -115,49 +114,13 @@ def contract_changes(old: Mapping[str, Sequence[str]], new: Mapping[str, Sequenc
 def weighted_scores(
     probabilities: Probabilities, ys: Mapping[str, np.ndarray], weights: np.ndarray, metric: str
 ) -> np.ndarray:
-    """The selection score (attribute mean, higher is better) under each row of ``weights``.
-
-    A weight row counts how often each image is drawn, so one matrix product scores every
-    bootstrap resample at once; a row of ones is the plain score on all images.
-    """
+    """The selection score (attribute mean, higher is better) under each row of ``weights``,
+    a row per bootstrap resample (``evaluation.weighted_metric``); a row of ones is the plain score."""
     per_attribute = [
-        _attribute_score(classes, proba, ys[a], weights, metric) for a, (classes, proba) in probabilities.items()
+        weighted_metric(classes, proba, ys[a], weights, metric) for a, (classes, proba) in probabilities.items()
     ]
     mean = np.mean(per_attribute, axis=0)
     return -mean if metric in LOWER_IS_BETTER else mean
-
-
-def _attribute_score(classes, proba: np.ndarray, y_true, weights: np.ndarray, metric: str) -> np.ndarray:
-    classes = np.asarray(classes).astype(str)
-    y_true = np.asarray(y_true).astype(str)
-    predicted = classes[proba.argmax(axis=1)]
-    correct = (predicted == y_true).astype(float)
-    drawn = weights.sum(axis=1)
-    if metric == "accuracy":
-        return weights @ correct / drawn
-    if metric == "macro_f1":
-        labels = np.unique(y_true)
-        truth, guess = y_true[:, None] == labels[None, :], predicted[:, None] == labels[None, :]
-        # One product gives every resample's per-class counts: true positives, false positives, misses, support.
-        counts = weights @ np.hstack([truth & guess, ~truth & guess, truth & ~guess, truth]).astype(float)
-        tp, fp, fn, support = np.split(counts, 4, axis=1)
-        denominator = 2 * tp + fp + fn
-        f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-        present = support > 0
-        return (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
-    if metric == "log_loss":
-        index = {label: i for i, label in enumerate(classes)}
-        p_true = np.array([proba[row, index[y]] if y in index else 0.0 for row, y in enumerate(y_true)])
-        return weights @ -np.log(np.clip(p_true, 1e-15, 1.0)) / drawn
-    if metric == "ece":
-        confidence = proba.max(axis=1)
-        edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
-        gaps = [
-            np.abs(weights @ (correct * in_bin) - weights @ (confidence * in_bin))
-            for in_bin in ((confidence > low) & (confidence <= high) for low, high in zip(edges[:-1], edges[1:]))
-        ]
-        return np.sum(gaps, axis=0) / drawn
-    raise ValueError(f"unknown metric {metric!r}")
 
 
 def paired_bootstrap(

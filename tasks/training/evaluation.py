@@ -6,50 +6,87 @@ so MLflow's compare view lines candidates up.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from sklearn.metrics import ConfusionMatrixDisplay, accuracy_score, classification_report, f1_score
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report
 
 SELECTION_METRICS = ("macro_f1", "accuracy", "log_loss", "ece")
 LOWER_IS_BETTER = {"log_loss", "ece"}
 SHIFT_METRIC_PREFIX = "shift."
+ECE_BINS = 10  # equal-width confidence bins of the expected calibration error
+LOG_LOSS_FLOOR = 1e-15  # the probability a wrong-for-sure answer is costed at
 
 
-def expected_calibration_error(proba: np.ndarray, y_true_index: np.ndarray, bins: int = 10) -> float:
+def expected_calibration_error(proba: np.ndarray, y_true_index: np.ndarray, bins: int = ECE_BINS) -> float:
     """Top-label ECE: the gap between confidence and accuracy, averaged over confidence bins."""
-    confidence = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == y_true_index
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    error = 0.0
-    for low, high in zip(edges[:-1], edges[1:]):
-        in_bin = (confidence > low) & (confidence <= high)
-        if in_bin.any():
-            error += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(error)
+    correct = (proba.argmax(axis=1) == y_true_index).astype(float)
+    return float(_calibration_error(proba.max(axis=1), correct, np.ones((1, len(correct))), bins)[0])
 
 
 def attribute_metrics(classes: np.ndarray, proba: np.ndarray, y_true: np.ndarray) -> dict[str, float]:
     """Accuracy, macro-F1, log loss and ECE for one attribute's probabilities."""
+    everyone = np.ones((1, len(y_true)))
+    return {name: float(weighted_metric(classes, proba, y_true, everyone, name)[0]) for name in SELECTION_METRICS}
+
+
+def weighted_metric(
+    classes: Sequence[str], proba: np.ndarray, y_true: Sequence[str], weights: np.ndarray, metric: str
+) -> np.ndarray:
+    """One attribute's metric (as reported, not negated) under each row of ``weights``.
+
+    A weight row counts how often each image is drawn, so one matrix product scores every
+    bootstrap resample of the gate at once; a row of ones is the plain metric on all images.
+
+    Args:
+        classes: the labels of the probability columns.
+        proba: [N, C] probabilities.
+        y_true: N true labels; one the head has no column for is always wrong.
+        weights: [R, N] draw counts.
+        metric: one of ``SELECTION_METRICS``.
+
+    Returns:
+        R values, one per weight row.
+    """
     classes = np.asarray(classes).astype(str)
     y_true = np.asarray(y_true).astype(str)
     predicted = classes[proba.argmax(axis=1)]
-    index = {label: i for i, label in enumerate(classes)}
-    known = np.array([label in index for label in y_true])
-    true_index = np.array([index.get(label, -1) for label in y_true])
-    clipped = np.clip(proba, 1e-15, 1.0)
-    return {
-        "accuracy": float(accuracy_score(y_true, predicted)),
-        "macro_f1": float(f1_score(y_true, predicted, average="macro", labels=np.unique(y_true), zero_division=0)),
+    correct = (predicted == y_true).astype(float)
+    drawn = weights.sum(axis=1)
+    if metric == "accuracy":
+        return weights @ correct / drawn
+    if metric == "macro_f1":
+        labels = np.unique(y_true)
+        truth, guess = y_true[:, None] == labels[None, :], predicted[:, None] == labels[None, :]
+        # One product gives every row's per-class counts: true positives, false positives, misses, support.
+        counts = weights @ np.hstack([truth & guess, ~truth & guess, truth & ~guess, truth]).astype(float)
+        tp, fp, fn, support = np.split(counts, 4, axis=1)
+        denominator = 2 * tp + fp + fn
+        f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+        present = support > 0  # a class no drawn image has does not count, as in scikit-learn's labels=
+        return (f1 * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    if metric == "log_loss":
+        index = {label: i for i, label in enumerate(classes)}
         # An unseen label has probability 0: cost it as the clip floor rather than fail.
-        "log_loss": float(
-            np.mean(-np.log(np.where(known, clipped[np.arange(len(y_true)), np.maximum(true_index, 0)], 1e-15)))
-        ),
-        "ece": expected_calibration_error(proba, true_index),
-    }
+        p_true = np.array([proba[row, index[y]] if y in index else 0.0 for row, y in enumerate(y_true)])
+        return weights @ -np.log(np.clip(p_true, LOG_LOSS_FLOOR, 1.0)) / drawn
+    if metric == "ece":
+        return _calibration_error(proba.max(axis=1), correct, weights, ECE_BINS)
+    raise ValueError(f"unknown metric {metric!r}; choose from {list(SELECTION_METRICS)}")
+
+
+def _calibration_error(confidence: np.ndarray, correct: np.ndarray, weights: np.ndarray, bins: int) -> np.ndarray:
+    """Per weight row: the drawn images' |accuracy - confidence| per confidence bin, weighted by
+    the bin's share of them."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    gaps = [
+        np.abs(weights @ (correct * in_bin) - weights @ (confidence * in_bin))
+        for in_bin in ((confidence > low) & (confidence <= high) for low, high in zip(edges[:-1], edges[1:]))
+    ]
+    return np.sum(gaps, axis=0) / weights.sum(axis=1)
 
 
 def evaluate_heads(

@@ -15,7 +15,7 @@ from tasks.registry.gate import (
     weighted_scores,
 )
 from tasks.registry.retrain import SkippedRun, unchanged_since
-from tasks.training.evaluation import attribute_metrics
+from tasks.training.evaluation import attribute_metrics, score
 
 pytestmark = pytest.mark.unit
 
@@ -41,6 +41,21 @@ def test_unit_weights_give_the_evaluation_metric(metric: str) -> None:
 
     expected = attribute_metrics(np.array(CLASSES), proba, y)[metric]
     assert value == pytest.approx(-expected if metric in ("log_loss", "ece") else expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("metric", ["macro_f1", "accuracy", "log_loss", "ece"])
+def test_the_gates_score_under_uniform_weights_is_the_mean_of_the_evaluation_metrics(metric: str) -> None:
+    y_type, proba_type = predictions(60, 0.8, seed=5)
+    y_colour, proba_colour = predictions(60, 0.5, seed=6)
+    probabilities = {"type": (CLASSES, proba_type), "colour": (CLASSES, proba_colour)}
+
+    [value] = weighted_scores(probabilities, {"type": y_type, "colour": y_colour}, np.full((1, 60), 3.0), metric)
+
+    per_attribute = [
+        attribute_metrics(np.array(CLASSES), proba, y)[metric]
+        for y, proba in ((y_type, proba_type), (y_colour, proba_colour))
+    ]
+    assert value == pytest.approx(score({f"test.{metric}": np.mean(per_attribute)}, "test", metric), abs=1e-12)
 
 
 def test_integer_weights_equal_scoring_the_resample() -> None:
