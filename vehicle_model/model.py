@@ -9,9 +9,7 @@ import numpy as np
 from PIL import Image
 
 from vehicle_model.featurizer import Featurizer
-from vehicle_model.records import summarise
-
-Prediction = dict[str, dict[str, object]]  # attribute -> {"label": str, "probabilities": {class: p}}
+from vehicle_model.records import Prediction, summarise
 
 
 @dataclass
@@ -61,6 +59,6 @@ class VehicleClassifier:
         return self.predict_features(self.featurizer.transform_bytes(blobs))
 
     def predict_images_summarised(self, images: Sequence[Image.Image]) -> tuple[list[Prediction], np.ndarray]:
-        """Predictions plus each image's summary for drift monitoring (``monitoring.summarise``)."""
+        """Predictions plus each image's summary for drift monitoring (``vehicle_model.records.summarise``)."""
         features = self.featurizer.transform_images(images)
         return self.predict_features(features), summarise(features)

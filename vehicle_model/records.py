@@ -24,14 +24,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vehicle_model.featurizer import EMBEDDING_DIM, MODEL_DIM, TONE_DIM
 
-if TYPE_CHECKING:
-    from vehicle_model.model import Prediction
+Prediction = dict[str, dict[str, object]]  # attribute -> {"label": str, "probabilities": {class: p}}
 
 PROJECTION_DIM = 32
 PROJECTION_SEED = 8
@@ -113,6 +111,11 @@ def encode(record: Mapping) -> str:
 
 def decode(raw: str | bytes) -> dict:
     return json.loads(raw)
+
+
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text: clients that do not decode responses return bytes."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _top(probabilities: Mapping[str, float]) -> float:

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from serving.storage.stores import RedisGuard, RedisUnavailable
-from vehicle_model.model import Prediction
-from vehicle_model.records import drift_status_key
+from vehicle_model.records import Prediction, as_text, drift_status_key
 
 REGION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 DEFAULT_REGION = "unknown"
@@ -159,7 +158,7 @@ class RegionStats:
         except RedisUnavailable:
             names = {region for region, _, _ in self._unsent()}
             return [self._from_pending(name) for name in sorted(names)], "memory"
-        names = {r.decode() if isinstance(r, bytes) else r for r in regions} | {r for r, _, _ in self._unsent()}
+        names = {as_text(r) for r in regions} | {r for r, _, _ in self._unsent()}
         summaries = [await self.one(name) for name in sorted(names)]
         return [s for s, _ in summaries if s is not None], "redis"
 
@@ -182,7 +181,7 @@ class RegionStats:
             statuses = await self.guard.run(lambda redis: redis.hgetall(self.drift_key))
         except RedisUnavailable:
             return {}
-        return {_text(region): json.loads(status) for region, status in statuses.items()}
+        return {as_text(region): json.loads(status) for region, status in statuses.items()}
 
     async def _read(self, redis: Redis, region: str) -> tuple[dict, dict]:
         async with redis.pipeline(transaction=False) as pipe:
@@ -201,13 +200,9 @@ class RegionStats:
         return self._pending + (self._batch[1] if self._batch else Counter())
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _add(summary: RegionSummary, kind: str, counts: dict) -> None:
     for name, count in counts.items():
-        _increment(summary, kind, _text(name), int(count))
+        _increment(summary, kind, as_text(name), int(count))
 
 
 def _add_pending(summary: RegionSummary, pending: Counter[Delta]) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from vehicle_model.records import RECORD_FIELD, decode, drift_status_key, log_key
+from vehicle_model.records import RECORD_FIELD, as_text, decode, drift_status_key, log_key
 
 DEFAULT_WINDOW_MINUTES = 60  # what a first run (no checkpoint yet) reads
 PAGE = 1000
@@ -44,7 +44,7 @@ def read_log(redis: Redis, prefix: str, now: float, window_minutes: float | None
     while len(records) < max_records:
         entries = redis.xrange(log_key(prefix), min=cursor, max=end, count=min(PAGE, max_records - len(records)))
         for entry_id, fields in entries:
-            last_id = _text(entry_id)
+            last_id = as_text(entry_id)
             raw = fields.get(RECORD_FIELD.encode()) or fields.get(RECORD_FIELD)
             if raw is not None:
                 records.append(decode(raw))
@@ -70,10 +70,6 @@ def _start(redis: Redis, prefix: str, now: float, window_minutes: float | None) 
     if window_minutes is None:
         checkpoint = redis.get(checkpoint_key(prefix))
         if checkpoint:
-            return f"({_text(checkpoint)}"
+            return f"({as_text(checkpoint)}"
         window_minutes = DEFAULT_WINDOW_MINUTES
     return str(int((now - window_minutes * 60) * 1000))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
