@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from vehicle_model.featurizer import is_greyscale
+from vehicle_model.wrapped import WrappedHead
 
 
 def temper(proba: np.ndarray, temperature: float) -> np.ndarray:
@@ -24,7 +25,7 @@ def temper(proba: np.ndarray, temperature: float) -> np.ndarray:
     return scaled / scaled.sum(axis=1, keepdims=True)
 
 
-class GreyscaleTempered:
+class GreyscaleTempered(WrappedHead):
     """A fitted head whose probabilities on greyscale rows of featurizer output are tempered.
 
     Args:
@@ -36,16 +37,9 @@ class GreyscaleTempered:
         self.head = head
         self.temperature = float(temperature)
 
-    @property
-    def classes_(self) -> np.ndarray:
-        return self.head.classes_
-
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         proba = self.head.predict_proba(features)
         grey = is_greyscale(features)
         if grey.any():
             proba[grey] = temper(proba[grey], self.temperature)
         return proba
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self.classes_)[self.predict_proba(features).argmax(axis=1)]

@@ -5,7 +5,7 @@ and silver goes to white. A head fitted on every kind of frame answers a clipped
 would the unclipped one; the same estimator fitted on over-exposed copies of the training
 images alone reads clipped frames far better but clean frames worse (docs/model-quality.md,
 round 5). A frame says how much of it is clipped (``featurizer.is_over_exposed``), so those
-frames go to that expert and every other frame to the head, exactly as before.
+frames go to that expert and every other frame to the head alone.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from vehicle_model.featurizer import is_over_exposed
+from vehicle_model.wrapped import WrappedHead
 
 
-class OverExposureRouted:
+class OverExposureRouted(WrappedHead):
     """A fitted head whose over-exposed rows of featurizer output are answered by ``expert``.
 
     Args:
@@ -32,10 +33,6 @@ class OverExposureRouted:
             (j, position[label]) for j, label in enumerate(np.asarray(expert.classes_).astype(str)) if label in position
         ]
 
-    @property
-    def classes_(self) -> np.ndarray:
-        return self.head.classes_
-
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         proba = self.head.predict_proba(features)
         over = is_over_exposed(features)
@@ -47,6 +44,3 @@ class OverExposureRouted:
             routed /= np.maximum(routed.sum(axis=1, keepdims=True), 1e-12)
             proba[over] = routed
         return proba
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self.classes_)[self.predict_proba(features).argmax(axis=1)]

@@ -28,8 +28,7 @@ from tasks.training.evaluation import (
     worst_shift,
 )
 from tasks.training.search import CV_FOLDS, fit_candidate
-from vehicle_model.calibration import GreyscaleTempered
-from vehicle_model.exposure import OverExposureRouted
+from vehicle_model.wrapped import innermost
 
 
 @task(name="train-candidate", retries=1, retry_delay_seconds=1, task_run_name="train-{name}")
@@ -117,9 +116,8 @@ def _flat_params(
         "over_exposed_rows": str(over_exposed_rows),
     }
     for attribute, head in fitted.heads.items():
-        while isinstance(head, (GreyscaleTempered, OverExposureRouted)):
-            head = head.head  # the wrappers add no parameters of their own
-        for key, value in head.get_params(deep=True).items():
+        # The wrappers add no parameters of their own.
+        for key, value in innermost(head).get_params(deep=True).items():
             if isinstance(value, (int, float, str, bool, type(None))):
                 params[f"{attribute}.{key}"] = str(value)[:500]
         if attribute in fitted.greyscale_temperatures:
