@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vehicle_model.metadata import candidate_of, featurizer_of, featurizer_version_of
 from vehicle_model.model import VehicleClassifier
 
 # Registry answers that mean "there is no such model or alias" rather than "cannot reach it".
@@ -61,13 +63,13 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description for the metadata endpoint."""
-        featurizer = self.metadata.get("featurizer") or self.classifier.featurizer.describe()
+        featurizer = featurizer_of(self.metadata) or self.classifier.featurizer.describe()
         return {
             "name": self.name,
             "version": self.version,
             "alias": self.alias,
             "run_id": self.run_id,
-            "candidate": self.tags.get("candidate") or self.metadata.get("candidate"),
+            "candidate": self.tags.get("candidate") or candidate_of(self.metadata),
             "metrics": self.metrics,
             "tags": self.tags,
             "attributes": self.classifier.classes(),
@@ -157,13 +159,13 @@ class ModelSource:
         )
 
 
-def _check_featurizer(version: str, metadata: dict, running: str) -> None:
+def _check_featurizer(version: str, metadata: Mapping[str, Any], running: str) -> None:
     """Refuses a version trained with other preprocessing than this process would apply.
 
     The app runs its own ``vehicle_model`` code; if that code's preprocessing differs from
     the code the heads were trained with, predictions would silently degrade (skew).
     """
-    trained = (metadata.get("featurizer") or {}).get("version")
+    trained = featurizer_version_of(metadata)
     if trained and trained != running:
         raise ValueError(
             f"version {version} was trained with featurizer {trained!r} but this server applies {running!r}; "

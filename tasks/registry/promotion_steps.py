@@ -33,6 +33,7 @@ from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, within_run
 from tasks.training.evaluation import score
 from tasks.training.train_steps import CandidateResult
 from vehicle_model.featurizer import Featurizer
+from vehicle_model.metadata import CANDIDATE, METRICS
 from vehicle_model.model import VehicleClassifier
 
 TRAINING_IMAGES_ARTIFACT = "training_images.json"
@@ -172,7 +173,7 @@ def register_task(
     images = {split: sorted(set(rows[SHA_COLUMN])) for split, rows in manifest.groupby(SPLIT_COLUMN)}
     with within_run(parent_run_id):
         mlflow.log_dict({"fingerprint": prepared.fingerprint, **images}, TRAINING_IMAGES_ARTIFACT)
-        info = log_classifier(classifier, metadata={"candidate": winner.name, "metrics": test_metrics})
+        info = log_classifier(classifier, metadata={CANDIDATE: winner.name, METRICS: test_metrics})
     # "pending" until the gate's decision is recorded: a run killed in between leaves a version that says so.
     version_tags = {
         "candidate": winner.name,

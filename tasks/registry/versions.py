@@ -10,8 +10,10 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
+from collections.abc import Mapping
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import Any
 
 import joblib
 import mlflow
@@ -26,6 +28,7 @@ from PIL import Image
 
 import vehicle_model
 from tasks.registry.gate import PromotionDecision
+from vehicle_model.metadata import contract_of, featurizer_version_of, model_metadata
 from vehicle_model.model import VehicleClassifier
 from vehicle_model.pyfunc import BACKBONE_ARTIFACT, HEADS_ARTIFACT, INPUT_COLUMN, VehiclePyfunc
 
@@ -53,8 +56,14 @@ def signature() -> ModelSignature:
     return ModelSignature(inputs=Schema([ColSpec("binary", INPUT_COLUMN)]))
 
 
-def log_classifier(classifier: VehicleClassifier, metadata: dict | None = None) -> ModelInfo:
-    """Logs featurizer + heads as one pyfunc in the active run, with ``vehicle_model`` as code."""
+def log_classifier(classifier: VehicleClassifier, metadata: Mapping[str, Any] | None = None) -> ModelInfo:
+    """Logs featurizer + heads as one pyfunc in the active run, with ``vehicle_model`` as code.
+
+    Args:
+        classifier: featurizer and fitted heads.
+        metadata: entries for the model's metadata block beside its contract and featurizer
+            (``vehicle_model.metadata``), such as the candidate's name.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         heads_path = Path(tmp) / "heads.joblib"
         joblib.dump(dict(classifier.heads), heads_path)
@@ -67,11 +76,7 @@ def log_classifier(classifier: VehicleClassifier, metadata: dict | None = None) 
             pip_requirements=pip_requirements(),
             signature=signature(),
             input_example=pd.DataFrame({INPUT_COLUMN: [example_image_bytes()]}),
-            metadata={
-                "attributes": classifier.classes(),
-                "featurizer": classifier.featurizer.describe(),
-                **(metadata or {}),
-            },
+            metadata=model_metadata(classifier.classes(), classifier.featurizer.describe(), metadata),
         )
 
 
@@ -95,16 +100,19 @@ def version_for_alias(client: MlflowClient, name: str, alias: str) -> ModelVersi
         return None
 
 
+def version_metadata(name: str, version: str) -> dict[str, Any] | None:
+    """A registered version's metadata block (no download of weights)."""
+    return mlflow.models.get_model_info(f"models:/{name}/{version}").metadata
+
+
 def version_contract(name: str, version: str) -> dict[str, list[str]]:
-    """Attribute -> labels a registered version returns (from its logged metadata, no download of weights)."""
-    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
-    return {attribute: list(labels) for attribute, labels in (info.metadata or {}).get("attributes", {}).items()}
+    """Attribute -> labels a registered version returns."""
+    return contract_of(version_metadata(name, version))
 
 
 def version_featurizer(name: str, version: str) -> str | None:
     """The featurizer version logged with a registered version."""
-    info = mlflow.models.get_model_info(f"models:/{name}/{version}")
-    return ((info.metadata or {}).get("featurizer") or {}).get("version")
+    return featurizer_version_of(version_metadata(name, version))
 
 
 def apply_decision(
