@@ -392,19 +392,20 @@ def monitor(
 
 
 def _print_drift(summary) -> None:
+    from tasks.monitoring.report import DRIFT_COLUMNS, drift_rows, too_few_line
+
     table = Table(
         title=f"{summary.model} v{summary.version}: {summary.compared} records, "
         f"{summary.window_start} to {summary.window_end}"
     )
-    for column in ("region", "records", "drift", "drifted on", "scores"):
+    for column in DRIFT_COLUMNS:
         table.add_column(column, overflow="fold")
-    for region, result in summary.regions.items():
-        scores = ", ".join(f"{name} {value:.2f}" for name, value in result["scores"].items())
-        drift = "[red]yes[/red]" if result["drift"] else "no"
-        table.add_row(region, str(result["records"]), drift, ", ".join(result["drifted"]) or "-", scores)
+    for row in drift_rows(summary, yes="[red]yes[/red]"):
+        table.add_row(*row)
     console.print(table)
-    if summary.too_few:
-        console.print("Too few records to judge: " + ", ".join(f"{r} ({n})" for r, n in summary.too_few.items()))
+    too_few = too_few_line(summary)
+    if too_few:
+        console.print(too_few)
     verdict = (
         f"[red]drift in {', '.join(summary.drifted_regions)}[/red]" if summary.drift else "[green]no drift[/green]"
     )

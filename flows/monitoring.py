@@ -68,9 +68,12 @@ def monitor_drift(
         "drift": str(summary.drift).lower(),
     }
     artifact_root = local_artifact_root(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
-    summary.mlflow_run_id = track_task(summary, reference, window.records, tags, settings.experiment, artifact_root)
+    run = track_task(
+        summary, reference, window.records, tags, settings.experiment, artifact_root, settings.mlflow_ui_url
+    )
+    summary.mlflow_run_id = run.run_id
     checkpoint = window.last_id if window_minutes is None else None
-    publish_task(summary, settings.redis_url, settings.redis_key_prefix, checkpoint)
+    publish_task(summary, run, settings.redis_url, settings.redis_key_prefix, checkpoint)
     return summary
 
 

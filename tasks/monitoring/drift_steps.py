@@ -21,9 +21,9 @@ from tasks.monitoring.drift import ALL, Thresholds, detect, records_frame
 from tasks.monitoring.log_reader import LogWindow, publish_status, read_log, save_checkpoint
 from tasks.monitoring.reference import load_reference
 from tasks.monitoring.report import html_report, markdown_report
-from tasks.monitoring.summary import DriftSummary
+from tasks.monitoring.summary import DriftSummary, TrackedRun
 from tasks.registry.versions import version_for_alias
-from tasks.tracking import ensure_experiment
+from tasks.tracking import ensure_experiment, run_url
 
 DRIFT_EVENT = "vehicle.drift.detected"
 
@@ -81,8 +81,19 @@ def track_task(
     tags: dict[str, str],
     experiment: str,
     artifact_root: str | None,
-) -> str:
-    """One MLflow run: scores as metrics (charted over runs), the HTML report and JSON as artifacts."""
+    ui_url: str,
+) -> TrackedRun:
+    """One MLflow run: scores as metrics (charted over runs), the HTML report and JSON as artifacts.
+
+    Args:
+        summary: the run's result.
+        reference: the reference records, for the HTML report's label shares.
+        records: the records read.
+        tags: run tags (Prefect flow run id, version, drift).
+        experiment: the monitoring experiment (``MONITOR_EXPERIMENT``), created once.
+        artifact_root: artifact location for a local store, else None.
+        ui_url: MLflow UI base URL, for the run's link.
+    """
     experiment_id = ensure_experiment(experiment, artifact_root)
     MlflowClient().set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
     with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
@@ -101,14 +112,16 @@ def track_task(
             path.write_text(html_report(summary, reference, records), encoding="utf-8")
             mlflow.log_artifact(str(path))
         mlflow.log_dict(summary.as_dict(), "drift.json")
-        return run.info.run_id
+        return TrackedRun(experiment, run.info.run_id, run_url(ui_url, experiment_id, run.info.run_id))
 
 
 @task(name="publish-drift", cache_policy=NO_CACHE)
-def publish_task(summary: DriftSummary, redis_url: str | None, prefix: str, checkpoint: str | None) -> None:
+def publish_task(
+    summary: DriftSummary, run: TrackedRun, redis_url: str | None, prefix: str, checkpoint: str | None
+) -> None:
     """The markdown artifact, each region's status for the stats endpoint, the event on drift,
     and (for checkpointed runs) the checkpoint, last, so a failed run is read again."""
-    create_markdown_artifact(key="drift-report", markdown=markdown_report(summary), description="Drift per region")
+    create_markdown_artifact(key="drift-report", markdown=markdown_report(summary, run), description="Drift per region")
     redis = redis_client(redis_url)
     checked_at = datetime.now(UTC).isoformat(timespec="seconds")
     publish_status(

@@ -3,15 +3,47 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 
 import pandas as pd
 
 from tasks.monitoring.drift import ALL, records_frame
-from tasks.monitoring.summary import DriftSummary
+from tasks.monitoring.summary import DriftSummary, TrackedRun
+
+DRIFT_COLUMNS = ("region", "records", "drift", "drifted on", "scores")
 
 
-def markdown_report(summary: DriftSummary) -> str:
-    """Which regions drifted, on what, and how strongly, in one table."""
+def drift_rows(summary: DriftSummary, yes: str = "yes") -> list[tuple[str, ...]]:
+    """The drift table both the markdown artifact and ``vehicles monitor`` show.
+
+    Args:
+        summary: the run.
+        yes: how a drifting region's ``drift`` cell reads (bold in markdown, red in a terminal).
+
+    Returns:
+        One row of ``DRIFT_COLUMNS`` per examined region, ``all`` first.
+    """
+    return [
+        (
+            region,
+            str(result["records"]),
+            yes if result["drift"] else "no",
+            ", ".join(result["drifted"]) or "-",
+            ", ".join(f"{name} {value:.2f}" for name, value in result["scores"].items()),
+        )
+        for region, result in summary.regions.items()
+    ]
+
+
+def too_few_line(summary: DriftSummary) -> str | None:
+    """The regions left out for too few records, with their counts; None when there are none."""
+    if not summary.too_few:
+        return None
+    return "Too few records to judge: " + ", ".join(f"{r} ({n})" for r, n in summary.too_few.items())
+
+
+def markdown_report(summary: DriftSummary, run: TrackedRun | None = None) -> str:
+    """Which regions drifted, on what, and how strongly, in one table, linked to the MLflow run."""
     t = summary.thresholds
     verdict = f"drift in **{', '.join(summary.drifted_regions)}**" if summary.drift else "no drift"
     lines = [
@@ -22,21 +54,15 @@ def markdown_report(summary: DriftSummary) -> str:
         f"Thresholds: p < {t['p_value']}, score >= {t['min_effect']}, feature share >= {t['feature_share']}, "
         f">= {t['min_records']} records per region.",
         "",
-        "| region | records | drift | drifted on (score) | highest score |",
-        "|---|---:|---|---|---|",
+        _markdown_row(DRIFT_COLUMNS),
+        _markdown_row("---:" if column == "records" else "---" for column in DRIFT_COLUMNS),
+        *(_markdown_row(row) for row in drift_rows(summary, yes="**yes**")),
     ]
-    for region, result in summary.regions.items():
-        scores = result["scores"]
-        drifted = ", ".join(f"{name} ({scores[name]:.2f})" for name in result["drifted"]) or "-"
-        top = max(scores, key=scores.get) if scores else None
-        highest = f"{top} ({scores[top]:.2f})" if top else "-"
-        lines.append(
-            f"| {region} | {result['records']} | {'**yes**' if result['drift'] else 'no'} | {drifted} | {highest} |"
-        )
-    if summary.too_few:
-        lines += ["", "Not examined (too few records): " + ", ".join(f"{r} ({n})" for r, n in summary.too_few.items())]
-    if summary.mlflow_run_id:
-        lines += ["", f"MLflow run `{summary.mlflow_run_id}` (experiment `vehicle-monitoring`) has the HTML report."]
+    too_few = too_few_line(summary)
+    if too_few:
+        lines += ["", too_few]
+    if run:
+        lines += ["", f"MLflow run [`{run.run_id}`]({run.url}) (experiment `{run.experiment}`) has the HTML report."]
     return "\n".join(lines) + "\n"
 
 
@@ -85,3 +111,7 @@ def _label_shares(ref: pd.DataFrame, current: pd.DataFrame, column: str, summary
         if column in frame:
             shares[region] = frame[column].value_counts(normalize=True)
     return pd.DataFrame(shares).fillna(0.0)
+
+
+def _markdown_row(cells: Iterable[str]) -> str:
+    return "| " + " | ".join(cells) + " |"

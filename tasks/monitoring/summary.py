@@ -46,6 +46,21 @@ class DriftSummary:
         return {**asdict(self), "drift": self.drift}
 
 
+@dataclass(frozen=True)
+class TrackedRun:
+    """Where a drift run's scores and HTML report were logged.
+
+    Attributes:
+        experiment: the monitoring experiment's name.
+        run_id: the MLflow run.
+        url: the run's page in the MLflow UI.
+    """
+
+    experiment: str
+    run_id: str
+    url: str
+
+
 def drifted_regions(regions: dict[str, dict]) -> list[str]:
     """Regions to act on: the drifting regions, or ``all`` when only the whole traffic drifts."""
     named = sorted(r for r, result in regions.items() if r != ALL and result["drift"])

@@ -152,6 +152,23 @@ def test_reference_sample_then_only_the_shifted_region_drifts(pipeline_env, tiny
     assert printed["regions"]["south"]["scores"]["embedding"] == 1.0 and printed["too_few"] == {"west": 5}
 
 
+def test_the_configured_experiment_and_mlflow_ui_are_used(pipeline_env, tiny_dataset, redis_prefix, monkeypatch):
+    redis, prefix = redis_prefix
+    monkeypatch.setenv("MONITOR_EXPERIMENT", "drift-elsewhere")
+    monkeypatch.setenv("MLFLOW_UI_URL", "http://mlflow.example:5000/")
+    trained = train_pipeline(data=str(tiny_dataset), candidates=["logistic_regression"], time_budget_seconds=5)
+    client = MlflowClient()
+    _write(redis, prefix, _as_traffic(load_reference(client, MODEL, trained.version), "north", 40, seed=4))
+
+    summary = monitor_drift()
+
+    run = client.get_run(summary.mlflow_run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "drift-elsewhere"
+    assert client.get_experiment_by_name("vehicle-monitoring") is None
+    link = f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert f"MLflow run [`{run.info.run_id}`]({link}) (experiment `drift-elsewhere`)" in _artifact("drift-report")
+
+
 def test_monitor_cli_without_redis_says_what_to_set(pipeline_env, monkeypatch):
     monkeypatch.delenv("REDIS_URL", raising=False)
     result = CliRunner().invoke(app, ["monitor"])
