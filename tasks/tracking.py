@@ -7,15 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-if TYPE_CHECKING:
-    from tasks.data.prepare_steps import PreparedData
+from tasks.data.prepare_steps import PreparedData
 
 # Tasks that write to the tracking store or the registry retry: a locked SQLite file or a
 # tracking server that blinks must not cost a whole training run. Each of them is safe to
