@@ -21,6 +21,16 @@ from tasks.data.prepare_steps import PreparedData
 MLFLOW_RETRIES = 2
 MLFLOW_RETRY_DELAY = 2
 
+# Tags on the pipeline run, its candidate runs and the versions it registers. The retrain
+# check reads a version's data snapshot and featurizer back to tell whether anything is new.
+FINGERPRINT_TAG = "fingerprint"  # on a version: the fingerprint of the data it trained on
+RUN_FINGERPRINT_TAG = "dataset.fingerprint"  # the same, on the pipeline run
+DATASET_TAG = "dataset.path"
+IMAGES_TAG = "dataset.images"
+FEATURIZER_TAG = "featurizer"
+CANDIDATE_TAG = "candidate"
+STAGE_TAG = "stage"  # pipeline or candidate
+
 
 def ensure_experiment(name: str, artifact_root: str | None) -> str:
     """Creates the experiment once and returns its id.
@@ -108,10 +118,10 @@ def parent_run(
     tags = {
         **tags,
         "git_commit": git_commit(),
-        "dataset.fingerprint": prepared.fingerprint,
-        "dataset.path": prepared.source,
-        "featurizer": prepared.featurizer_version,
-        "stage": "pipeline",
+        RUN_FINGERPRINT_TAG: prepared.fingerprint,
+        DATASET_TAG: prepared.source,
+        FEATURIZER_TAG: prepared.featurizer_version,
+        STAGE_TAG: "pipeline",
     }
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         log_dataset(prepared)

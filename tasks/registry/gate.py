@@ -16,6 +16,8 @@ import numpy as np
 from tasks.defaults import MIN_IMPROVEMENT
 from tasks.training.evaluation import LOWER_IS_BETTER, weighted_metric
 
+DECISION_TAG = "promotion.decision"  # promoted, rejected, or pending until the gate has decided
+REASON_TAG = "promotion.reason"
 Probabilities = Mapping[str, tuple[Sequence[str], np.ndarray]]  # attribute -> (classes, [N, C] probabilities)
 
 
@@ -73,8 +75,8 @@ class PromotionDecision:
     def tags(self) -> dict[str, str]:
         """Version tags that let a reviewer see why, in the MLflow UI."""
         tags = {
-            "promotion.decision": "promoted" if self.promote else "rejected",
-            "promotion.reason": self.reason,
+            DECISION_TAG: "promoted" if self.promote else "rejected",
+            REASON_TAG: self.reason,
             "promotion.candidate_score": f"{self.candidate_score:.6f}",
         }
         if self.champion_version is not None:

@@ -18,8 +18,17 @@ from tasks.data.dataset import IMAGE_COLUMN, SPLIT_COLUMN
 from tasks.data.features import FeatureCache, features_from
 from tasks.data.prepare_steps import PreparedData
 from tasks.data.validation import SHA_COLUMN
-from tasks.registry.gate import GatePolicy, Probabilities, PromotionDecision, contract_changes, decide, paired_bootstrap
-from tasks.registry.retrain import DATASET_TAG, FEATURIZER_TAG, FINGERPRINT_TAG, IMAGES_TAG, SkippedRun, unchanged_since
+from tasks.registry.gate import (
+    DECISION_TAG,
+    REASON_TAG,
+    GatePolicy,
+    Probabilities,
+    PromotionDecision,
+    contract_changes,
+    decide,
+    paired_bootstrap,
+)
+from tasks.registry.retrain import SkippedRun, unchanged_since
 from tasks.registry.versions import (
     CHALLENGER,
     apply_decision,
@@ -29,9 +38,17 @@ from tasks.registry.versions import (
     version_featurizer,
     version_for_alias,
 )
-from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, within_run
-from tasks.training.evaluation import score
-from tasks.training.train_steps import CandidateResult
+from tasks.tracking import (
+    CANDIDATE_TAG,
+    DATASET_TAG,
+    FEATURIZER_TAG,
+    FINGERPRINT_TAG,
+    IMAGES_TAG,
+    MLFLOW_RETRIES,
+    MLFLOW_RETRY_DELAY,
+    within_run,
+)
+from tasks.training.evaluation import CandidateResult, score
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.metadata import CANDIDATE, METRICS
 from vehicle_model.model import VehicleClassifier
@@ -59,7 +76,7 @@ def unchanged_since_task(model_name: str, alias: str, prepared: PreparedData) ->
         dataset=tags.get(DATASET_TAG, prepared.source),
         fingerprint=prepared.fingerprint,
         images=tags.get(IMAGES_TAG, "?"),
-        promotion_reason=tags.get("promotion.reason", ""),
+        promotion_reason=tags.get(REASON_TAG, ""),
     )
 
 
@@ -176,8 +193,8 @@ def register_task(
         info = log_classifier(classifier, metadata={CANDIDATE: winner.name, METRICS: test_metrics})
     # "pending" until the gate's decision is recorded: a run killed in between leaves a version that says so.
     version_tags = {
-        "candidate": winner.name,
-        "promotion.decision": "pending",
+        CANDIDATE_TAG: winner.name,
+        DECISION_TAG: "pending",
         FINGERPRINT_TAG: prepared.fingerprint,
         FEATURIZER_TAG: prepared.featurizer_version,
         DATASET_TAG: prepared.source,

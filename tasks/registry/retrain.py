@@ -11,10 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-FINGERPRINT_TAG = "fingerprint"
-FEATURIZER_TAG = "featurizer"
-DATASET_TAG = "dataset.path"
-IMAGES_TAG = "dataset.images"
+from tasks.tracking import FEATURIZER_TAG, FINGERPRINT_TAG
 
 
 @dataclass(frozen=True)

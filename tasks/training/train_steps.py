@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from tasks.data.features import load_shifted, load_split, load_split_if_present
 from tasks.data.shifts import AUGMENT_SPLIT, GREYSCALE_CALIBRATION_SPLIT, OVER_EXPOSURE_EXPERT_SPLIT
-from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY
+from tasks.tracking import CANDIDATE_TAG, MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, STAGE_TAG
 from tasks.training.evaluation import (
     LOWER_IS_BETTER,
     SHIFT_METRIC_PREFIX,
@@ -56,7 +56,7 @@ def train_candidate_task(
     augmented = load_split_if_present(features, AUGMENT_SPLIT, attributes)
     greyscale = load_split_if_present(features, GREYSCALE_CALIBRATION_SPLIT, attributes)
     over_exposed = load_split_if_present(features, OVER_EXPOSURE_EXPERT_SPLIT, attributes)
-    tags = {"candidate": name, "stage": "candidate"}
+    tags = {CANDIDATE_TAG: name, STAGE_TAG: "candidate"}
     with (
         threadpool_limits(threads),
         mlflow.start_run(experiment_id=experiment_id, run_name=name, parent_run_id=parent_run_id, tags=tags) as run,
