@@ -75,7 +75,8 @@ def is_batch_root(folder: Path) -> bool:
     if not children or any(child.is_file() for child in children):
         return False
     return all(
-        (child / MANIFEST_NAME).is_file() or (visible_children(child) and all(c.is_dir() for c in visible_children(child)))
+        (child / MANIFEST_NAME).is_file()
+        or (visible_children(child) and all(c.is_dir() for c in visible_children(child)))
         for child in children
     )
 
@@ -128,7 +129,9 @@ def load_image_folder(root: Path, attribute: str = "label") -> Dataset:
         if file.is_file() and not _hidden(file.relative_to(class_dir))
     ]
     if not rows:
-        raise ValueError(f"{root}: no '{MANIFEST_NAME}' and no class folders with files (expected root/<class>/<image>)")
+        raise ValueError(
+            f"{root}: no '{MANIFEST_NAME}' and no class folders with files (expected root/<class>/<image>)"
+        )
     return Dataset(root=root, frame=pd.DataFrame(rows), attributes=[attribute])
 
 

@@ -14,12 +14,20 @@ import re
 import shutil
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
-from tasks.data.dataset import IMAGE_COLUMN, MANIFEST_NAME, SPLIT_COLUMN, Dataset, is_batch_root, load_dataset, visible_children
+from tasks.data.dataset import (
+    IMAGE_COLUMN,
+    MANIFEST_NAME,
+    SPLIT_COLUMN,
+    Dataset,
+    is_batch_root,
+    load_dataset,
+    visible_children,
+)
 from tasks.data.validation import REPORT_COLUMNS, SHA_COLUMN, ValidationConfig, validate_dataset
 
 
@@ -51,8 +59,10 @@ def root_problem(root: Path) -> str | None:
     if not root.is_dir():
         return f"{root} is a file; the training data root must be a folder of batch folders"
     if visible_children(root) and not is_batch_root(root):
-        return (f"{root} is a single dataset (labels.csv or class folders), not a root of batch folders; "
-                f"move it into a batch folder (e.g. {root}/batch-0001/) first")
+        return (
+            f"{root} is a single dataset (labels.csv or class folders), not a root of batch folders; "
+            f"move it into a batch folder (e.g. {root}/batch-0001/) first"
+        )
     return None
 
 
@@ -73,8 +83,14 @@ def check_batch(source: Path | str, root: Path, config: ValidationConfig, attrib
     batch = load_dataset(source, attribute)
     if existing is not None and set(existing.attributes) != set(batch.attributes):
         mismatch = pd.DataFrame(
-            [{"image": str(source), "column": ",".join(batch.attributes), "check": "same_attributes_as_root",
-              "value": f"the root labels {existing.attributes}"}],
+            [
+                {
+                    "image": str(source),
+                    "column": ",".join(batch.attributes),
+                    "check": "same_attributes_as_root",
+                    "value": f"the root labels {existing.attributes}",
+                }
+            ],
             columns=REPORT_COLUMNS,
         )
         return BatchCheck(batch.frame, batch.attributes, mismatch, len(existing.frame))
@@ -83,7 +99,7 @@ def check_batch(source: Path | str, root: Path, config: ValidationConfig, attrib
     if SPLIT_COLUMN in together.columns:
         together[SPLIT_COLUMN] = together[SPLIT_COLUMN].fillna("")
     result = validate_dataset(Dataset(root, together, batch.attributes), config)
-    new_rows = result.frame.iloc[len(old):]
+    new_rows = result.frame.iloc[len(old) :]
     problems = result.problems[
         result.problems["image"].isin(set(new_rows[IMAGE_COLUMN])) | result.problems["image"].str.startswith("class:")
     ]
@@ -92,7 +108,7 @@ def check_batch(source: Path | str, root: Path, config: ValidationConfig, attrib
 
 def batch_name(source: Path | str, now: datetime | None = None) -> str:
     """``<UTC time>-<source name>``: sorts by arrival, says where it came from."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(source).resolve().name).strip("-.") or "batch"
     return f"{stamp}-{slug}"
 
@@ -123,4 +139,3 @@ def add_batch(check: BatchCheck, root: Path, name: str) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
-

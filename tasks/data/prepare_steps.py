@@ -61,7 +61,8 @@ def validate_task(dataset: Dataset, config: ValidationConfig) -> pd.DataFrame:
     if not result.ok:
         create_markdown_artifact(
             key="data-validation",
-            markdown=f"# Data validation failed: {len(result.problems)} problems\n\n{problems_markdown(result.problems)}",
+            markdown=f"# Data validation failed: {len(result.problems)} problems\n\n"
+            f"{problems_markdown(result.problems)}",
             description="Problems found in the dataset",
         )
         raise DataValidationError(
@@ -83,7 +84,11 @@ def split_task(
     data_id = fingerprint(frame, attributes)
     with SplitLedger(prepared_dir, seed).update() as known:
         splits = assign_splits(frame, attributes, seed, fractions, known)
-        ours = frame[SPLIT_COLUMN].fillna("") == "" if SPLIT_COLUMN in frame.columns else pd.Series(True, index=frame.index)
+        ours = (
+            frame[SPLIT_COLUMN].fillna("") == ""
+            if SPLIT_COLUMN in frame.columns
+            else pd.Series(True, index=frame.index)
+        )
         known.update(zip(frame.loc[ours, SHA_COLUMN], splits[ours]))  # user-given splits are not ours to remember
     frame = frame.assign(split=splits)
     folder = prepared_dir / data_id[:16]
@@ -92,15 +97,18 @@ def split_task(
     partial = manifest.with_name(f".{manifest.name}.{os.getpid()}.tmp")
     frame[[IMAGE_COLUMN, *attributes, SHA_COLUMN, SPLIT_COLUMN]].to_csv(partial, index=False)
     os.replace(partial, manifest)  # concurrent runs on the same data never see half a file
-    get_run_logger().info(
-        "Fingerprint %s; split %s", data_id[:16], frame[SPLIT_COLUMN].value_counts().to_dict()
-    )
+    get_run_logger().info("Fingerprint %s; split %s", data_id[:16], frame[SPLIT_COLUMN].value_counts().to_dict())
     return frame, data_id, manifest
 
 
 @task(name="featurize-shard", retries=1)
 def featurize_shard_task(
-    paths: list[str], sha256s: list[str], cache_dir: str, threads: int, index: int, total: int,
+    paths: list[str],
+    sha256s: list[str],
+    cache_dir: str,
+    threads: int,
+    index: int,
+    total: int,
     shifts: list[str | None] | None = None,
 ) -> int:
     """Featurizes the uncached images of one shard (``shifts`` names each row's shift, if any);

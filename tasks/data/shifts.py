@@ -161,11 +161,13 @@ def shifted_evaluation_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """
     test = frame[frame[SPLIT_COLUMN] == "test"]
     parts = [
-        test.assign(**{
-            SHIFT_COLUMN: kind,
-            SHA_COLUMN: [shift_key(sha, kind) for sha in test[SHA_COLUMN]],
-            SPLIT_COLUMN: f"{SHIFTED_SPLIT_PREFIX}{kind}",
-        })
+        test.assign(
+            **{
+                SHIFT_COLUMN: kind,
+                SHA_COLUMN: [shift_key(sha, kind) for sha in test[SHA_COLUMN]],
+                SPLIT_COLUMN: f"{SHIFTED_SPLIT_PREFIX}{kind}",
+            }
+        )
         for kind in SHIFTS
     ]
     return pd.concat(parts, ignore_index=True) if parts else test.iloc[:0]
@@ -175,8 +177,17 @@ def shifted_evaluation_rows(frame: pd.DataFrame) -> pd.DataFrame:
 # with normalised histograms alone (blur, small scale, JPEG; over-exposure, low contrast) twice
 # as often as the rest (the casts, which the normalisation already absorbs, among them).
 AUGMENT_WEIGHTS: dict[str, float] = {
-    "cast_warm": 1, "cast_cool": 1, "cast_green": 1, "under_exposure": 1, "over_exposure": 2, "low_contrast": 2,
-    "blur": 2, "jpeg": 2, "small_scale": 2, "tight_crop": 1, "greyscale": 1,
+    "cast_warm": 1,
+    "cast_cool": 1,
+    "cast_green": 1,
+    "under_exposure": 1,
+    "over_exposure": 2,
+    "low_contrast": 2,
+    "blur": 2,
+    "jpeg": 2,
+    "small_scale": 2,
+    "tight_crop": 1,
+    "greyscale": 1,
 }
 
 
@@ -200,11 +211,17 @@ def augmented_training_rows(frame: pd.DataFrame, copies: int, seed: int) -> pd.D
     parts = []
     for copy in range(copies):
         kinds = [augment_kind(sha, copy, seed) for sha in train[SHA_COLUMN]]
-        parts.append(train.assign(**{
-            SHIFT_COLUMN: kinds,
-            SHA_COLUMN: [shift_key(sha, kind, f"augment:{copy}", seed) for sha, kind in zip(train[SHA_COLUMN], kinds)],
-            SPLIT_COLUMN: AUGMENT_SPLIT,
-        }))
+        parts.append(
+            train.assign(
+                **{
+                    SHIFT_COLUMN: kinds,
+                    SHA_COLUMN: [
+                        shift_key(sha, kind, f"augment:{copy}", seed) for sha, kind in zip(train[SHA_COLUMN], kinds)
+                    ],
+                    SPLIT_COLUMN: AUGMENT_SPLIT,
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True) if parts else train.iloc[:0]
 
 
@@ -213,11 +230,13 @@ def greyscale_calibration_rows(frame: pd.DataFrame) -> pd.DataFrame:
     what the heads' confidence on greyscale frames is fitted on (``vehicle_model.calibration``).
     Validation images, so the test split and the shifted evaluation set stay unseen."""
     validation = frame[frame[SPLIT_COLUMN] == "validation"]
-    return validation.assign(**{
-        SHIFT_COLUMN: "greyscale",
-        SHA_COLUMN: [shift_key(sha, "greyscale", "calibrate") for sha in validation[SHA_COLUMN]],
-        SPLIT_COLUMN: GREYSCALE_CALIBRATION_SPLIT,
-    })
+    return validation.assign(
+        **{
+            SHIFT_COLUMN: "greyscale",
+            SHA_COLUMN: [shift_key(sha, "greyscale", "calibrate") for sha in validation[SHA_COLUMN]],
+            SPLIT_COLUMN: GREYSCALE_CALIBRATION_SPLIT,
+        }
+    )
 
 
 def over_exposure_expert_rows(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -226,11 +245,13 @@ def over_exposure_expert_rows(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     Drawn from their own ``expert`` stream, so they share no draw with the copies or the
     evaluation set."""
     train = frame[frame[SPLIT_COLUMN] == "train"]
-    return train.assign(**{
-        SHIFT_COLUMN: "over_exposure",
-        SHA_COLUMN: [shift_key(sha, "over_exposure", "expert", seed) for sha in train[SHA_COLUMN]],
-        SPLIT_COLUMN: OVER_EXPOSURE_EXPERT_SPLIT,
-    })
+    return train.assign(
+        **{
+            SHIFT_COLUMN: "over_exposure",
+            SHA_COLUMN: [shift_key(sha, "over_exposure", "expert", seed) for sha in train[SHA_COLUMN]],
+            SPLIT_COLUMN: OVER_EXPOSURE_EXPERT_SPLIT,
+        }
+    )
 
 
 def shifted_splits(kinds: list[str] | None = None) -> list[str]:

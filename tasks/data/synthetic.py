@@ -95,11 +95,6 @@ class _Sample:
         return f"images/{self.index:06d}.{self.ext}"
 
 
-# --------------------------------------------------------------------------- #
-# Labels and randomness
-# --------------------------------------------------------------------------- #
-
-
 def _image_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
     """Independent generator per (seed, index, stream).
 
@@ -148,11 +143,6 @@ def _muted(rng: np.random.Generator, s_max: float, v_lo: float, v_hi: float) -> 
     return _hsv(rng.random(), rng.uniform(0.0, s_max), rng.uniform(v_lo, v_hi))
 
 
-# --------------------------------------------------------------------------- #
-# Backgrounds
-# --------------------------------------------------------------------------- #
-
-
 def _vertical_blend(top: RGB, bottom: RGB, h: int, w: int) -> np.ndarray:
     """An h x w x 3 float image fading from ``top`` to ``bottom``."""
     t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
@@ -172,11 +162,10 @@ def _bg_sky_road(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     sky = _vertical_blend(
         _hsv(rng.uniform(0.55, 0.62), rng.uniform(0.1, 0.3), rng.uniform(0.6, 0.8)),
         _hsv(rng.uniform(0.55, 0.62), rng.uniform(0.02, 0.12), rng.uniform(0.7, 0.85)),
-        horizon, w,
+        horizon,
+        w,
     )
-    road = _vertical_blend(
-        _muted(rng, 0.06, 0.35, 0.5), _muted(rng, 0.06, 0.28, 0.45), h - horizon, w
-    )
+    road = _vertical_blend(_muted(rng, 0.06, 0.35, 0.5), _muted(rng, 0.06, 0.28, 0.45), h - horizon, w)
     img = np.concatenate([sky, road], axis=0)
     _lane_dashes(img, rng, horizon)
     return img
@@ -250,11 +239,6 @@ def _clutter_shape(
         draw.ellipse(box, fill=fill)
 
 
-# --------------------------------------------------------------------------- #
-# Vehicle drawing
-# --------------------------------------------------------------------------- #
-
-
 class _Painter:
     """Draws in vehicle coordinates so silhouettes are resolution-independent.
 
@@ -325,8 +309,18 @@ def _draw_sedan(p: _Painter, rng: np.random.Generator) -> None:
     """Low three-box profile: boot, glasshouse, bonnet; two wheels."""
     r, wx = 0.085, (0.19, 0.81)
     p.shadow(0.0, 1.0)
-    body = [(0.0, 0.075), (0.0, 0.17), (0.025, 0.2), (0.24, 0.205), (0.35, 0.3),
-            (0.6, 0.305), (0.73, 0.21), (0.95, 0.19), (1.0, 0.155), (1.0, 0.075)]
+    body = [
+        (0.0, 0.075),
+        (0.0, 0.17),
+        (0.025, 0.2),
+        (0.24, 0.205),
+        (0.35, 0.3),
+        (0.6, 0.305),
+        (0.73, 0.21),
+        (0.95, 0.19),
+        (1.0, 0.155),
+        (1.0, 0.075),
+    ]
     p.poly(body, p.body, outline=True)
     p.poly([(0.275, 0.205), (0.365, 0.285), (0.59, 0.29), (0.7, 0.21)], _GLASS)
     p.line([(0.485, 0.2), (0.485, 0.295)], p.body, 0.014)
@@ -341,8 +335,16 @@ def _draw_suv(p: _Painter, rng: np.random.Generator) -> None:
     """Tall two-box body, high clearance, roof rails and a tailgate spare wheel."""
     r, wx = 0.105, (0.2, 0.81)
     p.shadow(0.0, 1.0)
-    body = [(0.04, 0.11), (0.04, 0.45), (0.065, 0.48), (0.68, 0.48), (0.78, 0.32),
-            (0.97, 0.29), (1.0, 0.23), (1.0, 0.11)]
+    body = [
+        (0.04, 0.11),
+        (0.04, 0.45),
+        (0.065, 0.48),
+        (0.68, 0.48),
+        (0.78, 0.32),
+        (0.97, 0.29),
+        (1.0, 0.23),
+        (1.0, 0.11),
+    ]
     p.poly(body, p.body, outline=True)
     p.poly([(0.075, 0.32), (0.075, 0.45), (0.665, 0.45), (0.755, 0.32)], _GLASS)
     for x in (0.27, 0.47):
@@ -361,8 +363,7 @@ def _draw_pickup(p: _Painter, rng: np.random.Generator) -> None:
     """Tall cab in front of a separate, much lower open load bed."""
     r, wx = 0.1, (0.17, 0.81)
     p.shadow(0.0, 1.0)
-    cab = [(0.375, 0.1), (0.375, 0.42), (0.41, 0.445), (0.6, 0.445), (0.7, 0.29),
-           (0.96, 0.26), (1.0, 0.21), (1.0, 0.1)]
+    cab = [(0.375, 0.1), (0.375, 0.42), (0.41, 0.445), (0.6, 0.445), (0.7, 0.29), (0.96, 0.26), (1.0, 0.21), (1.0, 0.1)]
     p.poly(cab, p.body, outline=True)
     p.poly([(0.0, 0.1), (0.0, 0.255), (0.335, 0.255), (0.335, 0.1)], p.body, outline=True)
     p.rect(0.012, 0.22, 0.323, 0.25, (34, 34, 36))  # inside of the open bed
@@ -378,8 +379,7 @@ def _draw_van(p: _Painter, rng: np.random.Generator) -> None:
     """Tall long box with a steeply sloped front and a windowless cargo side."""
     r, wx = 0.09, (0.16, 0.83)
     p.shadow(0.0, 1.0)
-    body = [(0.0, 0.08), (0.0, 0.48), (0.02, 0.5), (0.7, 0.5), (0.9, 0.31),
-            (0.99, 0.27), (1.0, 0.2), (1.0, 0.08)]
+    body = [(0.0, 0.08), (0.0, 0.48), (0.02, 0.5), (0.7, 0.5), (0.9, 0.31), (0.99, 0.27), (1.0, 0.2), (1.0, 0.08)]
     p.poly(body, p.body, outline=True)
     p.poly([(0.62, 0.31), (0.62, 0.46), (0.705, 0.46), (0.855, 0.31)], _GLASS)
     for x in (0.33, 0.6):
@@ -396,8 +396,7 @@ def _draw_bus(p: _Painter, rng: np.random.Generator) -> None:
     r = 0.055
     wx = (0.13, 0.8) if rng.random() < 0.5 else (0.13, 0.25, 0.8)
     p.shadow(0.0, 1.0)
-    p.poly([(0.0, 0.045), (0.0, 0.29), (0.01, 0.3), (0.985, 0.3), (1.0, 0.28), (1.0, 0.045)],
-           p.body, outline=True)
+    p.poly([(0.0, 0.045), (0.0, 0.29), (0.01, 0.3), (0.985, 0.3), (1.0, 0.28), (1.0, 0.045)], p.body, outline=True)
     _window_row(p, 0.02, 0.85, 0.17, 0.27, int(rng.integers(6, 9)))
     p.rect(0.87, 0.06, 0.925, 0.27, _GLASS)  # door
     p.rect(0.95, 0.14, 0.994, 0.28, _GLASS)  # windscreen
@@ -416,8 +415,7 @@ def _draw_truck(p: _Painter, rng: np.random.Generator) -> None:
     p.poly([(0.0, 0.125), (0.0, 0.58), (0.69, 0.58), (0.69, 0.125)], p.body, outline=True)
     for k in range(1, 6):
         p.line([(0.115 * k, 0.14), (0.115 * k, 0.565)], p.dark, 0.004)
-    cab = [(0.72, 0.08), (0.72, 0.5), (0.74, 0.52), (0.92, 0.52), (0.99, 0.4),
-           (1.0, 0.35), (1.0, 0.08)]
+    cab = [(0.72, 0.08), (0.72, 0.5), (0.74, 0.52), (0.92, 0.52), (0.99, 0.4), (1.0, 0.35), (1.0, 0.08)]
     p.poly(cab, p.body, outline=True)
     p.poly([(0.79, 0.34), (0.79, 0.48), (0.91, 0.48), (0.965, 0.34)], _GLASS)
     p.rect(0.975, 0.07, 1.0, 0.14, _FRAME)  # bumper
@@ -440,13 +438,26 @@ def _draw_motorcycle(p: _Painter, rng: np.random.Generator) -> None:
     p.poly([(0.4, 0.12), (0.58, 0.11), (0.62, 0.28), (0.42, 0.3)], (80, 80, 86))  # engine
     p.poly([(0.06, 0.45), (0.24, 0.42), (0.42, 0.39), (0.46, 0.31), (0.28, 0.3)], p.body, True)
     p.poly([(0.22, 0.425), (0.45, 0.445), (0.47, 0.405), (0.25, 0.395)], (26, 26, 28))  # seat
-    p.poly([(0.45, 0.41), (0.5, 0.5), (0.63, 0.51), (0.71, 0.45), (0.66, 0.37),
-            (0.47, 0.36)], p.body, True)  # tank
-    p.poly([(0.46, 0.35), (0.63, 0.4), (0.72, 0.54), (0.8, 0.53), (0.85, 0.41), (0.78, 0.26),
-            (0.68, 0.13), (0.52, 0.14), (0.48, 0.24)], p.body, True)  # full fairing
+    p.poly([(0.45, 0.41), (0.5, 0.5), (0.63, 0.51), (0.71, 0.45), (0.66, 0.37), (0.47, 0.36)], p.body, True)  # tank
+    p.poly(
+        [
+            (0.46, 0.35),
+            (0.63, 0.4),
+            (0.72, 0.54),
+            (0.8, 0.53),
+            (0.85, 0.41),
+            (0.78, 0.26),
+            (0.68, 0.13),
+            (0.52, 0.14),
+            (0.48, 0.24),
+        ],
+        p.body,
+        True,
+    )  # full fairing
     p.poly([(0.72, 0.54), (0.745, 0.61), (0.79, 0.595), (0.8, 0.53)], _GLASS)  # screen
-    p.poly([(0.73, 0.31), (0.81, 0.345), (0.9, 0.33), (0.96, 0.27), (0.88, 0.31),
-            (0.8, 0.32)], p.body)  # front mudguard
+    p.poly(
+        [(0.73, 0.31), (0.81, 0.345), (0.9, 0.33), (0.96, 0.27), (0.88, 0.31), (0.8, 0.32)], p.body
+    )  # front mudguard
     p.circle(0.82, 0.44, 0.022, _LAMP)
 
 
@@ -461,20 +472,13 @@ _DRAWERS: dict[str, tuple[float, Callable[[_Painter, np.random.Generator], None]
 }
 
 
-def _render_vehicle(
-    vtype: str, color: str, length_px: int, rng: np.random.Generator
-) -> Image.Image:
+def _render_vehicle(vtype: str, color: str, length_px: int, rng: np.random.Generator) -> Image.Image:
     """RGBA layer with one vehicle, body shade jittered by +-8%."""
     height, drawer = _DRAWERS[vtype]
     body = _shade(COLORS[color], rng.uniform(0.92, 1.08))
     painter = _Painter(length_px, height, body)
     drawer(painter, rng)
     return painter.finish()
-
-
-# --------------------------------------------------------------------------- #
-# Composition
-# --------------------------------------------------------------------------- #
 
 
 def _pose(layer: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -485,9 +489,7 @@ def _pose(layer: Image.Image, rng: np.random.Generator) -> Image.Image:
     return layer.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
 
 
-def _place(
-    canvas: Image.Image, layer: Image.Image, rng: np.random.Generator
-) -> tuple[int, int, int, int]:
+def _place(canvas: Image.Image, layer: Image.Image, rng: np.random.Generator) -> tuple[int, int, int, int]:
     """Paste the vehicle around the middle of the frame with position jitter.
 
     Why central: like real vehicle-centric crops (and the featurizer's centre
@@ -506,9 +508,7 @@ def _place(
     return (x0, y0, x0 + lw, y0 + lh)
 
 
-def _occlude(
-    canvas: Image.Image, box: tuple[int, int, int, int], rng: np.random.Generator
-) -> None:
+def _occlude(canvas: Image.Image, box: tuple[int, int, int, int], rng: np.random.Generator) -> None:
     """A post or crate in front of the vehicle covering at most ~15% of its box."""
     x0, y0, x1, y1 = box
     bw, bh = x1 - x0, y1 - y0
@@ -558,11 +558,6 @@ def _save(img: Image.Image, path: Path, fmt: str) -> None:
         img.save(path, "JPEG", quality=90, subsampling=0, optimize=False, progressive=False)
     else:
         img.save(path, "WEBP", quality=90, method=4, lossless=False, exact=False)
-
-
-# --------------------------------------------------------------------------- #
-# Public API
-# --------------------------------------------------------------------------- #
 
 
 def generate_dataset(

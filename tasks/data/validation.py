@@ -125,7 +125,10 @@ def row_schema(dataset: Dataset, config: ValidationConfig) -> pa.DataFrameSchema
         if attribute in config.labels:
             allowed = set(config.labels[attribute])
             checks.append(
-                pa.Check(lambda s, allowed=allowed: s.isin(allowed) | (s == ""), name=f"known_label({', '.join(sorted(allowed))})")
+                pa.Check(
+                    lambda s, allowed=allowed: s.isin(allowed) | (s == ""),
+                    name=f"known_label({', '.join(sorted(allowed))})",
+                )
             )
         columns[attribute] = pa.Column(str, checks)
     if dataset.has_split:
