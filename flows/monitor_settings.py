@@ -8,26 +8,20 @@ environment serves both; the thresholds take the ``MONITOR_`` prefix.
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from flows.settings import RegistrySettings
 from tasks.monitoring.drift import Thresholds
 
 
-class MonitorSettings(BaseSettings):
+class MonitorSettings(RegistrySettings):
     """Where the log is, which model it is compared for, and when a difference is drift."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MONITOR_", extra="ignore", protected_namespaces=(), populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="MONITOR_")
 
     redis_url: str | None = Field(None, alias="REDIS_URL")
     redis_key_prefix: str = Field("vehicles", alias="REDIS_KEY_PREFIX")
-    mlflow_tracking_uri: str = Field("sqlite:///mlruns/mlflow.db", alias="MLFLOW_TRACKING_URI")
-    mlflow_artifact_root: str = Field("mlruns/artifacts", alias="MLFLOW_ARTIFACT_ROOT")
-    mlflow_ui_url: str = Field("http://127.0.0.1:5000", alias="MLFLOW_UI_URL")
     experiment: str = "vehicle-monitoring"
-    model_name: str = Field("vehicle-classifier", alias="MODEL_NAME")
-    model_alias: str = Field("champion", alias="MODEL_ALIAS")
     p_value: float = Field(Thresholds.p_value, gt=0, lt=1)
     min_effect: float = Field(Thresholds.min_effect, ge=0, le=1)
     feature_share: float = Field(Thresholds.feature_share, gt=0, le=1)

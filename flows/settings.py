@@ -11,23 +11,32 @@ from tasks.registry.gate import GatePolicy
 from vehicle_model.featurizer import usable_cores
 
 
-class PipelineSettings(BaseSettings):
+class RegistrySettings(BaseSettings):
+    """Where MLflow keeps runs and models, and which registered model is meant.
+
+    Read with the serving app's names (``MLFLOW_TRACKING_URI``, ``MODEL_NAME``, ...), never
+    with a subclass's prefix, so one environment configures training, monitoring and serving.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", protected_namespaces=(), populate_by_name=True)
+
+    mlflow_tracking_uri: str = Field("sqlite:///mlruns/mlflow.db", alias="MLFLOW_TRACKING_URI")
+    mlflow_artifact_root: str = Field("mlruns/artifacts", alias="MLFLOW_ARTIFACT_ROOT", description="local stores only")
+    mlflow_ui_url: str = Field("http://127.0.0.1:5000", alias="MLFLOW_UI_URL", description="used in links")
+    model_name: str = Field("vehicle-classifier", alias="MODEL_NAME")
+    model_alias: str = Field("champion", alias="MODEL_ALIAS")
+
+
+class PipelineSettings(RegistrySettings):
     """Where the pipeline reads and writes; every default works on a fresh checkout.
 
     Shared names (``MLFLOW_TRACKING_URI``, ``MODEL_NAME``, ``MODEL_ALIAS``) are read as-is;
     the rest take the ``PIPELINE_`` prefix (e.g. ``PIPELINE_DATA_DIR``).
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="PIPELINE_", extra="ignore", protected_namespaces=(), populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="PIPELINE_")
 
-    mlflow_tracking_uri: str = Field("sqlite:///mlruns/mlflow.db", alias="MLFLOW_TRACKING_URI")
-    mlflow_artifact_root: str = Field("mlruns/artifacts", alias="MLFLOW_ARTIFACT_ROOT", description="local stores only")
     mlflow_experiment: str = Field("vehicle-classification", alias="MLFLOW_EXPERIMENT_NAME")
-    mlflow_ui_url: str = Field("http://127.0.0.1:5000", alias="MLFLOW_UI_URL", description="used in links")
-    model_name: str = Field("vehicle-classifier", alias="MODEL_NAME")
-    model_alias: str = Field("champion", alias="MODEL_ALIAS")
     training_data: str = Field(
         "synthetic", description="what training runs use when not told: a dataset path or batch root, or 'synthetic'"
     )
