@@ -77,6 +77,7 @@ def unchanged_since_task(model_name: str, alias: str, prepared: PreparedData) ->
         fingerprint=prepared.fingerprint,
         images=tags.get(IMAGES_TAG, "?"),
         promotion_reason=tags.get(REASON_TAG, ""),
+        champion_alias=alias,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tasks.registry.versions import CHAMPION
 from tasks.tracking import FEATURIZER_TAG, FINGERPRINT_TAG
 
 
@@ -20,7 +21,7 @@ class SkippedRun:
 
     Attributes:
         version: the registered version trained on this very snapshot.
-        alias: its alias (``champion`` or ``challenger``).
+        alias: its alias (``champion_alias`` or ``challenger``).
         champion_version: the champion at the time.
         dataset: where that version's data came from.
         fingerprint: the unchanged snapshot fingerprint.
@@ -28,6 +29,7 @@ class SkippedRun:
         promotion_reason: why a challenger was not promoted (empty for the champion).
         trigger: what started the run (e.g. ``schedule``, ``drift``), when given.
         drift_regions: regions where drift was seen, when a drift check started the run.
+        champion_alias: the alias serving follows (``MODEL_ALIAS``).
     """
 
     version: str
@@ -39,6 +41,7 @@ class SkippedRun:
     promotion_reason: str = ""
     trigger: str | None = None
     drift_regions: tuple[str, ...] = field(default_factory=tuple)
+    champion_alias: str = CHAMPION
 
     @property
     def line(self) -> str:
@@ -48,7 +51,7 @@ class SkippedRun:
             f"no new data since {since}, trained on {self.dataset} "
             f"({self.images} images, fingerprint {self.fingerprint[:12]})"
         )
-        if self.alias != "champion":
+        if self.alias != self.champion_alias:
             champion = f"v{self.champion_version}" if self.champion_version else "none"
             line += f"; it was not promoted ({self.promotion_reason}); champion is {champion}"
         return line

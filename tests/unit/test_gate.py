@@ -168,3 +168,14 @@ def test_skip_message_names_the_version_and_the_drift_context() -> None:
 
     rejected = SkippedRun("5", "challenger", "4", "/data/root", "abc", "126", promotion_reason="could be noise")
     assert "it was not promoted (could be noise); champion is v4" in rejected.line
+
+
+def test_a_skip_since_the_champion_under_a_custom_alias_is_not_called_unpromoted() -> None:
+    versions = [("prod", "4", {"fingerprint": "abc", "featurizer": "f1"})]
+    alias, version, _ = unchanged_since(versions, "abc", "f1")
+
+    skip = SkippedRun(version, alias, "4", "/data/root", "abc", "126", champion_alias="prod")
+
+    assert skip.line == "no new data since prod v4, trained on /data/root (126 images, fingerprint abc)"
+    rejected = SkippedRun("5", "challenger", "4", "/data/root", "abc", "126", "noise", champion_alias="prod")
+    assert "it was not promoted (noise); champion is v4" in rejected.line
