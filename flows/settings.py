@@ -14,8 +14,9 @@ from vehicle_model.featurizer import usable_cores
 class RegistrySettings(BaseSettings):
     """Where MLflow keeps runs and models, and which registered model is meant.
 
-    Read with the serving app's names (``MLFLOW_TRACKING_URI``, ``MODEL_NAME``, ...), never
-    with a subclass's prefix, so one environment configures training, monitoring and serving.
+    Read by their unprefixed names, never with a subclass's prefix; ``MLFLOW_TRACKING_URI``,
+    ``MODEL_NAME`` and ``MODEL_ALIAS`` are the names serving reads too, so one environment
+    points training, monitoring and serving at the same model.
     """
 
     model_config = SettingsConfigDict(extra="ignore", protected_namespaces=(), populate_by_name=True)
