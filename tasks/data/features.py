@@ -7,8 +7,6 @@ the backbone.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from tasks.data.atomic import atomic_file
 from tasks.data.dataset import IMAGE_COLUMN, SPLIT_COLUMN
 from tasks.data.shifts import SHIFT_COLUMN, SHIFTED_SPLIT_PREFIX, apply_shift
 from tasks.data.validation import SHA_COLUMN
@@ -26,8 +25,8 @@ from vehicle_model.images import ImageLimits, decode_image
 class FeatureCache:
     """One ``.npy`` per (featurizer version, image content) under ``root``.
 
-    Writes go to a temporary file renamed into place, so parallel shards never see a
-    half-written entry.
+    Entries are written atomically (``tasks.data.atomic``), so parallel shards never see a
+    half-written one.
     """
 
     def __init__(self, root: Path | str, featurizer_version: str) -> None:
@@ -45,12 +44,8 @@ class FeatureCache:
         return np.load(self.path(sha256))
 
     def put(self, sha256: str, vector: np.ndarray) -> None:
-        target = self.path(sha256)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_file(self.path(sha256)) as handle:
             np.save(handle, vector)
-        os.replace(tmp, target)
 
     def missing(self, sha256s: Sequence[str]) -> list[str]:
         return [s for s in sha256s if not self.has(s)]
@@ -104,12 +99,8 @@ def assemble(frame: pd.DataFrame, attributes: Sequence[str], cache: FeatureCache
         arrays[f"sha_{split}"] = rows[SHA_COLUMN].to_numpy(dtype=str)
         for attribute in attributes:
             arrays[f"y_{split}__{attribute}"] = rows[attribute].to_numpy(dtype=str)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside and renamed, so a concurrent run never reads a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".npz.tmp")
-    with os.fdopen(fd, "wb") as handle:
+    with atomic_file(out) as handle:  # a concurrent run never reads a half-written file
         np.savez(handle, **arrays)
-    os.replace(tmp, out)
     return out
 
 

@@ -3,22 +3,21 @@
 The root is a folder of batch folders (``tasks.data.dataset``). A new batch passes the same pandera
 checks as training data, run over the root and the batch together so that the same image
 content under other labels, or a class still too small, is caught; only the new batch's
-rows are reported. A batch that passes is copied under a hidden name and renamed into place,
-so a reader sees the root before or after the batch, never half of it.
+rows are reported. A batch that passes is copied under a hidden name and renamed into place
+(``tasks.data.atomic``), so a reader sees the root before or after the batch, never half of it.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
+from tasks.data.atomic import atomic_folder
 from tasks.data.dataset import (
     IMAGE_COLUMN,
     MANIFEST_NAME,
@@ -117,15 +116,13 @@ def add_batch(check: BatchCheck, root: Path, name: str) -> Path:
     """Copies the checked batch into ``root/name`` (images named by content) atomically.
 
     Raises:
-        FileExistsError: a batch of that name is already there.
+        FileExistsError: a batch of that name is already there, or arrived while copying.
     """
     target = root / name
     if target.exists():
         raise FileExistsError(f"{target} already exists")
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".incoming-{name}-{uuid.uuid4().hex[:8]}"  # hidden: loaders skip dot-folders
-    try:
-        (staging / "images").mkdir(parents=True)
+    with atomic_folder(target, if_exists="fail") as staging:
+        (staging / "images").mkdir()
         rows = []
         for row in check.batch.to_dict("records"):
             relative = f"images/{row[SHA_COLUMN]}{Path(row[IMAGE_COLUMN]).suffix.lower()}"
@@ -134,8 +131,4 @@ def add_batch(check: BatchCheck, root: Path, name: str) -> Path:
             split = {SPLIT_COLUMN: row[SPLIT_COLUMN]} if row.get(SPLIT_COLUMN) else {}
             rows.append({IMAGE_COLUMN: relative, **{a: row[a] for a in check.attributes}, **split})
         pd.DataFrame(rows).to_csv(staging / MANIFEST_NAME, index=False)
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from tasks.data.atomic import atomic_file
 from tasks.data.dataset import IMAGE_COLUMN, SPLIT_COLUMN, Dataset, load_dataset
 from tasks.data.features import FeatureCache, assemble, featurize_into_cache
 from tasks.data.split import SplitFractions, SplitLedger, assign_splits, fingerprint
@@ -91,12 +91,9 @@ def split_task(
         )
         known.update(zip(frame.loc[ours, SHA_COLUMN], splits[ours]))  # user-given splits are not ours to remember
     frame = frame.assign(split=splits)
-    folder = prepared_dir / data_id[:16]
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / f"split-seed{seed}.csv"
-    partial = manifest.with_name(f".{manifest.name}.{os.getpid()}.tmp")
-    frame[[IMAGE_COLUMN, *attributes, SHA_COLUMN, SPLIT_COLUMN]].to_csv(partial, index=False)
-    os.replace(partial, manifest)  # concurrent runs on the same data never see half a file
+    manifest = prepared_dir / data_id[:16] / f"split-seed{seed}.csv"
+    with atomic_file(manifest) as handle:  # concurrent runs on the same data never see half a file
+        frame[[IMAGE_COLUMN, *attributes, SHA_COLUMN, SPLIT_COLUMN]].to_csv(handle, index=False)
     get_run_logger().info("Fingerprint %s; split %s", data_id[:16], frame[SPLIT_COLUMN].value_counts().to_dict())
     return frame, data_id, manifest
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tasks.data.atomic import atomic_file
 from tasks.data.dataset import SPLIT_COLUMN, SPLITS
 from tasks.data.validation import SHA_COLUMN
 
@@ -132,7 +132,7 @@ class SplitLedger:
     """Content hash -> split of every image assigned so far with one seed, in one CSV.
 
     ``update`` holds an exclusive file lock while it reads, assigns and writes, so two
-    runs preparing at the same time agree; the file is replaced atomically.
+    runs preparing at the same time agree; the file is replaced atomically (``tasks.data.atomic``).
     """
 
     def __init__(self, folder: Path, seed: int) -> None:
@@ -148,9 +148,9 @@ class SplitLedger:
             before = dict(known)
             yield known
             if known != before:
-                partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-                pd.DataFrame({SHA_COLUMN: list(known), SPLIT_COLUMN: list(known.values())}).to_csv(partial, index=False)
-                os.replace(partial, self.path)
+                rows = pd.DataFrame({SHA_COLUMN: list(known), SPLIT_COLUMN: list(known.values())})
+                with atomic_file(self.path) as handle:
+                    rows.to_csv(handle, index=False)
 
     def read(self) -> dict[str, str]:
         if not self.path.exists():

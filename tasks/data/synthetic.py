@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import colorsys
 import csv
-import errno
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from tasks.data.atomic import atomic_folder
 
 __all__ = ["COLORS", "VEHICLE_TYPES", "generate_dataset"]
 
@@ -590,12 +588,9 @@ def generate_dataset(
     if n < 0 or seed < 0:
         raise ValueError(f"n and seed must be non-negative, got n={n}, seed={seed}")
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside and moved into place in one rename: a concurrent generator or a reader
-    # never sees a half-written dataset, and two generators never write into one folder.
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp's 0700 would otherwise become the dataset's mode
+    # Published in one rename (``tasks.data.atomic``): a concurrent generator or a reader never
+    # sees a half-written dataset, and two generators never write into one folder.
+    with atomic_folder(out_dir, if_exists="replace" if replace else "keep") as staging:
         (staging / "images").mkdir()
         rows: list[tuple[str, str, str]] = []
         for i in range(n):
@@ -605,32 +600,7 @@ def generate_dataset(
             if progress is not None:
                 progress(i + 1)
         _write_labels(staging / "labels.csv", rows)
-        _publish(staging, out_dir, replace)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir / "labels.csv"
-
-
-def _publish(staging: Path, out_dir: Path, replace: bool) -> None:
-    """Renames the finished dataset to ``out_dir`` (missing or empty: one atomic rename).
-
-    An ``out_dir`` that already holds files is swapped out when ``replace``; otherwise the
-    dataset already there (a concurrent generator finished first) is kept.
-    """
-    try:
-        os.rename(staging, out_dir)
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise
-    if not replace:
-        return
-    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    try:
-        os.rename(out_dir, retired / out_dir.name)
-        os.rename(staging, out_dir)
-    finally:
-        shutil.rmtree(retired, ignore_errors=True)
 
 
 def _write_labels(path: Path, rows: list[tuple[str, str, str]]) -> Path:
