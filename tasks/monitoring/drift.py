@@ -1,6 +1,6 @@
 """Drift of prediction records against a version's reference sample, with scipy's tests.
 
-For the whole traffic and for each region with enough records, three aspects are compared
+For the whole traffic and for each region with enough records, four aspects are compared
 with the reference (the version's validation split, in the same record format):
 
 - ``label.<attribute>``: chi-square test of homogeneity of the two label count vectors;
@@ -15,9 +15,7 @@ reaches ``min_effect``: the p-value keeps small windows from raising noise, the 
 keeps large windows from flagging differences too small to matter. ``embedding`` and ``tone``
 drift when the share of their drifting columns reaches ``feature_share``.
 
-Evidently was the first choice; its current release (0.7.23) fails at import with the
-pandas 3 this project resolves (it imports ``pandas.core.dtypes.common.infer_dtype_from_object``,
-removed in pandas 3), so the same tests are run with scipy directly.
+The tests are scipy's own: Evidently does not import under pandas 3 (``docs/monitoring.md``).
 """
 
 from __future__ import annotations
