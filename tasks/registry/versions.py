@@ -40,7 +40,8 @@ RUNTIME_PACKAGES = ("numpy", "pandas", "pillow", "onnxruntime", "scikit-learn", 
 
 
 def pip_requirements() -> list[str]:
-    """Explicit pins: MLflow's inference of requirements costs 12-16 s per model here."""
+    """Explicit pins: MLflow's inference of requirements loads the model in a subprocess, seconds
+    per registration (docs/model-quality.md, "The code's choices")."""
     return [f"{name}=={package_version(name)}" for name in RUNTIME_PACKAGES]
 
 

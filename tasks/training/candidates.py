@@ -46,13 +46,11 @@ def logistic_regression(seed: int) -> CandidateSpec:
 
 
 def linear_svm(seed: int) -> CandidateSpec:
-    # The dual solver: on ~1.5k features and 2-4k rows the primal one ("auto" picks it when rows
-    # outnumber features) took 11-33 s per fit at C <= 0.01 and over 100 s at C=0.1, the dual
-    # 3-12 s, which is what kept the search past its budget with augmented copies.
+    # The dual solver: "auto" picks the primal one when rows outnumber features, and on these
+    # features it is several times slower, enough to overrun the search budget.
     svm = LinearSVC(dual=True, max_iter=5000, random_state=seed)
-    # Temperature scaling, not one-vs-rest sigmoids: those, renormalised over six classes, left
-    # it underconfident (test ECE 0.074 / 0.083, 0.106 / 0.126 on shifted images; temperature
-    # 0.033 / 0.034 and 0.039 / 0.057, greyscale colour aside).
+    # Temperature scaling, not one-vs-rest sigmoids: renormalised over the classes, the sigmoids
+    # leave the SVM underconfident. Both measurements: docs/model-quality.md, "The code's choices".
     calibrated = CalibratedClassifierCV(svm, cv=3, method="temperature")
     model = Pipeline([_inputs(), ("scale", StandardScaler()), ("clf", calibrated)])
     return CandidateSpec(model, {"clf__estimator__C": [0.001, 0.01, 0.1]})
