@@ -2,63 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow, get_run_logger
 from prefect.states import Failed, State
 
 from flows.settings import get_settings
 from tasks.data.dataset_steps import SYNTHETIC
-from tasks.data.ingest import BatchCheck, add_batch, batch_name, check_batch
-from tasks.data.validation import DataValidationError, ValidationConfig, problems_markdown
-
-
-class BatchRejected(DataValidationError):
-    """The batch failed validation; the root was not changed. ``problems`` is the table."""
-
-    def __init__(self, message: str, problems: pd.DataFrame) -> None:
-        super().__init__(message)
-        self.problems = problems
-
-    def __reduce__(self):  # Prefect may pickle a flow's exception; keep the table with it
-        return (type(self), (str(self), self.problems))
-
-
-@dataclass(frozen=True)
-class IngestedBatch:
-    path: str
-    images: int
-    root_images: int
-    attributes: list[str]
-
-
-@task(name="check-batch")
-def check_batch_task(source: str, root: Path, min_per_class: int, attribute: str) -> BatchCheck:
-    """Checks the batch against the root; a refusal is published as the ``ingest-validation`` table."""
-    check = check_batch(source, root, ValidationConfig(min_per_class=min_per_class), attribute)
-    if not check.ok:
-        create_markdown_artifact(
-            key="ingest-validation",
-            markdown=f"# Batch refused: {len(check.problems)} problems; {root} unchanged\n\n"
-            f"{problems_markdown(check.problems)}",
-            description=f"Problems in {source}",
-        )
-    return check
-
-
-@task(name="add-batch")
-def add_batch_task(check: BatchCheck, root: Path, source: str) -> Path:
-    target = add_batch(check, root, batch_name(source))
-    create_markdown_artifact(
-        key="ingested-batch",
-        markdown=f"# Added {len(check.batch)} images as `{target.name}`\n\n"
-        f"- root: {root} ({check.existing + len(check.batch)} images now)\n",
-        description=f"Batch from {source}",
-    )
-    return target
+from tasks.data.ingest import BatchRejected, IngestedBatch
+from tasks.data.ingest_steps import add_batch_task, check_batch_task
 
 
 @flow(name="ingest-batch")

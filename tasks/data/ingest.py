@@ -27,7 +27,13 @@ from tasks.data.dataset import (
     load_dataset,
     visible_children,
 )
-from tasks.data.validation import REPORT_COLUMNS, SHA_COLUMN, ValidationConfig, validate_dataset
+from tasks.data.validation import (
+    REPORT_COLUMNS,
+    SHA_COLUMN,
+    DataValidationError,
+    ValidationConfig,
+    validate_dataset,
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,34 @@ class BatchCheck:
     @property
     def ok(self) -> bool:
         return self.problems.empty
+
+
+class BatchRejected(DataValidationError):
+    """The batch failed validation; the root was not changed. ``problems`` is the table."""
+
+    def __init__(self, message: str, problems: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+    def __reduce__(self):  # Prefect may pickle a flow's exception; keep the table with it
+        return (type(self), (str(self), self.problems))
+
+
+@dataclass(frozen=True)
+class IngestedBatch:
+    """A batch added to a root.
+
+    Attributes:
+        path: the batch folder under the root.
+        images: how many images the batch added.
+        root_images: how many images the root holds with it.
+        attributes: the label columns.
+    """
+
+    path: str
+    images: int
+    root_images: int
+    attributes: list[str]
 
 
 def root_problem(root: Path) -> str | None:
