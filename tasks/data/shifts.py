@@ -252,8 +252,3 @@ def over_exposure_expert_rows(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
             SPLIT_COLUMN: OVER_EXPOSURE_EXPERT_SPLIT,
         }
     )
-
-
-def shifted_splits(kinds: list[str] | None = None) -> list[str]:
-    """The split names of the shifted evaluation set in the assembled features."""
-    return [f"{SHIFTED_SPLIT_PREFIX}{kind}" for kind in (kinds or SHIFTS)]
