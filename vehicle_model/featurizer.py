@@ -58,11 +58,8 @@ GREYSCALE_COLOURED = 0.01
 # mostly, which push one channel up); nine clean images in ten have under 4% clipped.
 CLIP_LEVEL = 250
 OVER_EXPOSED_CLIPPED = 0.10
-# Bump when preprocessing, decoding included, changes: it is part of every feature-cache key.
-# v2: 16-bit greyscale is scaled by its full 0..65535 range (vehicle_model.images).
-# v3: histograms after grey-world + white-patch normalisation; raw S/V tone appended.
-# v4: a black point before the white patch (haze, low contrast); chroma appended.
-# v5: the share of clipped pixels appended.
+# Part of every feature-cache key and of every registered model's featurizer tag: change it
+# whenever preprocessing, decoding included, changes. What each version changed: docs/featurizer.md.
 PREPROCESSING_VERSION = "resize224-bilinear+hsv12x3x3-global-centre-greyworld-levels+tone+chroma+clipped-v5"
 
 
@@ -267,7 +264,7 @@ class Featurizer:
 
         The phases alternate rather than overlap: the backbone already keeps every core
         busy, so a decode thread beside it only preempts one of its threads and stalls the
-        others at the next barrier (on 2 cores, alternating was ~20% faster end to end).
+        others at the next barrier (``bench/featurize.py`` measures both; docs/featurizer.md).
         One input buffer is reused, so no batch-sized array is allocated per batch.
         """
         out = np.empty((count, FEATURE_DIM), dtype=np.float32)
