@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.exceptions import MlflowException
 
 from tasks.data.prepare_steps import PreparedData
@@ -129,9 +130,16 @@ def parent_run(
 
 
 def log_dataset(prepared: PreparedData) -> None:
-    """The split manifest as an MLflow dataset input, and the split sizes as parameters."""
+    """The split manifest as an MLflow dataset input, and the split sizes as parameters.
+
+    The input's source is the dataset's absolute ``file://`` URI.
+    """
     frame = pd.read_csv(prepared.manifest)
-    dataset = mlflow.data.from_pandas(frame, source=prepared.source, name=f"vehicles-{prepared.fingerprint[:12]}")
+    # A source given as a string is matched against every registered kind, and a local path
+    # matches MLflow's two local ones (schemes "" and "file"), which warns; a source object
+    # is taken as it is.
+    source = LocalArtifactDatasetSource(Path(prepared.source).resolve().as_uri())
+    dataset = mlflow.data.from_pandas(frame, source=source, name=f"vehicles-{prepared.fingerprint[:12]}")
     mlflow.log_input(dataset, context="training")
     mlflow.log_params(
         {"dataset.fingerprint": prepared.fingerprint, **{f"dataset.{k}": v for k, v in prepared.counts.items()}}

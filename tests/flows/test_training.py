@@ -17,9 +17,11 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.events.worker import EventsWorker
 
 from flows.training import TrainingSummary, train_pipeline
+from tasks.data.prepare_steps import PreparedData
 from tasks.data.shifts import SHIFTS
 from tasks.registry.retrain import SkippedRun
 from tasks.registry.versions import CHALLENGER, CHAMPION, PREVIOUS, rollback, version_for_alias
+from tasks.tracking import parent_run
 from tasks.training import candidates as candidate_registry
 from tasks.training.candidates import CANDIDATES
 from vehicle_model import featurizer as featurizer_module
@@ -287,3 +289,30 @@ def test_invalid_data_fails_before_training(pipeline_env, tiny_dataset, tmp_path
 def test_unknown_candidate_is_rejected(pipeline_env, tiny_dataset):
     with pytest.raises(ValueError, match="unknown candidates"):
         _train(tiny_dataset, candidates=["nope"])
+
+
+def test_the_parent_run_logs_its_dataset_without_mlflows_ambiguous_source_warning(
+    mlflow_store, tiny_dataset, tmp_path, monkeypatch, recwarn
+):
+    manifest = tmp_path / "split-seed0.csv"
+    pd.read_csv(tiny_dataset / "labels.csv").assign(sha256="0", split="train").to_csv(manifest, index=False)
+    monkeypatch.chdir(tiny_dataset.parent)  # a relative dataset path, as a user types it
+    prepared = PreparedData(
+        source=tiny_dataset.name,
+        fingerprint="f" * 64,
+        manifest=manifest,
+        features=tmp_path / "features.npz",
+        attributes=["vehicle_type", "color"],
+        counts={"train": 84},
+        featurizer_version="test-featurizer",
+    )
+
+    with parent_run("dataset-source", str(tmp_path / "artifacts"), "http://mlflow", "run", {}, prepared) as parent:
+        pass
+
+    assert [str(w.message) for w in recwarn if "interpreted in multiple ways" in str(w.message)] == []
+    [logged] = MlflowClient().get_run(parent.run_id).inputs.dataset_inputs
+    assert (logged.dataset.source_type, json.loads(logged.dataset.source)) == (
+        "local",
+        {"uri": tiny_dataset.resolve().as_uri()},
+    )
