@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tasks.defaults import MIN_IMPROVEMENT
-from tasks.training.evaluation import LOWER_IS_BETTER, weighted_metric
+from tasks.training.evaluation import as_score, weighted_metric
 
 DECISION_TAG = "promotion.decision"  # promoted, rejected, or pending until the gate has decided
 REASON_TAG = "promotion.reason"
@@ -121,8 +121,7 @@ def weighted_scores(
     per_attribute = [
         weighted_metric(classes, proba, ys[a], weights, metric) for a, (classes, proba) in probabilities.items()
     ]
-    mean = np.mean(per_attribute, axis=0)
-    return -mean if metric in LOWER_IS_BETTER else mean
+    return as_score(metric, np.mean(per_attribute, axis=0))
 
 
 def paired_bootstrap(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, classification_report
 
 SELECTION_METRICS = ("macro_f1", "accuracy", "log_loss", "ece")
 LOWER_IS_BETTER = {"log_loss", "ece"}
+T = TypeVar("T", float, np.ndarray)
 SHIFT_METRIC_PREFIX = "shift."
 ECE_BINS = 10  # equal-width confidence bins of the expected calibration error
 LOG_LOSS_FLOOR = 1e-15  # the probability a wrong-for-sure answer is costed at
@@ -171,8 +173,13 @@ def confusion_figure(head, X: np.ndarray, y: np.ndarray, title: str) -> Figure:
 
 
 def score(metrics: Mapping[str, float], split: str, metric: str) -> float:
-    """The selection score: higher is better, so error metrics are negated."""
-    value = metrics[f"{split}.{metric}"]
+    """The selection score of ``<split>.<metric>`` (``as_score``)."""
+    return as_score(metric, metrics[f"{split}.{metric}"])
+
+
+def as_score(metric: str, value: T) -> T:
+    """A metric's value (or array of values) as a selection score: higher is better, so error
+    metrics are negated."""
     return -value if metric in LOWER_IS_BETTER else value
 
 
