@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -208,27 +209,39 @@ def _check_flow_parameters(flow, parameters: dict) -> None:
 
 
 def _print_summary(summary, metric: str) -> None:
-    table = Table(title="Leaderboard (validation)")
-    columns = [
-        "rank",
-        "candidate",
-        f"val.{metric}",
-        "val.accuracy",
-        "val.log_loss",
-        "fit_seconds",
-        "predict_ms_per_image",
-    ]
-    for column in columns:
-        table.add_column(column)
-    for row in summary.leaderboard:
-        table.add_row(*(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
-    console.print(table)
+    console.print(_leaderboard_table(summary.leaderboard, metric))
     for name, error in summary.failed.items():
         console.print(f"[red]failed[/red] {name}: {error}")
     tests = ", ".join(f"{k} {v:.4f}" for k, v in summary.test_metrics.items() if k.endswith("macro_f1"))
     console.print(f"Winner [bold]{summary.winner}[/bold] registered as version {summary.version}; test: {tests}")
     verdict = "[green]promoted to champion[/green]" if summary.promoted else "[yellow]kept as challenger[/yellow]"
     console.print(f"Decision: {verdict}: {summary.reason}")
+
+
+def _leaderboard_table(leaderboard: list[dict], metric: str) -> Table:
+    """Candidates best first, in 80 columns: names and numbers are never cut, only headers fold."""
+    # Column -> (header, decimals). The title says the scores are validation scores, which
+    # frees the "val." of every header; three decimals tell candidates apart.
+    columns = {
+        f"val.{metric}": (metric, 3),
+        "val.accuracy": ("accuracy", 3),
+        "val.log_loss": ("log_loss", 3),
+        "fit_seconds": ("fit\nseconds", 1),
+        "predict_ms_per_image": ("predict\nms per\nimage", 2),
+    }
+    cells = {
+        column: [f"{row[column]:.{decimals}f}" for row in leaderboard] for column, (_, decimals) in columns.items()
+    }
+    names = [str(row["candidate"]) for row in leaderboard]
+    # No vertical rules and no outer padding: with them, seven columns do not fit in 80.
+    table = Table(title="Leaderboard (validation)", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("candidate", no_wrap=True, min_width=max(map(len, names), default=0))
+    for column, (header, _) in columns.items():
+        table.add_column(header, justify="right", overflow="fold", min_width=max(map(len, cells[column]), default=0))
+    for i, row in enumerate(leaderboard):
+        table.add_row(str(row["rank"]), names[i], *(cells[column][i] for column in columns))
+    return table
 
 
 @app.command()
