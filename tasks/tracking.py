@@ -15,6 +15,7 @@ from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.exceptions import MlflowException
 
 from tasks.data.prepare_steps import PreparedData
+from vehicle_model.metadata import DATASET_TAG, FEATURIZER_TAG
 
 # Tasks that write to the tracking store or the registry retry: a locked SQLite file or a
 # tracking server that blinks must not cost a whole training run. Each of them is safe to
@@ -22,14 +23,8 @@ from tasks.data.prepare_steps import PreparedData
 MLFLOW_RETRIES = 2
 MLFLOW_RETRY_DELAY = 2
 
-# Tags on the pipeline run, its candidate runs and the versions it registers. The retrain
-# check reads a version's data snapshot and featurizer back to tell whether anything is new.
-FINGERPRINT_TAG = "fingerprint"  # on a version: the fingerprint of the data it trained on
-RUN_FINGERPRINT_TAG = "dataset.fingerprint"  # the same, on the pipeline run
-DATASET_TAG = "dataset.path"
-IMAGES_TAG = "dataset.images"
-FEATURIZER_TAG = "featurizer"
-CANDIDATE_TAG = "candidate"
+# Tags of the runs alone; those a registered version carries too are in vehicle_model.metadata.
+RUN_FINGERPRINT_TAG = "dataset.fingerprint"  # the data snapshot's fingerprint
 STAGE_TAG = "stage"  # pipeline or candidate
 
 

@@ -1,10 +1,12 @@
-"""The ``metadata`` block of a registered version's MLmodel file: written at registration,
-read by the promotion gate and by serving, so both sides agree on one format.
+"""What a registered version says about itself, in one format for its writer (registration)
+and its readers (the promotion gate, the retrain check, serving).
 
-It says what the version answers (attribute -> labels, in the order of the probability
-columns: its contract), which featurizer its heads were trained on (a server that would
-preprocess differently must refuse it), and which candidate won. MLflow returns the block
-without downloading weights (``mlflow.models.get_model_info``).
+The ``metadata`` block of its MLmodel file says what the version answers (attribute ->
+labels, in the order of the probability columns: its contract), which featurizer its heads
+were trained on (a server that would preprocess differently must refuse it), and which
+candidate won; MLflow returns it without downloading weights (``mlflow.models.get_model_info``).
+Its registry tags say what data it was trained on, so a run on the same data can stop early.
+The names live here, in the package serving imports, because both sides read them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ ATTRIBUTES = "attributes"
 FEATURIZER = "featurizer"
 CANDIDATE = "candidate"
 METRICS = "metrics"
+
+# Tags on a registered version (the pipeline run carries the dataset and featurizer ones too).
+CANDIDATE_TAG = "candidate"
+FINGERPRINT_TAG = "fingerprint"  # the data snapshot's fingerprint
+FEATURIZER_TAG = "featurizer"  # the featurizer's version
+DATASET_TAG = "dataset.path"  # the dataset as given to the run
+IMAGES_TAG = "dataset.images"  # how many images the snapshot holds
 
 Block = Mapping[str, Any] | None  # a version logged without metadata has None
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vehicle_model.metadata import candidate_of, featurizer_of, featurizer_version_of
+from vehicle_model.metadata import CANDIDATE_TAG, candidate_of, featurizer_of, featurizer_version_of
 from vehicle_model.model import VehicleClassifier
 
 # Registry answers that mean "there is no such model or alias" rather than "cannot reach it".
@@ -69,7 +69,7 @@ class LoadedModel:
             "version": self.version,
             "alias": self.alias,
             "run_id": self.run_id,
-            "candidate": self.tags.get("candidate") or candidate_of(self.metadata),
+            "candidate": self.tags.get(CANDIDATE_TAG) or candidate_of(self.metadata),
             "metrics": self.metrics,
             "tags": self.tags,
             "attributes": self.classifier.classes(),

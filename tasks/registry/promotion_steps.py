@@ -18,6 +18,7 @@ from tasks.data.dataset import IMAGE_COLUMN, SPLIT_COLUMN
 from tasks.data.features import FeatureCache, features_from
 from tasks.data.prepare_steps import PreparedData
 from tasks.data.validation import SHA_COLUMN
+from tasks.registry.aliases import CHALLENGER
 from tasks.registry.gate import (
     DECISION_TAG,
     REASON_TAG,
@@ -30,7 +31,6 @@ from tasks.registry.gate import (
 )
 from tasks.registry.retrain import SkippedRun, unchanged_since
 from tasks.registry.versions import (
-    CHALLENGER,
     apply_decision,
     log_classifier,
     register_version,
@@ -38,19 +38,18 @@ from tasks.registry.versions import (
     version_featurizer,
     version_for_alias,
 )
-from tasks.tracking import (
+from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, within_run
+from tasks.training.evaluation import CandidateResult, score
+from vehicle_model.featurizer import Featurizer
+from vehicle_model.metadata import (
+    CANDIDATE,
     CANDIDATE_TAG,
     DATASET_TAG,
     FEATURIZER_TAG,
     FINGERPRINT_TAG,
     IMAGES_TAG,
-    MLFLOW_RETRIES,
-    MLFLOW_RETRY_DELAY,
-    within_run,
+    METRICS,
 )
-from tasks.training.evaluation import CandidateResult, score
-from vehicle_model.featurizer import Featurizer
-from vehicle_model.metadata import CANDIDATE, METRICS
 from vehicle_model.model import VehicleClassifier
 
 TRAINING_IMAGES_ARTIFACT = "training_images.json"

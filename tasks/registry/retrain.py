@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tasks.registry.versions import CHAMPION
-from tasks.tracking import FEATURIZER_TAG, FINGERPRINT_TAG
+from tasks.registry.aliases import CHAMPION
+from vehicle_model.metadata import FEATURIZER_TAG, FINGERPRINT_TAG
 
 
 @dataclass(frozen=True)

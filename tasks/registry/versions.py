@@ -1,9 +1,4 @@
-"""Logging the one-artifact model, registering versions and moving aliases.
-
-Alias policy: ``champion`` is what serving loads; on promotion the old champion becomes
-``previous`` (what ``rollback`` restores); a version that loses the gate becomes
-``challenger``.
-"""
+"""Logging the one-artifact model, registering versions and moving aliases (``aliases``)."""
 
 from __future__ import annotations
 
@@ -27,13 +22,13 @@ from mlflow.types.schema import ColSpec, Schema
 from PIL import Image
 
 import vehicle_model
+from tasks.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS
 from tasks.registry.gate import PromotionDecision
 from vehicle_model.metadata import contract_of, featurizer_version_of, model_metadata
 from vehicle_model.model import VehicleClassifier
 from vehicle_model.pyfunc import BACKBONE_ARTIFACT, HEADS_ARTIFACT, INPUT_COLUMN, VehiclePyfunc
 
 MODEL_ARTIFACT = "model"
-CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 REPLACED_TAG = "promotion.replaced"
 # What the model needs at inference time, pinned to what it was trained with.
 RUNTIME_PACKAGES = ("numpy", "pandas", "pillow", "onnxruntime", "scikit-learn", "joblib", "mlflow")

@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from tasks.data.features import load_shifted, load_split, load_split_if_present
 from tasks.data.shifts import AUGMENT_SPLIT, GREYSCALE_CALIBRATION_SPLIT, OVER_EXPOSURE_EXPERT_SPLIT
-from tasks.tracking import CANDIDATE_TAG, MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, STAGE_TAG
+from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, STAGE_TAG
 from tasks.training.evaluation import (
     LOWER_IS_BETTER,
     SHIFT_METRIC_PREFIX,
@@ -28,6 +28,7 @@ from tasks.training.evaluation import (
     worst_shift,
 )
 from tasks.training.search import CV_FOLDS, fit_candidate
+from vehicle_model.metadata import CANDIDATE_TAG
 from vehicle_model.wrapped import innermost
 
 
