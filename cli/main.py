@@ -98,7 +98,8 @@ def ingest(
     """Add a labelled batch to the training data, checked like training data and against the root's
     images. On any problem: print them, change nothing, exit 1."""
     from cli.prefect_api import prefect_api
-    from flows.ingest import BatchRejected, ingest_batch
+    from flows.ingest import ingest_batch
+    from tasks.data.ingest import BatchRejected
 
     try:
         with prefect_api():

@@ -13,7 +13,8 @@ import mlflow.pyfunc
 import pandas as pd
 
 from vehicle_model.featurizer import Featurizer
-from vehicle_model.model import Prediction, VehicleClassifier
+from vehicle_model.model import VehicleClassifier
+from vehicle_model.records import Prediction
 
 BACKBONE_ARTIFACT = "backbone"
 HEADS_ARTIFACT = "heads"

@@ -24,7 +24,8 @@ import numpy as np
 
 from serving.model.runtime import decode_and_predict
 from vehicle_model.images import ImageDecodeError, ImageLimits
-from vehicle_model.model import Prediction, VehicleClassifier
+from vehicle_model.model import VehicleClassifier
+from vehicle_model.records import Prediction
 
 T = TypeVar("T")
 Result = Prediction | ImageDecodeError

@@ -24,7 +24,7 @@ from serving.monitoring.metrics import ServingMetrics
 from serving.monitoring.prediction_log import PredictionLog
 from serving.monitoring.region_stats import DEFAULT_REGION
 from vehicle_model.images import ImageDecodeError, ImageLimits
-from vehicle_model.model import Prediction
+from vehicle_model.records import Prediction
 
 logger = logging.getLogger("serving.cache")
 

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from vehicle_model.images import ImageDecodeError, ImageLimits, decode_image
-from vehicle_model.model import Prediction, VehicleClassifier
-from vehicle_model.records import SUMMARY_DIM
+from vehicle_model.model import VehicleClassifier
+from vehicle_model.records import SUMMARY_DIM, Prediction
 
 WARM_UP_IMAGE_SIZE = (64, 48)
 

@@ -29,7 +29,8 @@ from serving.model.source import LoadedModel, ModelSource, NoChampion, RegistryU
 from serving.monitoring.metrics import ServingMetrics
 from vehicle_model.featurizer import usable_cores
 from vehicle_model.images import ImageDecodeError, ImageLimits
-from vehicle_model.model import Prediction, VehicleClassifier
+from vehicle_model.model import VehicleClassifier
+from vehicle_model.records import Prediction
 
 T = TypeVar("T")
 RefreshOutcome = Literal["loaded", "unchanged", "failed", "skipped", "no_champion", "unreachable"]

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from litestar.plugins.prometheus import PrometheusConfig
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from vehicle_model.model import Prediction
+from vehicle_model.records import Prediction
 
 
 def prometheus_config() -> PrometheusConfig:

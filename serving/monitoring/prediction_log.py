@@ -26,8 +26,7 @@ import numpy as np
 from prometheus_client import Counter
 
 from serving.storage.stores import RedisGuard, RedisUnavailable
-from vehicle_model.model import Prediction
-from vehicle_model.records import RECORD_FIELD, encode, log_key, prediction_record
+from vehicle_model.records import RECORD_FIELD, Prediction, encode, log_key, prediction_record
 
 logger = logging.getLogger("serving.prediction_log")
 

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from vehicle_model.model import Prediction
+from vehicle_model.records import Prediction
 
 
 def confidence(probabilities: dict[str, float]) -> dict[str, float]:

@@ -16,7 +16,7 @@ from typing import Any
 from serving.model.source import LoadedModel
 from serving.results.presentation import present
 from serving.storage.stores import ResilientStore
-from vehicle_model.model import Prediction
+from vehicle_model.records import Prediction
 
 VEHICLE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 VEHICLE_ID_RULE = "1-64 characters from A-Z, a-z, 0-9, '_' and '-'"

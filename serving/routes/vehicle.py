@@ -40,7 +40,7 @@ from serving.results.reports import (
 from serving.security.clients import client_name
 from serving.settings import ServingSettings
 from serving.storage.stores import RedisUnavailable
-from vehicle_model.model import Prediction
+from vehicle_model.records import Prediction
 
 TopK = Annotated[int, QueryParameter(ge=1, le=100, description="Classes listed per attribute, most probable first.")]
 

@@ -14,7 +14,8 @@ from serving_helpers import unique_png
 from serving.model.batching import BatchingExecutor
 from serving.model.runtime import decode_and_predict
 from vehicle_model.images import ImageDecodeError, ImageLimits
-from vehicle_model.model import Prediction, VehicleClassifier
+from vehicle_model.model import VehicleClassifier
+from vehicle_model.records import Prediction
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 
