@@ -6,7 +6,7 @@ DATA ?= data/synthetic
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: install install-export run train serve lint test test-e2e test-images bench bench-serving soak browser clean
+.PHONY: install install-export run train serve lint test-fast test test-export test-e2e test-images bench bench-serving soak browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,13 +50,19 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Uses the Redis on 6379 when it answers; otherwise starts a throwaway one and stops it after.
-test: lint $(VENV)/.installed-export browser
-	@REDIS_TEST_URL="$$(scripts/ensure_redis.sh)" && export REDIS_TEST_URL && \
-		echo "Redis for tests: $$REDIS_TEST_URL" && \
-		status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
-		case "$$REDIS_TEST_URL" in *:6379/*) ;; *) $(BIN)/python -c "import redis, sys; redis.Redis.from_url(sys.argv[1]).shutdown(nosave=True)" "$$REDIS_TEST_URL" 2>/dev/null || true;; esac; \
-		exit $$status
+# The tiers (tests/README.md). Each uses the Redis on 6379 when it answers, otherwise a
+# throwaway one stopped after (scripts/with_redis.sh).
+# The inner loop: pure functions and the app, no flows, fuzzing or browser.
+test-fast: lint $(VENV)/.installed
+	scripts/with_redis.sh REDIS_TEST_URL $(BIN)/python -m pytest -m "(unit or serving) and not fuzz and not browser and not export" $(PYTEST_ARGS)
+
+# Everything that needs no container, no PostgreSQL and no torch.
+test: lint $(VENV)/.installed browser
+	scripts/with_redis.sh REDIS_TEST_URL $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The committed ONNX backbone against PyTorch: installs the export extra (torch, CPU).
+test-export: $(VENV)/.installed-export
+	$(BIN)/python -m pytest -m export $(PYTEST_ARGS)
 
 # The live stack on loopback: PostgreSQL-backed Prefect and MLflow servers, Redis, a worker,
 # two serving replicas, a Dask cluster. Throwaway databases; every process stopped at the end.
@@ -82,17 +88,11 @@ bench: $(VENV)/.installed
 # The app backed by Redis, as deployed (the local one, or a throwaway stopped after); about ten
 # minutes. Faster: `make bench-serving SERVING_BENCH_ARGS=--quick`.
 bench-serving: $(VENV)/.installed
-	@REDIS_BENCH_URL="$$(scripts/ensure_redis.sh)" && \
-		status=0; $(BIN)/python bench/serving.py --redis-url "$$REDIS_BENCH_URL" $(SERVING_BENCH_ARGS) || status=$$?; \
-		case "$$REDIS_BENCH_URL" in *:6379/*) ;; *) $(BIN)/python -c "import redis, sys; redis.Redis.from_url(sys.argv[1]).shutdown(nosave=True)" "$$REDIS_BENCH_URL" 2>/dev/null || true;; esac; \
-		exit $$status
+	scripts/with_redis.sh REDIS_BENCH_URL sh -c '$(BIN)/python bench/serving.py --redis-url "$$REDIS_BENCH_URL" $(SERVING_BENCH_ARGS)'
 
 # Bounded: 5 minutes at 16 in flight by default (SOAK_ARGS="--minutes 1" to shorten); numbers in docs/reliability.md.
 soak: $(VENV)/.installed
-	@REDIS_URL="$$(scripts/ensure_redis.sh)" && export REDIS_URL && \
-		status=0; $(BIN)/python bench/soak.py $(SOAK_ARGS) || status=$$?; \
-		case "$$REDIS_URL" in *:6379/*) ;; *) $(BIN)/python -c "import redis, sys; redis.Redis.from_url(sys.argv[1]).shutdown(nosave=True)" "$$REDIS_URL" 2>/dev/null || true;; esac; \
-		exit $$status
+	scripts/with_redis.sh REDIS_URL $(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache logs

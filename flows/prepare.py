@@ -55,7 +55,7 @@ def prepare_data(
     # The shifted evaluation set, the training copies, the greyscale validation images and the
     # over-exposed training images ride along as extra splits; they exist only as features.
     extra = [
-        shifted_evaluation_rows(frame),
+        shifted_evaluation_rows(frame) if settings.shifted_evaluation else frame.iloc[:0],
         augmented_training_rows(frame, augment_copies, seed),
         greyscale_calibration_rows(frame),
         over_exposure_expert_rows(frame, seed),

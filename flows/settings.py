@@ -53,6 +53,9 @@ class PipelineSettings(RegistrySettings):
     workers: int = Field(default_factory=usable_cores)
     dask_address: str | None = None
     shard_size: int = 512
+    shifted_evaluation: bool = Field(
+        True, description="score the winner on the shifted test images too (off: a quicker run, no robustness report)"
+    )
 
 
 def get_settings() -> PipelineSettings:

@@ -11,6 +11,29 @@ import pytest
 
 from tasks.data.synthetic import generate_dataset
 
+TESTS = Path(__file__).parent
+# Each folder's tests carry its tier marker and no other, so `-m` selects a tier exactly.
+TIER_OF_FOLDER = {
+    "unit": {"unit"},
+    "flows": {"flows"},
+    "serving": {"serving"},
+    "e2e": {"e2e"},
+    "stack": {"stack", "images"},
+}
+TIERS = set().union(*TIER_OF_FOLDER.values())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuses a test whose tier marker does not match its folder (a wrong marker hides it from its target)."""
+    wrong = []
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0]
+        tiers = {mark.name for mark in item.iter_markers()} & TIERS
+        if len(tiers) != 1 or not tiers <= TIER_OF_FOLDER.get(folder, set()):
+            wrong.append(f"{item.nodeid}: {sorted(tiers) or 'no tier'} in tests/{folder}/")
+    if wrong:
+        raise pytest.UsageError("tier markers that do not match the folder:\n" + "\n".join(wrong))
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Prefect state for the whole session lives in a throwaway home, with no telemetry."""

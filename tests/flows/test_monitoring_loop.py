@@ -25,7 +25,7 @@ from serving.settings import ServingSettings
 from tasks.data.synthetic import generate_dataset
 from vehicle_model.records import log_key
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = [pytest.mark.flows, pytest.mark.asyncio(loop_scope="session")]
 
 BATCH = "/api/vehicle/classify-batch"
 

@@ -11,7 +11,7 @@ from serving_helpers import running_server
 from serving.app import create_app
 from serving.model.service import ModelService
 
-pytestmark = pytest.mark.serving
+pytestmark = [pytest.mark.serving, pytest.mark.browser]
 
 
 def test_upload_form_shows_the_html_report(make_settings, small_model, tiny_dataset: Path, tmp_path: Path):

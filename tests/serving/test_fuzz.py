@@ -18,7 +18,7 @@ from serving_helpers import running_server
 from serving.app import create_app
 from serving.model.service import ModelService
 
-pytestmark = pytest.mark.serving
+pytestmark = [pytest.mark.serving, pytest.mark.fuzz]
 
 MAX_EXAMPLES = 12
 SEED = 20261128

@@ -6,9 +6,11 @@ onnxruntime while the backbone is defined in PyTorch by
 ones the metadata describes, that they compute the same embedding as the
 PyTorch wrapper, and that the batch axis really is dynamic.
 
-torch is imported (via the export script) inside fixtures on purpose, without
-``pytest.importorskip``: CI installs the export extra, so a missing torch must
-fail the run rather than silently skip the parity check.
+Only the PyTorch comparison needs torch (marker ``export``, ``make test-export``); it is
+imported (via the export script) inside a fixture on purpose, without
+``pytest.importorskip``: that target installs the export extra, so a missing torch fails
+the run rather than silently skipping the parity check. The integrity checks need only
+onnxruntime and run with the unit tests.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+
+pytestmark = pytest.mark.unit
 
 REPO_ROOT: Path = Path(__file__).resolve().parents[2]
 SCRIPT_PATH: Path = REPO_ROOT / "scripts" / "export_backbone.py"
@@ -168,7 +172,6 @@ def test_onnx_matches_pytorch(torch_wrapper: Any, ort_session: Any, export_modul
     assert float(off_diagonal.min()) > 100 * PARITY_RTOL * scale
 
 
-@pytest.mark.export
 def test_sha256_matches_metadata(metadata: dict[str, Any]) -> None:
     """The committed ONNX bytes are exactly those the metadata JSON pins.
 
@@ -184,7 +187,6 @@ def test_sha256_matches_metadata(metadata: dict[str, Any]) -> None:
     assert metadata["embedding_dim"] == EMBEDDING_DIM
 
 
-@pytest.mark.export
 def test_batch_axis_is_dynamic(ort_session: Any, metadata: dict[str, Any]) -> None:
     """Batches of 1 and 3 both run and yield ``[n, 1280]``.
 

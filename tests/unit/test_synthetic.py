@@ -16,6 +16,8 @@ from PIL import Image
 
 from tasks.data.synthetic import COLORS, VEHICLE_TYPES, generate_dataset
 
+pytestmark = pytest.mark.unit
+
 
 def _read_rows(labels: Path) -> list[dict[str, str]]:
     with labels.open(newline="", encoding="utf-8") as fh:
