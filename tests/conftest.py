@@ -46,6 +46,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """One Prefect API for the whole session: flows in this process use it through the harness's
+    settings, processes a test starts (the CLI, workers) through ``PREFECT_API_URL``."""
+    from prefect.settings import get_current_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(get_current_settings().api.url)
+
+
+@pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """84 synthetic images (12 per vehicle type, every colour present), CSV layout."""
     root = tmp_path_factory.mktemp("tiny")
