@@ -24,6 +24,9 @@ ensure_tools() {
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v docker-compose >/dev/null || missing+=(docker-compose)
   command -v runc >/dev/null || missing+=(runc)
+  # `podman run --init` looks for catatonit here; podman only recommends it (catatonit | tini |
+  # dumb-init), and apt settles for tini when tini is already installed.
+  [ -x /usr/libexec/podman/catatonit ] || missing+=(catatonit)
   if ((${#missing[@]})); then
     echo "installing ${missing[*]} with apt" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
