@@ -138,6 +138,10 @@ def make_settings(tmp_path: Path, registry_uri: str, redis_url: str, redis_prefi
             poll_interval_seconds=0.5,
             registry_timeout_seconds=20,
             redis_retry_after_seconds=0.5,
+            # Seconds, not the production 1 s: on a loaded two-core machine a healthy Redis can
+            # take longer than a second to answer, and a test would then see the memory fallback.
+            # Tests whose subject is the timeout set their own.
+            redis_timeout_seconds=10.0,
             inference_threads=2,
             api_key=None,
             cors_origins=[],

@@ -28,7 +28,9 @@ def lossy_redis(throwaway_redis):
 
 
 async def test_a_reply_lost_after_redis_applied_the_counts_is_not_counted_twice(lossy_redis, throwaway_redis):
-    guard = RedisGuard(redis_client(lossy_redis.url, 0.25), retry_after=0.05)
+    # The timeout is what turns a dropped reply into a failure; a healthy reply must always beat
+    # it, also on a loaded machine, so it is seconds, not a fraction of one.
+    guard = RedisGuard(redis_client(lossy_redis.url, 2.0), retry_after=0.05)
     stats = RegionStats(guard, "faults")
     key = "faults:stats:region:eu:requests"
     try:
@@ -55,7 +57,7 @@ async def test_a_reply_lost_after_redis_applied_the_counts_is_not_counted_twice(
 
 async def test_the_last_flush_is_tried_even_while_the_breaker_is_open(throwaway_redis):
     throwaway_redis.start()
-    guard = RedisGuard(redis_client(throwaway_redis.url, 0.25), retry_after=60)
+    guard = RedisGuard(redis_client(throwaway_redis.url, 2.0), retry_after=60)
     stats = RegionStats(guard, "last-flush")
     key = "last-flush:stats:region:eu:requests"
     try:

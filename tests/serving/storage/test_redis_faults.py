@@ -81,7 +81,7 @@ async def test_redis_killed_mid_load_loses_no_request_and_counts_stats_once(make
 
 async def test_hung_redis_costs_a_timeout_not_a_request(make_settings, throwaway_redis, small_model):
     throwaway_redis.start()
-    settings = make_settings(redis_url=throwaway_redis.url, redis_retry_after_seconds=1.0)
+    settings = make_settings(redis_url=throwaway_redis.url, redis_timeout_seconds=1.0, redis_retry_after_seconds=1.0)
     app = create_app(settings, model_service=ModelService(None, small_model, inference_threads=2))
     with running_server(app) as base_url:
         async with httpx.AsyncClient(base_url=base_url, timeout=CLIENT_TIMEOUT) as client:
@@ -108,7 +108,7 @@ async def test_report_read_never_says_not_found_when_redis_could_not_be_asked(
 ):
     throwaway_redis.start()
     # A long breaker window: after one failure every other caller skips Redis for a minute.
-    settings = make_settings(redis_url=throwaway_redis.url, redis_retry_after_seconds=60.0)
+    settings = make_settings(redis_url=throwaway_redis.url, redis_timeout_seconds=1.0, redis_retry_after_seconds=60.0)
     app = create_app(settings, model_service=ModelService(None, small_model, inference_threads=2))
     with running_server(app) as base_url:
         async with httpx.AsyncClient(base_url=base_url, timeout=CLIENT_TIMEOUT) as client:
