@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,16 +61,27 @@ class Sandbox:
     _count: int = 0
 
     @classmethod
-    def create(cls, root: Path, migrated_mlflow_db: Path) -> Sandbox:
-        """A sandbox whose MLflow store starts as a copy of the session's migrated SQLite file."""
-        shutil.copy(migrated_mlflow_db, root / "mlflow.db")
+    def create(cls, root: Path, mlflow_db: Path, *, feature_cache: Path, prefect_api_url: str | None) -> Sandbox:
+        """A sandbox whose MLflow store starts as a copy of ``mlflow_db``.
+
+        Args:
+            root: an empty folder for the sandbox.
+            mlflow_db: the SQLite store to start from: the session's migrated one, or a trained
+                store. A trained store's artifacts stay where they are: MLflow records absolute
+                locations, and new runs write under new ids, so copies never see each other's files.
+            feature_cache: the features folder; sharing it is safe, its entries are keyed by image
+                content and featurizer version.
+            prefect_api_url: the Prefect API commands use; None lets each command start Prefect's
+                temporary local server.
+        """
+        shutil.copy(mlflow_db, root / "mlflow.db")
         env = {k: v for k, v in os.environ.items() if not k.startswith(_DROPPED_PREFIXES) and k not in _DROPPED_NAMES}
         env.update(
             MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
             MLFLOW_ARTIFACT_ROOT=str(root / "artifacts"),
             PIPELINE_DATA_DIR=str(root / "data"),
             PIPELINE_PREPARED_DIR=str(root / "prepared"),
-            PIPELINE_FEATURE_CACHE_DIR=str(root / "features"),
+            PIPELINE_FEATURE_CACHE_DIR=str(feature_cache),
             PIPELINE_LOG_DIR=str(root / "logs"),
             PREFECT_HOME=str(root / "prefect"),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -79,6 +90,8 @@ class Sandbox:
             COLUMNS="200",  # off a terminal rich assumes 80 columns and wraps long candidate names
             NO_PROXY="127.0.0.1,localhost",
         )
+        if prefect_api_url is not None:
+            env["PREFECT_API_URL"] = prefect_api_url
         box = cls(root=root, env=env)
         box.env[TAG_VARIABLE] = box.tag
         return box
@@ -92,9 +105,16 @@ class Sandbox:
         return str(BIN / name)
 
     def run(
-        self, args: Sequence[str], *, timeout: float, cwd: Path | None = None, env: dict[str, str] | None = None
+        self,
+        args: Sequence[str],
+        *,
+        timeout: float,
+        cwd: Path | None = None,
+        env: Mapping[str, str | None] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Runs a command to completion in its own process group; kills what it leaves behind.
+
+        ``env`` adds to the sandbox's environment; a None value removes that variable.
 
         Output goes to files, not pipes: a leftover grandchild holding a pipe open would
         otherwise keep the read from ever finishing.
@@ -115,7 +135,7 @@ class Sandbox:
         return subprocess.CompletedProcess(list(args), process.returncode, out.read_text(), err.read_text())
 
     def start(
-        self, args: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None
+        self, args: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str | None] | None = None
     ) -> tuple[subprocess.Popen, Path]:
         """Starts a long-running command; returns it and its combined log file. Stopped by ``close``."""
         log, _ = self._log_paths(args)
@@ -137,7 +157,7 @@ class Sandbox:
         return subprocess.Popen(
             list(args),
             cwd=cwd or self.root,
-            env={**self.env, **(env or {})},
+            env={k: v for k, v in {**self.env, **(env or {})}.items() if v is not None},
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,

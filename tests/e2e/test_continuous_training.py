@@ -2,8 +2,8 @@
 when there is something new, the gate compares fairly, a contract change stays a challenger, and
 concurrent alias moves stay consistent.
 
-Real Prefect test harness (in this process), real MLflow SQLite store, real images; the
-``vehicles`` commands run as processes against the harness's API. The tests of this module
+The session's Prefect test harness (in this process), real MLflow SQLite store, real images;
+the ``vehicles`` commands run as processes against the harness's API. The tests of this module
 run in file order on one sandbox: each starts from what the previous one left.
 """
 
@@ -23,8 +23,6 @@ from litestar.testing import TestClient
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.settings import PREFECT_API_URL
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.deploy import load_specs
 from flows.ingest import ingest_batch
@@ -41,19 +39,17 @@ TRAINING_IMAGES = "training_images.json"
 
 
 @pytest.fixture(scope="module")
-def api_url() -> Iterator[str]:
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
-
-
-@pytest.fixture(scope="module")
 def root(sandbox: Sandbox) -> Path:
     return sandbox.root / "training-data"
 
 
 @pytest.fixture(scope="module")
-def pipeline(sandbox: Sandbox, api_url: str, root: Path) -> Iterator[dict[str, str]]:
-    """This process's settings point at the sandbox's stores; returns the environment for commands."""
+def pipeline(sandbox: Sandbox, root: Path) -> Iterator[dict[str, str]]:
+    """This process's settings point at the sandbox's stores; returns the environment for commands.
+
+    Flows in this process use the session's Prefect server (the harness's settings), and so do
+    the commands (the sandbox's ``PREFECT_API_URL``).
+    """
     settings = {k: v for k, v in sandbox.env.items() if k.startswith(("MLFLOW_", "PIPELINE_"))}
     settings |= {
         "PIPELINE_TASK_RUNNER": "thread",
@@ -64,7 +60,7 @@ def pipeline(sandbox: Sandbox, api_url: str, root: Path) -> Iterator[dict[str, s
         for key, value in settings.items():
             patch.setenv(key, value)
         mlflow.set_tracking_uri(sandbox.tracking_uri)
-        yield settings | {"PREFECT_API_URL": api_url, "COLUMNS": "1000"}  # wide enough that rich never folds a cell
+        yield settings | {"COLUMNS": "1000"}  # wide enough that rich never folds a cell
         mlflow.set_tracking_uri(None)
 
 

@@ -1,4 +1,8 @@
-"""The deployments on a real Prefect server: registered, scheduled, and run by a process worker."""
+"""The deployments on a real Prefect server: registered, scheduled, and run by a process worker.
+
+The module starts its own ``prefect server start``, not the session's server: it deletes
+deployments, and its schedules and drift automation would start flow runs other tests do not expect.
+"""
 
 from __future__ import annotations
 
@@ -51,7 +55,8 @@ def prefect(api_url: str) -> Iterator[SyncPrefectClient]:
 def api_url(sandbox: Sandbox) -> Iterator[str]:
     port = free_port()
     process, log = sandbox.start(
-        [sandbox.command("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+        [sandbox.command("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env={"PREFECT_API_URL": None},
     )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/api/health", process, log, timeout=180)
