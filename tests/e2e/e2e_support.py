@@ -30,6 +30,10 @@ MODEL = "vehicle-classifier"
 # Inherited settings of these kinds would point a test at a developer's stores or server.
 _DROPPED_PREFIXES = ("PREFECT_", "MLFLOW_", "PIPELINE_")
 _DROPPED_NAMES = {"MODEL_NAME", "MODEL_ALIAS", "REDIS_URL", "VEHICLES_PROJECT_DIR", "PYTHONPATH"}
+# A training run that proves the wiring, not the models: two quick candidates, a short search and
+# no shifted copies in the refit (the shifted evaluation set is off in every sandbox).
+QUICK_CANDIDATES = ("logistic_regression", "knn")
+QUICK_TRAINING = ("--time-budget", "2", "--augment-copies", "0")
 
 
 def free_port() -> int:
@@ -83,6 +87,7 @@ class Sandbox:
             PIPELINE_PREPARED_DIR=str(root / "prepared"),
             PIPELINE_FEATURE_CACHE_DIR=str(feature_cache),
             PIPELINE_LOG_DIR=str(root / "logs"),
+            PIPELINE_SHIFTED_EVALUATION="false",  # no e2e test reads the robustness report
             PREFECT_HOME=str(root / "prefect"),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
             PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",

@@ -18,7 +18,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from e2e_support import MODEL, Sandbox, tail
+from e2e_support import MODEL, QUICK_TRAINING, Sandbox, tail
 from litestar.testing import TestClient
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
@@ -34,6 +34,7 @@ from tasks.registry.retrain import SkippedRun
 pytestmark = pytest.mark.e2e
 
 FAST = ["logistic_regression", "knn"]
+QUICK = {"time_budget_seconds": 2, "augment_copies": 0}  # what runs cost, not what they prove
 COMMAND_TIMEOUT = 180
 TRAINING_IMAGES = "training_images.json"
 
@@ -104,7 +105,7 @@ def test_v1_trains_on_batch_a(pipeline, root: Path, tiny_dataset: Path, registry
     added = ingest_batch(str(tiny_dataset), into=str(root))
     assert added.images == 84 and added.root_images == 84
 
-    v1 = train_pipeline(data=str(root), candidates=FAST, time_budget_seconds=5)
+    v1 = train_pipeline(data=str(root), candidates=FAST, **QUICK)
 
     assert isinstance(v1, TrainingSummary) and v1.version == "1" and v1.promoted
     assert _aliases(registry) == {"champion": "1"}
@@ -147,7 +148,7 @@ def _nightly_parameters() -> dict:
 
 
 def test_nightly_flow_trains_v2_on_a_and_b_and_gates_on_unseen_images(pipeline, root: Path, registry: MlflowClient):
-    v2 = train_pipeline(**_nightly_parameters(), candidates=FAST, time_budget_seconds=5)
+    v2 = train_pipeline(**_nightly_parameters(), candidates=FAST, **QUICK)
 
     assert isinstance(v2, TrainingSummary) and v2.version == "2"
     tags = registry.get_model_version(MODEL, "2").tags
@@ -164,7 +165,7 @@ def test_nightly_flow_trains_v2_on_a_and_b_and_gates_on_unseen_images(pipeline, 
 
 
 def test_nightly_rerun_without_new_data_trains_nothing(pipeline, sandbox: Sandbox, registry: MlflowClient):
-    skipped = train_pipeline(**_nightly_parameters(), candidates=FAST, time_budget_seconds=5)
+    skipped = train_pipeline(**_nightly_parameters(), candidates=FAST, **QUICK)
 
     assert isinstance(skipped, SkippedRun)
     assert skipped.line.startswith(f"no new data since {skipped.alias} v2, trained on ")
@@ -172,7 +173,7 @@ def test_nightly_rerun_without_new_data_trains_nothing(pipeline, sandbox: Sandbo
     assert skipped.line in artifact and "started by: schedule" in artifact
     assert len(registry.search_model_versions(f"name='{MODEL}'")) == 2
 
-    cli = _vehicles(sandbox, pipeline, "train", "-c", "logistic_regression")
+    cli = _vehicles(sandbox, pipeline, "train", "-c", "logistic_regression", *QUICK_TRAINING)
     assert cli.returncode == 0, cli.stdout + cli.stderr[-3000:]
     assert skipped.line in cli.stdout
     assert len(registry.search_model_versions(f"name='{MODEL}'")) == 2
@@ -197,7 +198,7 @@ def test_other_attributes_end_as_challenger_and_serving_keeps_its_shape(
 
     champion = _aliases(registry)["champion"]
 
-    other = train_pipeline(data=str(other_attributes), candidates=["logistic_regression"], time_budget_seconds=5)
+    other = train_pipeline(data=str(other_attributes), candidates=["logistic_regression"], **QUICK)
 
     assert isinstance(other, TrainingSummary) and not other.promoted
     assert "contract change" in other.reason and "attribute 'color' is no longer predicted" in other.reason
@@ -229,8 +230,7 @@ def test_concurrent_runs_and_a_promote_leave_one_consistent_champion(
         "--force",
         "-c",
         "logistic_regression",
-        "--time-budget",
-        "5",
+        *QUICK_TRAINING,
         "--min-improvement",
         "-1",
     ]

@@ -15,7 +15,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from e2e_support import MODEL, REPO, Sandbox, free_port, tail, wait_for_http
+from e2e_support import MODEL, QUICK_CANDIDATES, REPO, Sandbox, free_port, tail, wait_for_http
 from mlflow import MlflowClient
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -112,7 +112,12 @@ def test_train_deployment_runs_on_a_process_worker(
     deployed: subprocess.CompletedProcess[str], api_url: str, sandbox: Sandbox, tiny_dataset: Path
 ):
     assert deployed.returncode == 0
-    parameters = {"data": str(tiny_dataset), "candidates": ["logistic_regression", "knn"], "time_budget_seconds": 5}
+    parameters = {
+        "data": str(tiny_dataset),
+        "candidates": list(QUICK_CANDIDATES),
+        "time_budget_seconds": 2,
+        "augment_copies": 0,
+    }
     with temporary_settings({PREFECT_API_URL: api_url}):
         flow_run = run_deployment(name=TRAIN, parameters=parameters, timeout=0)
 
