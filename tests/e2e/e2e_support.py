@@ -34,6 +34,8 @@ _DROPPED_NAMES = {"MODEL_NAME", "MODEL_ALIAS", "REDIS_URL", "VEHICLES_PROJECT_DI
 # no shifted copies in the refit (the shifted evaluation set is off in every sandbox).
 QUICK_CANDIDATES = ("logistic_regression", "knn")
 QUICK_TRAINING = ("--time-budget", "2", "--augment-copies", "0")
+# Prefect's local API, started by a command that finds no PREFECT_API_URL, says so on stderr.
+TEMPORARY_SERVER = "Starting temporary server"
 
 
 def free_port() -> int:
@@ -176,6 +178,25 @@ class Sandbox:
         folder.mkdir(exist_ok=True)
         stem = f"{self._count:02d}-" + "-".join(Path(a).name for a in args[:3]).replace("/", "_")[:60]
         return folder / f"{stem}.out", folder / f"{stem}.err"
+
+
+@dataclass(frozen=True)
+class TrainedStore:
+    """A store that ``vehicles train`` left with version 1 as champion.
+
+    Attributes:
+        sandbox: where it trained: its MLflow store, logs and process logs.
+        result: the ``vehicles train`` process that trained it.
+        winner: the candidate version 1 holds.
+    """
+
+    sandbox: Sandbox
+    result: subprocess.CompletedProcess[str]
+    winner: str
+
+    @property
+    def db(self) -> Path:
+        return self.sandbox.root / "mlflow.db"
 
 
 def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:

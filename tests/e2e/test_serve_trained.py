@@ -1,9 +1,10 @@
 """``vehicles serve`` against a model the training flow produced: every endpoint, then a promotion.
 
-The tests of this module run in file order against one server process: train with the CLI,
-serve that store with a real Redis (keys under a prefix of this module's own), call each
-endpoint, promote a second version and watch the server pick it up, then stop it with
-SIGTERM. The server is killed at teardown whatever happened.
+The tests of this module run in file order against one server process: serve a copy of the
+store the session's ``vehicles train`` left (conftest.py) with a real Redis (keys under a prefix
+of this module's own), call each endpoint, train and promote a second version with the CLI and
+watch the server pick it up, then stop it with SIGTERM. The server is killed at teardown
+whatever happened.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from e2e_support import MODEL, Sandbox, free_port, tail, wait_for_http
+from e2e_support import MODEL, QUICK_TRAINING, Sandbox, TrainedStore, free_port, tail, wait_for_http
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
@@ -35,7 +36,6 @@ PROMOTION_TIMEOUT = 90
 STOP_TIMEOUT = 30
 API_KEY = "secret"
 REGION = "eu-west"
-WINNER = re.compile(r"Winner (\w+) registered as version (\d+)")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -60,13 +60,6 @@ class Images:
     blobs: list[bytes]
     names: list[str]
     labels: dict[str, set[str]]
-
-
-def _vehicles_train(
-    sandbox: Sandbox, data: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    command = [sandbox.command("vehicles"), "train", "--data", str(data), *args, "--time-budget", "5"]
-    return sandbox.run(command, timeout=TRAIN_TIMEOUT, env=env)
 
 
 def _wait_until(check: Callable[[], Any], timeout: float, what: str, server: Server) -> Any:
@@ -137,17 +130,6 @@ def images(tiny_dataset: Path) -> Images:
 
 
 @pytest.fixture(scope="module")
-def winner(sandbox: Sandbox, tiny_dataset: Path) -> str:
-    """Trains version 1 with the real CLI (two candidates); returns the winner it reports."""
-    trained = _vehicles_train(sandbox, tiny_dataset, "-c", "logistic_regression", "-c", "knn")
-    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-4000:]
-    match = WINNER.search(trained.stdout)
-    assert match is not None and match.group(2) == "1", trained.stdout
-    assert match.group(1) in {"logistic_regression", "knn"}
-    return match.group(1)
-
-
-@pytest.fixture(scope="module")
 def redis_prefix(redis_url: str) -> Iterator[tuple[Redis, str]]:
     """A key prefix of this module's own in the session's Redis; its keys are deleted at teardown."""
     redis = Redis.from_url(redis_url, socket_timeout=5)
@@ -163,9 +145,9 @@ def redis_prefix(redis_url: str) -> Iterator[tuple[Redis, str]]:
 
 
 @pytest.fixture(scope="module")
-def server(sandbox: Sandbox, winner: str, redis_url: str, redis_prefix: tuple[Redis, str]) -> Iterator[Server]:
+def server(trained_sandbox: Sandbox, redis_url: str, redis_prefix: tuple[Redis, str]) -> Iterator[Server]:
     port = free_port()
-    log_dir = sandbox.root / "serve-logs"
+    log_dir = trained_sandbox.root / "serve-logs"
     env = {
         "REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": redis_prefix[1],
@@ -173,15 +155,15 @@ def server(sandbox: Sandbox, winner: str, redis_url: str, redis_prefix: tuple[Re
         "API_KEY": API_KEY,
         "LOG_DIR": str(log_dir),
     }
-    process, log = sandbox.start(
-        [sandbox.command("vehicles"), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env
+    process, log = trained_sandbox.start(
+        [trained_sandbox.command("vehicles"), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env
     )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/ready", process, log, timeout=READY_TIMEOUT)
         yield Server(process, log, url, log_dir, redis_prefix[1])
     finally:
-        sandbox.stop(process)
+        trained_sandbox.stop(process)
 
 
 def test_probes_report_the_trained_version_and_redis(server: Server):
@@ -195,7 +177,9 @@ def test_probes_report_the_trained_version_and_redis(server: Server):
     assert health.headers["x-request-id"] and ready.headers["x-request-id"]
 
 
-def test_metadata_describes_the_winner_of_training(server: Server, winner: str, images: Images, sandbox: Sandbox):
+def test_metadata_describes_the_winner_of_training(
+    server: Server, trained: TrainedStore, images: Images, trained_sandbox: Sandbox
+):
     from mlflow import MlflowClient
 
     with server.client() as client:
@@ -203,10 +187,10 @@ def test_metadata_describes_the_winner_of_training(server: Server, winner: str, 
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert (body["name"], body["version"], body["alias"], body["candidate"]) == (MODEL, "1", "champion", winner)
-    registered = MlflowClient(sandbox.tracking_uri, sandbox.tracking_uri).get_model_version(MODEL, "1")
+    assert (body["name"], body["version"], body["alias"], body["candidate"]) == (MODEL, "1", "champion", trained.winner)
+    registered = MlflowClient(trained_sandbox.tracking_uri, trained_sandbox.tracking_uri).get_model_version(MODEL, "1")
     assert body["run_id"] == registered.run_id
-    assert body["tags"]["candidate"] == winner
+    assert body["tags"]["candidate"] == trained.winner
     assert {attribute: set(classes) for attribute, classes in body["attributes"].items()} == images.labels
     featurizer = body["featurizer"]
     assert "EfficientNet-Lite0" in featurizer["backbone"]
@@ -457,18 +441,18 @@ def test_admin_reload_needs_the_api_key(server: Server):
 
 
 def test_promoted_version_is_picked_up_while_serving(
-    server: Server, sandbox: Sandbox, tiny_dataset: Path, images: Images
+    server: Server, trained_sandbox: Sandbox, tiny_dataset: Path, images: Images
 ):
     # A deliberate downgrade on unchanged data: forced, and with a gate that accepts any gain on the tiny test split.
-    promoted = _vehicles_train(
-        sandbox,
-        tiny_dataset,
-        "-c",
-        "knn",
-        "--min-improvement",
-        "-1",
-        "--force",
-        env={"PIPELINE_GATE_MIN_IMAGES": "1", "PIPELINE_GATE_MIN_LOWER_BOUND": "-2"},
+    command = [trained_sandbox.command("vehicles"), "train", "--data", str(tiny_dataset), "-c", "knn", *QUICK_TRAINING]
+    promoted = trained_sandbox.run(
+        [*command, "--min-improvement", "-1", "--force"],
+        timeout=TRAIN_TIMEOUT,
+        env={
+            "PIPELINE_GATE_MIN_IMAGES": "1",
+            "PIPELINE_GATE_MIN_LOWER_BOUND": "-2",
+            "PIPELINE_TASK_RUNNER": "thread",  # the process pool is the session training's subject
+        },
     )
     assert promoted.returncode == 0, promoted.stdout[-3000:] + promoted.stderr[-4000:]
     assert "Winner knn registered as version 2" in promoted.stdout
