@@ -152,6 +152,9 @@ def server(trained_sandbox: Sandbox, redis_url: str, redis_prefix: tuple[Redis, 
         "REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": redis_prefix[1],
         "POLL_INTERVAL_SECONDS": "1",
+        # Not the production 1 s: on a loaded two-core machine a healthy Redis can take longer to
+        # answer, and the server would fall back to memory, which these tests would see as a failure.
+        "REDIS_TIMEOUT_SECONDS": "10",
         "API_KEY": API_KEY,
         "LOG_DIR": str(log_dir),
     }
