@@ -1,15 +1,22 @@
-"""Shared fixtures: real images, a pre-migrated MLflow SQLite store copied per test."""
+"""Shared fixtures: real images, a pre-migrated MLflow SQLite store copied per test, and a
+trained v1 (one six-candidate training run per session) copied per test the same way."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tasks.data.synthetic import generate_dataset
+
+if TYPE_CHECKING:
+    from flows.training import TrainingSummary
 
 TESTS = Path(__file__).parent
 # Each folder's tests carry its tier marker and no other, so `-m` selects a tier exactly.
@@ -75,6 +82,20 @@ def _migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+def _use_store_copy(db: Path, store: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Copies the SQLite file ``db`` into ``store`` and points ``MLFLOW_*`` (settings read them)
+    and the active tracking URI at the copy, with new artifacts under ``store``."""
+    import mlflow
+
+    store.mkdir(parents=True)
+    shutil.copy(db, store / "mlflow.db")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", str(store / "artifacts"))
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 @pytest.fixture
 def mlflow_store(tmp_path: Path, _migrated_mlflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh MLflow store for one test: a copy of the migrated DB, artifacts in tmp_path.
@@ -83,14 +104,118 @@ def mlflow_store(tmp_path: Path, _migrated_mlflow_db: Path, monkeypatch: pytest.
     """
     import mlflow
 
-    store = tmp_path / "mlruns"
-    store.mkdir()
-    shutil.copy(_migrated_mlflow_db, store / "mlflow.db")
-    uri = f"sqlite:///{store / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", str(store / "artifacts"))
-    mlflow.set_tracking_uri(uri)
-    yield uri
+    yield _use_store_copy(_migrated_mlflow_db, tmp_path / "mlruns", monkeypatch)
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared by every training run of the session: features are keyed by image content and
+    featurizer version, so the same images are featurized once."""
+    return tmp_path_factory.mktemp("feature-cache")
+
+
+def _point_pipeline_at(
+    root: Path, feature_cache: Path, monkeypatch: pytest.MonkeyPatch, shifted_evaluation: bool = False
+) -> None:
+    """Pipeline settings for a run in ``root``: its own data, prepared and log folders.
+
+    Candidates run on the thread runner so a test can register an extra (failing) candidate
+    in-process; the process pool is exercised by the e2e CLI test. The shifted evaluation set
+    (a featurized copy of every test image per shift) is off unless asked for.
+    """
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(root / "data"))
+    monkeypatch.setenv("PIPELINE_PREPARED_DIR", str(root / "prepared"))
+    monkeypatch.setenv("PIPELINE_FEATURE_CACHE_DIR", str(feature_cache))
+    monkeypatch.setenv("PIPELINE_LOG_DIR", str(root / "logs"))
+    monkeypatch.setenv("PIPELINE_TASK_RUNNER", "thread")
+    monkeypatch.setenv("PIPELINE_GATE_MIN_IMAGES", "5")  # the tiny set has ~13 test images
+    monkeypatch.setenv("PIPELINE_SHIFTED_EVALUATION", str(shifted_evaluation).lower())
+    monkeypatch.delenv("PIPELINE_TRAINING_DATA", raising=False)
+
+
+@pytest.fixture
+def pipeline_env(tmp_path: Path, mlflow_store: str, feature_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Points the pipeline settings at temp folders and the per-test MLflow store (no shifted
+    evaluation set: ``PIPELINE_SHIFTED_EVALUATION=true`` turns it back on)."""
+    _point_pipeline_at(tmp_path, feature_cache, monkeypatch)
+    return tmp_path
+
+
+@dataclass(frozen=True)
+class TrainedV1:
+    """A registry whose v1 is trained and promoted, and the folders its training run wrote.
+
+    Attributes:
+        root: the folder of this registry.
+        tracking_uri: its SQLite store.
+        prepared: its prepared-data folder (split ledger, manifests, features).
+        feature_cache: the session's feature cache, shared by every copy.
+        dataset: the images v1 was trained on (``tiny_dataset``).
+        summary: what the training run returned.
+        started: when the training run started; ``finished``: when it ended.
+    """
+
+    root: Path
+    tracking_uri: str
+    prepared: Path
+    feature_cache: Path
+    dataset: Path
+    summary: TrainingSummary
+    started: datetime
+    finished: datetime
+
+    @property
+    def db(self) -> Path:
+        return Path(self.tracking_uri.removeprefix("sqlite:///"))
+
+
+@pytest.fixture(scope="session")
+def trained_v1(
+    prefect_server: str,
+    tiny_dataset: Path,
+    _migrated_mlflow_db: Path,
+    feature_cache: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> TrainedV1:
+    """The suite's one six-candidate training run, on ``tiny_dataset`` with the defaults
+    (augmented copies, shifted evaluation set); tests read it or take a copy
+    (``trained_v1_copy``), never write to it."""
+    import mlflow
+
+    from flows.training import train_pipeline
+
+    root = tmp_path_factory.mktemp("trained-v1")
+    previous_uri = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            uri = _use_store_copy(_migrated_mlflow_db, root / "mlruns", monkeypatch)
+            _point_pipeline_at(root, feature_cache, monkeypatch, shifted_evaluation=True)
+            started = datetime.now(UTC)
+            # Below the cost of any grid point: each search tries exactly one, the same every run.
+            summary = train_pipeline(data=str(tiny_dataset), time_budget_seconds=0.001)
+            finished = datetime.now(UTC)
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    return TrainedV1(root, uri, root / "prepared", feature_cache, tiny_dataset, summary, started, finished)
+
+
+@pytest.fixture
+def trained_v1_copy(trained_v1: TrainedV1, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrainedV1]:
+    """This test's own copy of ``trained_v1``'s registry and prepared data, with the pipeline
+    settings pointed at it as ``pipeline_env`` does (shared feature cache, no shifted set).
+
+    MLflow stores artifact locations as absolute URIs, so the copy's runs, models and
+    experiment still point into the template's artifact folder: reading them works, and the
+    runs and models a test adds to v1's experiment are written there too, under new ids. Tests
+    may add runs and versions; none may delete or overwrite what the template holds.
+    """
+    import mlflow
+
+    uri = _use_store_copy(trained_v1.db, tmp_path / "mlruns", monkeypatch)
+    shutil.copytree(trained_v1.prepared, tmp_path / "prepared")
+    _point_pipeline_at(tmp_path, trained_v1.feature_cache, monkeypatch)
+    yield replace(trained_v1, root=tmp_path, tracking_uri=uri, prepared=tmp_path / "prepared")
     mlflow.set_tracking_uri(None)
 
 

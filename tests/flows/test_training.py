@@ -10,6 +10,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from flow_support import events, heads_folders, latest_artifact
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -25,11 +26,13 @@ from tasks.tracking import parent_run
 from tasks.training import candidates as candidate_registry
 from tasks.training.candidates import CANDIDATES
 from vehicle_model import featurizer as featurizer_module
+from vehicle_model.featurizer import Featurizer
 
 pytestmark = pytest.mark.flows
 
 MODEL = "vehicle-classifier"
 FAST = ["logistic_regression", "knn"]
+PROMOTED = "vehicle.model.promoted"
 
 
 def _train(data: Path, **kwargs):
@@ -47,6 +50,10 @@ def _child_runs(parent_run_id: str) -> pd.DataFrame:
     return runs
 
 
+def _flow_run_id(summary: TrainingSummary) -> str:
+    return MlflowClient().get_run(summary.parent_run_id).data.tags["prefect.flow_run_id"]
+
+
 def _heads_folders(pipeline_env: Path) -> list[Path]:
     return list((pipeline_env / "prepared").rglob("heads-*"))
 
@@ -57,8 +64,8 @@ def _artifact(key: str) -> dict | str:
     return sorted(artifacts, key=lambda a: a.created)[-1].data
 
 
-def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_dataset):
-    summary = _train(tiny_dataset)
+def test_six_candidates_tracked_registered_and_promoted(trained_v1_copy, tiny_dataset):
+    summary = trained_v1_copy.summary
 
     children = _child_runs(summary.parent_run_id)
     assert sorted(children["tags.candidate"]) == sorted(CANDIDATES)
@@ -109,9 +116,10 @@ def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_datas
     assert champion is not None and str(champion.version) == summary.version == "1"
     assert champion.tags["candidate"] == summary.winner
     assert champion.tags["fingerprint"] == parent.data.tags["dataset.fingerprint"]
-    assert champion.tags["featurizer"] == parent.data.tags["featurizer"]
+    assert champion.tags["featurizer"] == parent.data.tags["featurizer"] == Featurizer().version
+    assert champion.tags["dataset.path"] == str(tiny_dataset)
     recorded = mlflow.artifacts.load_dict(f"runs:/{summary.parent_run_id}/training_images.json")
-    manifest = pd.read_csv(pipeline_env / "prepared" / champion.tags["fingerprint"][:16] / "split-seed0.csv")
+    manifest = pd.read_csv(trained_v1_copy.prepared / champion.tags["fingerprint"][:16] / "split-seed0.csv")
     for split in ("train", "validation", "test"):
         assert recorded[split] == sorted(set(manifest.loc[manifest["split"] == split, "sha256"])), split
     assert augmented.iloc[0] == 2 * (manifest["split"] == "train").sum(), (
@@ -120,7 +128,7 @@ def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_datas
     assert champion.tags["promotion.decision"] == "promoted"
     assert float(champion.tags["test.macro_f1"]) == pytest.approx(summary.test_metrics["test.macro_f1"], abs=1e-6)
 
-    board = _artifact("leaderboard")
+    board = latest_artifact("leaderboard", _flow_run_id(summary))
     rows = json.loads(board) if isinstance(board, str) else board
     assert [row["candidate"] for row in rows][: len(CANDIDATES)] == [r["candidate"] for r in summary.leaderboard]
     assert all(
@@ -132,6 +140,10 @@ def test_six_candidates_tracked_registered_and_promoted(pipeline_env, tiny_datas
     [record] = model.predict(pd.DataFrame({"image": [image.read_bytes()]}))
     assert set(record) == {"vehicle_type", "color"}
     assert sum(record["color"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+
+    [event] = events(PROMOTED, since=trained_v1_copy.started, until=trained_v1_copy.finished)
+    assert (event.payload["version"], event.payload["previous_champion"]) == ("1", None)
+    assert heads_folders(trained_v1_copy.prepared) == [], "fitted heads are scratch: removed after each run"
 
 
 def _promotion_events(since: datetime, wait_for: int, timeout: float = 30.0) -> list:
