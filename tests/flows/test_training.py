@@ -1,23 +1,22 @@
-"""The training flow end to end on a tiny real dataset, real MLflow store, real Prefect harness."""
+"""The training flow end to end on a tiny real dataset, real MLflow store, real Prefect harness.
+
+The suite's one six-candidate run is the ``trained_v1`` template; the retraining rules run
+as one story on a copy of it, and each rule is also checked at its own step in
+``test_promotion_steps.py``.
+"""
 
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
-from flow_support import events, heads_folders, latest_artifact
+from flow_support import MODEL, events, first_rows, heads_folders, latest_artifact, train
 from mlflow import MlflowClient
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
-from prefect.events.worker import EventsWorker
 
-from flows.training import TrainingSummary, train_pipeline
+from flows.training import TrainingSummary
 from tasks.data.prepare_steps import PreparedData
 from tasks.data.shifts import SHIFTS
 from tasks.registry.retrain import SkippedRun
@@ -25,43 +24,25 @@ from tasks.registry.versions import CHALLENGER, CHAMPION, PREVIOUS, rollback, ve
 from tasks.tracking import parent_run
 from tasks.training import candidates as candidate_registry
 from tasks.training.candidates import CANDIDATES
-from vehicle_model import featurizer as featurizer_module
 from vehicle_model.featurizer import Featurizer
 
 pytestmark = pytest.mark.flows
 
-MODEL = "vehicle-classifier"
 FAST = ["logistic_regression", "knn"]
 PROMOTED = "vehicle.model.promoted"
 
 
-def _train(data: Path, **kwargs):
-    kwargs.setdefault("time_budget_seconds", 5)
-    return train_pipeline(data=str(data), **kwargs)
-
-
-def _train_default(**kwargs):
-    """The flow as a schedule starts it: no ``data`` parameter."""
-    return train_pipeline(time_budget_seconds=5, **kwargs)
-
-
 def _child_runs(parent_run_id: str) -> pd.DataFrame:
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
-    return runs
+    return mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
 def _flow_run_id(summary: TrainingSummary) -> str:
     return MlflowClient().get_run(summary.parent_run_id).data.tags["prefect.flow_run_id"]
 
 
-def _heads_folders(pipeline_env: Path) -> list[Path]:
-    return list((pipeline_env / "prepared").rglob("heads-*"))
-
-
-def _artifact(key: str) -> dict | str:
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-    return sorted(artifacts, key=lambda a: a.created)[-1].data
+def _alias(client: MlflowClient, alias: str) -> str | None:
+    found = version_for_alias(client, MODEL, alias)
+    return None if found is None else str(found.version)
 
 
 def test_six_candidates_tracked_registered_and_promoted(trained_v1_copy, tiny_dataset):
@@ -146,114 +127,65 @@ def test_six_candidates_tracked_registered_and_promoted(trained_v1_copy, tiny_da
     assert heads_folders(trained_v1_copy.prepared) == [], "fitted heads are scratch: removed after each run"
 
 
-def _promotion_events(since: datetime, wait_for: int, timeout: float = 30.0) -> list:
-    """Promotion events stored since ``since``, waiting (bounded) until ``wait_for`` arrived."""
-    EventsWorker.drain_all(timeout=10)
-    deadline = time.monotonic() + timeout
-    query = EventFilter(
-        event=EventNameFilter(name=["vehicle.model.promoted"]), occurred=EventOccurredFilter(since=since)
-    )
-    while True:
-        with get_client(sync_client=True) as client:
-            page = client.read_events(query, limit=50)  # the server rejects the client's default of 100
-        if len(page.events) >= wait_for or time.monotonic() > deadline:
-            return page.events
-        time.sleep(0.5)
-
-
-def test_gate_keeps_champion_unless_better_by_margin(pipeline_env, tiny_dataset, monkeypatch):
+def test_retraining_skips_judged_data_and_promotes_only_through_the_gate(
+    trained_v1_copy, tiny_dataset, tmp_path, monkeypatch
+):
+    """v1 -> unchanged data skipped -> a rejected challenger -> its data skipped too -> a forced
+    downgrade promoted -> rolled back: the flow wires the rules of test_promotion_steps.py."""
+    v1, client = trained_v1_copy.summary, MlflowClient()
     started = datetime.now(UTC)
-    first = _train(tiny_dataset, candidates=FAST)
-    assert first.promoted
-
-    same = _train(tiny_dataset, candidates=FAST, force=True)
-    client = MlflowClient()
-    assert not same.promoted, "an equal model must not be promoted"
-    assert same.champion_score == pytest.approx(first.test_metrics["test.macro_f1"], abs=1e-9)
-    assert str(version_for_alias(client, MODEL, CHAMPION).version) == first.version
-    assert str(version_for_alias(client, MODEL, CHALLENGER).version) == same.version
-    tags = client.get_model_version(MODEL, same.version).tags
-    assert tags["promotion.decision"] == "rejected"
-    test_images = len(mlflow.artifacts.load_dict(f"runs:/{first.parent_run_id}/training_images.json")["test"])
-    assert tags["gate.images"] == str(test_images), "same data: the whole test split is unseen by both"
-    assert (float(tags["gate.gain"]), float(tags["gate.ci_low"]), float(tags["gate.ci_high"])) == (0.0, 0.0, 0.0)
-
-    weak = _train(tiny_dataset, candidates=["knn"], force=True)
-    assert weak.winner == "knn" and not weak.promoted
-    assert str(version_for_alias(client, MODEL, CHAMPION).version) == first.version
-    assert str(version_for_alias(client, MODEL, CHALLENGER).version) == weak.version
-
-    monkeypatch.setenv("PIPELINE_GATE_MIN_LOWER_BOUND", "-2")  # accept any interval: a deliberate downgrade
-    forced = _train(tiny_dataset, candidates=["knn"], min_improvement=-1.0, force=True)
-    assert forced.promoted
-    promoted = sorted((e.payload["version"], e.payload["previous_champion"]) for e in _promotion_events(started, 2))
-    assert promoted == sorted([(first.version, None), (forced.version, first.version)]), "one event per promotion only"
-    assert str(version_for_alias(client, MODEL, CHAMPION).version) == forced.version
-    assert str(version_for_alias(client, MODEL, PREVIOUS).version) == first.version
-
-    assert rollback(client, MODEL) == (first.version, forced.version)
-    assert str(version_for_alias(client, MODEL, CHAMPION).version) == first.version
-    assert _heads_folders(pipeline_env) == [], "fitted heads are scratch: removed after each run"
-
-
-def test_unchanged_data_trains_nothing_unless_forced(pipeline_env, tiny_dataset):
-    first = _train(tiny_dataset, candidates=["logistic_regression"])
     runs_before = len(mlflow.search_runs(search_all_experiments=True))
+    monkeypatch.setenv("PIPELINE_TRAINING_DATA", str(tiny_dataset))  # runs without `data` read it
 
-    skipped = _train(tiny_dataset, candidates=["logistic_regression"], trigger="drift", drift_regions=["eu-west"])
+    skipped = train(candidates=["logistic_regression"], trigger="drift", drift_regions=["eu-west"])
 
-    assert isinstance(skipped, SkippedRun)
-    assert skipped.line.startswith(f"no new data since champion v{first.version}, trained on {tiny_dataset} (84 images")
-    artifact = _artifact("training-skipped")
+    assert isinstance(skipped, SkippedRun) and (skipped.alias, skipped.version) == (CHAMPION, "1")
+    assert skipped.line.startswith(f"no new data since champion v1, trained on {tiny_dataset} (84 images")
+    artifact = latest_artifact("training-skipped")
     assert skipped.line in artifact and "label regions eu-west" in artifact
     assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before, "no MLflow run for a skipped run"
-    assert [str(v.version) for v in MlflowClient().search_model_versions(f"name='{MODEL}'")] == [first.version]
+    assert [str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")] == ["1"]
 
-    forced = _train(tiny_dataset, candidates=["logistic_regression"], force=True)
-    assert isinstance(forced, TrainingSummary) and forced.version == "2"
-
-
-def test_a_rejected_challenger_on_the_same_data_also_stops_a_rerun(pipeline_env, tiny_dataset, tmp_path, monkeypatch):
-    subset = tmp_path / "subset"
-    subset.mkdir()
-    frame = pd.read_csv(tiny_dataset / "labels.csv")
-    frame.assign(image=[str(tiny_dataset / p) for p in frame["image"]]).iloc[:56].to_csv(
-        subset / "labels.csv", index=False
-    )
-    _train(subset, candidates=["logistic_regression"])
+    subset = first_rows(tiny_dataset, 56, tmp_path / "subset")  # new data: a snapshot v1 was not trained on
     monkeypatch.setenv("PIPELINE_GATE_MIN_IMAGES", "1000")  # too few images to decide on: rejected
-    challenger = _train(tiny_dataset, candidates=["logistic_regression"])
-    assert not challenger.promoted and "at least 1000 needed" in challenger.reason
+    challenger = train(subset, candidates=["logistic_regression"])
 
-    skipped = _train(tiny_dataset, candidates=["logistic_regression"])
+    assert isinstance(challenger, TrainingSummary) and not challenger.promoted
+    assert "at least 1000 needed" in challenger.reason and challenger.champion_version == "1"
+    assert (_alias(client, CHAMPION), _alias(client, CHALLENGER)) == ("1", challenger.version)
+    tags = client.get_model_version(MODEL, challenger.version).tags
+    assert (tags["promotion.decision"], tags["gate.champion_version"]) == ("rejected", "1")
+    test_images = len(mlflow.artifacts.load_dict(f"runs:/{challenger.parent_run_id}/training_images.json")["test"])
+    assert tags["gate.images"] == str(test_images), "a subset's test images stay test images: v1 never saw them"
+    decision = latest_artifact("promotion-decision", _flow_run_id(challenger))
+    assert f"v{challenger.version} (logistic_regression) kept as **challenger**" in decision
 
-    assert isinstance(skipped, SkippedRun) and (skipped.alias, skipped.version) == ("challenger", challenger.version)
-    assert "it was not promoted (only" in skipped.line and "champion is v1" in skipped.line
+    rerun = train(subset, candidates=["logistic_regression"])
 
+    assert isinstance(rerun, SkippedRun) and (rerun.alias, rerun.version) == (CHALLENGER, challenger.version)
+    assert "it was not promoted (only" in rerun.line and "champion is v1" in rerun.line
 
-def test_training_data_setting_is_used_when_no_data_is_given(pipeline_env, tiny_dataset, monkeypatch):
-    monkeypatch.setenv("PIPELINE_TRAINING_DATA", str(tiny_dataset))
+    monkeypatch.setenv("PIPELINE_GATE_MIN_IMAGES", "5")
+    monkeypatch.setenv("PIPELINE_GATE_MIN_LOWER_BOUND", "-2")  # accept any interval: a deliberate downgrade
+    forced = train(candidates=["knn"], min_improvement=-1.0, force=True)
 
-    summary = _train_default(candidates=["logistic_regression"])
+    assert isinstance(forced, TrainingSummary) and forced.winner == "knn" and forced.promoted
+    assert forced.champion_version == "1"
+    assert forced.champion_score == pytest.approx(v1.test_metrics["test.macro_f1"], abs=1e-9), (
+        "unchanged data: v1 scored on its whole test split"
+    )
+    assert client.get_model_version(MODEL, forced.version).tags["dataset.path"] == str(tiny_dataset)
+    metrics = client.get_run(forced.parent_run_id).data.metrics
+    assert "test.macro_f1" in metrics and not [m for m in metrics if m.startswith("shift.")], (
+        "PIPELINE_SHIFTED_EVALUATION=false: no shifted test images were scored"
+    )
+    promoted = [(e.payload["version"], e.payload["previous_champion"]) for e in events(PROMOTED, since=started)]
+    assert promoted == [(forced.version, "1")], "one event per promotion; none for a skip or a rejection"
+    assert (_alias(client, CHAMPION), _alias(client, PREVIOUS)) == (forced.version, "1")
 
-    assert MlflowClient().get_model_version(MODEL, summary.version).tags["dataset.path"] == str(tiny_dataset)
-
-
-def test_a_featurizer_change_retrains_and_scores_the_champion_on_its_own_features(
-    pipeline_env, tiny_dataset, monkeypatch
-):
-    first = _train(tiny_dataset, candidates=["logistic_regression"])
-    monkeypatch.setattr(featurizer_module, "PREPROCESSING_VERSION", "changed-preprocessing-for-test")
-
-    second = _train(tiny_dataset, candidates=["logistic_regression"])
-
-    assert isinstance(second, TrainingSummary), "a new featurizer is something new to learn from"
-    old_version = MlflowClient().get_model_version(MODEL, first.version).tags["featurizer"]
-    new_version = MlflowClient().get_model_version(MODEL, second.version).tags["featurizer"]
-    assert old_version != new_version and new_version.endswith("changed-preprocessing-for-test")
-    # The champion's features came from the cache of its own featurizer version: the score it
-    # had on this very test split when it was trained.
-    assert second.champion_score == pytest.approx(first.test_metrics["test.macro_f1"], abs=1e-9)
+    assert rollback(client, MODEL) == ("1", forced.version)
+    assert (_alias(client, CHAMPION), _alias(client, PREVIOUS)) == ("1", forced.version)
+    assert heads_folders(trained_v1_copy.prepared) == [], "fitted heads are scratch: removed after each run"
 
 
 def _broken(seed: int):
@@ -262,7 +194,7 @@ def _broken(seed: int):
 
 def test_failing_candidate_is_isolated(pipeline_env, tiny_dataset, monkeypatch):
     monkeypatch.setitem(candidate_registry.CANDIDATES, "broken", _broken)
-    summary = _train(tiny_dataset, candidates=["logistic_regression", "knn", "broken"])
+    summary = train(tiny_dataset, candidates=["logistic_regression", "knn", "broken"])
 
     assert set(summary.failed) == {"broken"} and "injected failure" in summary.failed["broken"]
     assert summary.winner in FAST
@@ -271,16 +203,16 @@ def test_failing_candidate_is_isolated(pipeline_env, tiny_dataset, monkeypatch):
     assert len(broken) == 2, "one failed child run per attempt (1 retry)"
     assert set(broken["status"]) == {"FAILED"}
     assert broken["tags.error"].str.contains("injected failure").all()
-    assert "broken" in _artifact("promotion-decision")
+    assert "- broken: RuntimeError: injected failure" in latest_artifact("promotion-decision", _flow_run_id(summary))
 
 
 def test_flow_fails_when_most_candidates_fail(pipeline_env, tiny_dataset, monkeypatch):
     monkeypatch.setitem(candidate_registry.CANDIDATES, "broken", _broken)
     monkeypatch.setitem(candidate_registry.CANDIDATES, "broken2", _broken)
     with pytest.raises(RuntimeError, match="only 1 of 3 candidates succeeded"):
-        _train(tiny_dataset, candidates=["knn", "broken", "broken2"])
+        train(tiny_dataset, candidates=["knn", "broken", "broken2"])
     assert version_for_alias(MlflowClient(), MODEL, CHAMPION) is None
-    assert _heads_folders(pipeline_env) == [], "a failed run removes its fitted heads too"
+    assert heads_folders(pipeline_env / "prepared") == [], "a failed run removes its fitted heads too"
 
 
 def test_invalid_data_fails_before_training(pipeline_env, tiny_dataset, tmp_path):
@@ -292,15 +224,15 @@ def test_invalid_data_fails_before_training(pipeline_env, tiny_dataset, tmp_path
     frame.to_csv(bad / "labels.csv", index=False)
 
     with pytest.raises(Exception, match="validation problems"):
-        _train(bad)
-    assert "file_exists" in _artifact("data-validation")
+        train(bad)
+    assert "file_exists" in latest_artifact("data-validation")
     assert mlflow.search_runs(search_all_experiments=True).empty
     assert MlflowClient().search_registered_models() == []
 
 
 def test_unknown_candidate_is_rejected(pipeline_env, tiny_dataset):
     with pytest.raises(ValueError, match="unknown candidates"):
-        _train(tiny_dataset, candidates=["nope"])
+        train(tiny_dataset, candidates=["nope"])
 
 
 def test_the_parent_run_logs_its_dataset_without_mlflows_ambiguous_source_warning(
