@@ -1,5 +1,6 @@
-"""The drift monitor on the Prefect harness: a trained champion with its reference sample,
-records written straight to a real Redis stream under a throwaway key prefix."""
+"""The drift monitor on the Prefect harness: the trained v1 with its reference sample (a copy
+of the ``trained_v1`` registry), records written straight to a real Redis stream under a
+throwaway key prefix."""
 
 from __future__ import annotations
 
@@ -12,17 +13,13 @@ from datetime import UTC, datetime
 
 import mlflow
 import pytest
+from flow_support import MODEL, events, latest_artifact
 from mlflow import MlflowClient
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
-from prefect.events.worker import EventsWorker
 from redis import Redis
 from typer.testing import CliRunner
 
 from cli.main import app
 from flows.monitoring import monitor_drift
-from flows.training import train_pipeline
 from tasks.data.features import load_split
 from tasks.monitoring.log_reader import checkpoint_key
 from tasks.monitoring.reference import REFERENCE_TAG, load_reference
@@ -30,7 +27,7 @@ from vehicle_model.records import PROJECTION_DIM, RECORD_FIELD, TONE_DIM, drift_
 
 pytestmark = pytest.mark.flows
 
-MODEL = "vehicle-classifier"
+DRIFT = "vehicle.drift.detected"
 
 
 @pytest.fixture
@@ -59,44 +56,30 @@ def _as_traffic(reference: list[dict], region: str, n: int, seed: int) -> list[d
     return [{**rng.choice(reference), "region": region, "time": time.time()} for _ in range(n)]
 
 
-def _shifted(record: dict) -> dict:
-    """What a broken camera sends: one label, low confidence, features far from the reference."""
+def _shifted(record: dict, reference: list[dict]) -> dict:
+    """What a broken camera sends: one label, features far from the reference, and a confidence
+    below any in the reference (half its lowest: low for whichever model v1 is)."""
+    low = min(p["probability"] for r in reference for p in r["predictions"].values()) / 2
     predictions = {
-        a: {"label": "bus" if a == "vehicle_type" else p["label"], "probability": 0.35}
+        a: {"label": "bus" if a == "vehicle_type" else p["label"], "probability": low}
         for a, p in record["predictions"].items()
     }
     return {**record, "predictions": predictions, "features": [v + 5.0 for v in record["features"]]}
 
 
-def _drift_events(since: datetime, timeout: float = 30.0) -> list:
-    EventsWorker.drain_all(timeout=10)
-    deadline = time.monotonic() + timeout
-    query = EventFilter(
-        event=EventNameFilter(name=["vehicle.drift.detected"]), occurred=EventOccurredFilter(since=since)
-    )
-    while True:
-        with get_client(sync_client=True) as client:
-            events = client.read_events(query, limit=50).events
-        if events or time.monotonic() > deadline:
-            return events
-        time.sleep(0.5)
+def _flow_run_id(mlflow_run_id: str) -> str:
+    return MlflowClient().get_run(mlflow_run_id).data.tags["prefect.flow_run_id"]
 
 
-def _artifact(key: str) -> str:
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-    return sorted(artifacts, key=lambda a: a.created)[-1].data
-
-
-def test_reference_sample_then_only_the_shifted_region_drifts(pipeline_env, tiny_dataset, redis_prefix):
+def test_reference_sample_then_only_the_shifted_region_drifts(trained_v1_copy, redis_prefix):
     redis, prefix = redis_prefix
-    trained = train_pipeline(data=str(tiny_dataset), candidates=["logistic_regression"], time_budget_seconds=5)
+    trained = trained_v1_copy.summary
 
     client = MlflowClient()
     version = client.get_model_version(MODEL, trained.version)
     assert version.tags[REFERENCE_TAG].startswith(f"runs:/{trained.parent_run_id}/")
     reference = load_reference(client, MODEL, trained.version)
-    [features] = pipeline_env.joinpath("prepared").rglob("*.npz")
+    [features] = trained_v1_copy.prepared.rglob("*.npz")
     X_val, _ = load_split(features, "validation", ["vehicle_type", "color"])
     assert len(reference) == len(X_val), "one reference record per validation image"
     assert {r["version"] for r in reference} == {trained.version}
@@ -105,7 +88,7 @@ def test_reference_sample_then_only_the_shifted_region_drifts(pipeline_env, tiny
 
     started = datetime.now(UTC)
     _write(redis, prefix, _as_traffic(reference, "north", 60, seed=1))
-    _write(redis, prefix, [_shifted(r) for r in _as_traffic(reference, "south", 60, seed=2)])
+    _write(redis, prefix, [_shifted(r, reference) for r in _as_traffic(reference, "south", 60, seed=2)])
     _write(redis, prefix, _as_traffic(reference, "west", 5, seed=3))
 
     summary = monitor_drift()
@@ -116,7 +99,7 @@ def test_reference_sample_then_only_the_shifted_region_drifts(pipeline_env, tiny
     assert set(summary.regions["south"]["drifted"]) >= {"label.vehicle_type", "confidence.vehicle_type", "embedding"}
     assert summary.too_few == {"west": 5}
     assert summary.drifted_regions == ["south"]
-    [event] = _drift_events(started)
+    [event] = events(DRIFT, since=started)
     assert event.payload["regions"] == ["south"] and event.payload["version"] == trained.version
     assert event.payload["scores"]["south"]["embedding"] == 1.0
 
@@ -125,7 +108,7 @@ def test_reference_sample_then_only_the_shifted_region_drifts(pipeline_env, tiny
     assert run.data.metrics["south.drift"] == 1.0 and run.data.metrics["north.drift"] == 0.0
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"drift_report.html", "drift.json"}
     assert "<h1>Drift report" in mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/drift_report.html")
-    markdown = _artifact("drift-report")
+    markdown = latest_artifact("drift-report", _flow_run_id(summary.mlflow_run_id))
     assert "drift in **south**" in markdown and "| north | 60 | no |" in markdown
 
     statuses = {k.decode(): json.loads(v) for k, v in redis.hgetall(drift_status_key(prefix)).items()}
@@ -152,13 +135,12 @@ def test_reference_sample_then_only_the_shifted_region_drifts(pipeline_env, tiny
     assert printed["regions"]["south"]["scores"]["embedding"] == 1.0 and printed["too_few"] == {"west": 5}
 
 
-def test_the_configured_experiment_and_mlflow_ui_are_used(pipeline_env, tiny_dataset, redis_prefix, monkeypatch):
+def test_the_configured_experiment_and_mlflow_ui_are_used(trained_v1_copy, redis_prefix, monkeypatch):
     redis, prefix = redis_prefix
     monkeypatch.setenv("MONITOR_EXPERIMENT", "drift-elsewhere")
     monkeypatch.setenv("MLFLOW_UI_URL", "http://mlflow.example:5000/")
-    trained = train_pipeline(data=str(tiny_dataset), candidates=["logistic_regression"], time_budget_seconds=5)
     client = MlflowClient()
-    _write(redis, prefix, _as_traffic(load_reference(client, MODEL, trained.version), "north", 40, seed=4))
+    _write(redis, prefix, _as_traffic(load_reference(client, MODEL, "1"), "north", 40, seed=4))
 
     summary = monitor_drift()
 
@@ -166,7 +148,8 @@ def test_the_configured_experiment_and_mlflow_ui_are_used(pipeline_env, tiny_dat
     assert client.get_experiment(run.info.experiment_id).name == "drift-elsewhere"
     assert client.get_experiment_by_name("vehicle-monitoring") is None
     link = f"http://mlflow.example:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-    assert f"MLflow run [`{run.info.run_id}`]({link}) (experiment `drift-elsewhere`)" in _artifact("drift-report")
+    report = latest_artifact("drift-report", _flow_run_id(run.info.run_id))
+    assert f"MLflow run [`{run.info.run_id}`]({link}) (experiment `drift-elsewhere`)" in report
 
 
 def test_monitor_cli_without_redis_says_what_to_set(pipeline_env, monkeypatch):
