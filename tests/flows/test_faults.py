@@ -11,20 +11,34 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from flow_support import BUDGET, MODEL, heads_folders, train
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 from prefect.settings import PREFECT_API_URL
 
 import tasks.registry.versions
-from flows.training import train_pipeline
 from tasks.registry.versions import CHAMPION, version_for_alias
 
 pytestmark = pytest.mark.flows
 
-MODEL = "vehicle-classifier"
-FAST = ["logistic_regression", "knn"]
 REPO = Path(__file__).resolve().parents[2]
+# A training run whose candidate trains until the process is killed: the kill lands while
+# candidates are training however loaded the machine is.
+RUN_UNTIL_KILLED = """
+import threading
+
+from flows.training import train_pipeline
+from tasks.training import train_steps
+
+
+def fit_until_killed(*args, **kwargs):
+    threading.Event().wait()
+
+
+train_steps.fit_candidate = fit_until_killed
+train_pipeline(data={data!r}, candidates=["logistic_regression"], time_budget_seconds={budget!r}, augment_copies=0)
+"""
 
 
 def _fails_once(monkeypatch: pytest.MonkeyPatch, owner, name: str) -> list[str]:
@@ -45,7 +59,7 @@ def test_transient_tracking_errors_are_retried(pipeline_env, tiny_dataset, monke
     leaderboard = _fails_once(monkeypatch, mlflow, "log_table")
     registration = _fails_once(monkeypatch, tasks.registry.versions.mlflow, "register_model")
 
-    summary = train_pipeline(data=str(tiny_dataset), candidates=FAST, time_budget_seconds=5)
+    summary = train(tiny_dataset, candidates=["logistic_regression"])
 
     assert len(leaderboard) == 2 and len(registration) == 2, "each failed once, then succeeded on retry"
     client = MlflowClient()
@@ -54,7 +68,7 @@ def test_transient_tracking_errors_are_retried(pipeline_env, tiny_dataset, monke
     assert version.tags["promotion.decision"] == "promoted"
     assert str(version_for_alias(client, MODEL, CHAMPION).version) == "1"
     assert "leaderboard.json" in {a.path for a in client.list_artifacts(summary.parent_run_id)}
-    assert list((pipeline_env / "prepared").rglob("heads-*")) == [], "fitted heads are removed after the run"
+    assert heads_folders(pipeline_env / "prepared") == [], "fitted heads are removed after the run"
 
 
 def _cache_files(folder: Path) -> dict[str, int]:
@@ -68,27 +82,25 @@ def _candidate_started() -> bool:
 def test_killed_run_leaves_no_half_registered_version_and_rerun_reuses_features(
     pipeline_env, tiny_dataset, monkeypatch
 ):
-    """SIGKILL a real flow process once candidates are training, then run again."""
+    """SIGKILL a real flow process while its candidate trains, then run again."""
     cache = pipeline_env / "features-own"  # this test's own cache: the killed run must fill it
     monkeypatch.setenv("PIPELINE_FEATURE_CACHE_DIR", str(cache))
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-    code = (
-        "from flows.training import train_pipeline; "
-        f"train_pipeline(data={str(tiny_dataset)!r}, candidates={FAST!r}, time_budget_seconds=60)"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = pipeline_env / "killed-run.log"  # a file, not a pipe: a full pipe would stall the run
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", RUN_UNTIL_KILLED.format(data=str(tiny_dataset), budget=BUDGET)],
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     client = MlflowClient()
     deadline = time.monotonic() + 240
     try:
         while not _candidate_started():
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            assert process.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no candidate started within 240 s"
             time.sleep(0.2)
     finally:
@@ -96,12 +108,12 @@ def test_killed_run_leaves_no_half_registered_version_and_rerun_reuses_features(
         process.wait(timeout=30)
 
     cached = _cache_files(cache)
-    assert cached, "the killed run had featurized every image before training"
+    assert cached, "the killed run featurized before training"
     assert client.search_model_versions(f"name = '{MODEL}'") == [], "killed before registering: nothing registered"
 
-    summary = train_pipeline(data=str(tiny_dataset), candidates=FAST, time_budget_seconds=5)
+    summary = train(tiny_dataset, candidates=["logistic_regression"])
 
-    assert {k: v for k, v in _cache_files(cache).items() if k in cached} == cached, "no cached feature rewritten"
+    assert _cache_files(cache) == cached, "the killed run had featurized every image; none is featurized again"
     assert summary.promoted and summary.version == "1"
     versions = client.search_model_versions(f"name = '{MODEL}'")
     assert [str(v.version) for v in versions] == ["1"]
