@@ -33,10 +33,10 @@ def train(data: Path | None = None, **kwargs) -> TrainingSummary | SkippedRun:
     return train_pipeline(data=None if data is None else str(data), **kwargs)
 
 
-def first_rows(dataset: Path, rows: int, folder: Path) -> Path:
-    """A dataset of ``dataset``'s first ``rows`` images (absolute paths, no copies) in ``folder``."""
+def rows_of(dataset: Path, rows: slice, folder: Path) -> Path:
+    """A dataset of ``dataset``'s ``rows`` (absolute image paths, no copies) in ``folder``."""
     folder.mkdir()
-    frame = pd.read_csv(dataset / "labels.csv").iloc[:rows]
+    frame = pd.read_csv(dataset / "labels.csv").iloc[rows]
     frame.assign(image=[str(dataset / p) for p in frame["image"]]).to_csv(folder / "labels.csv", index=False)
     return folder
 

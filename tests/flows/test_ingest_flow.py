@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from flow_support import latest_artifact, rows_of
 
 from flows.ingest import BatchRejected, ingest_batch
 from tasks.data.dataset import load_dataset
@@ -16,29 +15,16 @@ from tasks.data.dataset import load_dataset
 pytestmark = pytest.mark.flows
 
 
-def _artifact(key: str) -> str:
-    with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-    return sorted(artifacts, key=lambda a: a.created)[-1].data
-
-
-def _batch(folder: Path, tiny_dataset: Path, rows: slice) -> Path:
-    frame = pd.read_csv(tiny_dataset / "labels.csv").iloc[rows]
-    folder.mkdir()
-    frame.assign(image=[str(tiny_dataset / p) for p in frame["image"]]).to_csv(folder / "labels.csv", index=False)
-    return folder
-
-
 def test_ingest_adds_a_batch_then_refuses_a_conflicting_one(tiny_dataset: Path, tmp_path: Path, monkeypatch):
     root = tmp_path / "root"
     monkeypatch.setenv("PIPELINE_TRAINING_DATA", str(root))  # `into` defaults to the training data setting
 
-    added = ingest_batch(str(_batch(tmp_path / "a", tiny_dataset, slice(0, 56))))
+    added = ingest_batch(str(rows_of(tiny_dataset, slice(0, 56), tmp_path / "a")))
 
     assert added.images == 56 and Path(added.path).parent == root
-    assert "Added 56 images" in _artifact("ingested-batch")
+    assert "Added 56 images" in latest_artifact("ingested-batch")
 
-    conflicting = _batch(tmp_path / "b", tiny_dataset, slice(56, 84))
+    conflicting = rows_of(tiny_dataset, slice(56, 84), tmp_path / "b")
     frame = pd.read_csv(conflicting / "labels.csv")
     first = pd.read_csv(tiny_dataset / "labels.csv").iloc[0]
     copy = str(shutil.copy(tiny_dataset / first["image"], tmp_path / "copy.png"))
@@ -56,6 +42,6 @@ def test_ingest_adds_a_batch_then_refuses_a_conflicting_one(tiny_dataset: Path, 
     with pytest.raises(BatchRejected) as refused:
         state.result()
     assert refused.value.problems["check"].tolist() == ["same_content_same_labels"]
-    assert "same_content_same_labels" in _artifact("ingest-validation")
+    assert "same_content_same_labels" in latest_artifact("ingest-validation")
     assert sorted(p.name for p in root.rglob("*")) == before
     assert len(load_dataset(root).frame) == 56

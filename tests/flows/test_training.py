@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import mlflow
 import pandas as pd
 import pytest
-from flow_support import MODEL, events, first_rows, heads_folders, latest_artifact, train
+from flow_support import MODEL, events, heads_folders, latest_artifact, rows_of, train
 from mlflow import MlflowClient
 
 from flows.training import TrainingSummary
@@ -146,7 +146,7 @@ def test_retraining_skips_judged_data_and_promotes_only_through_the_gate(
     assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before, "no MLflow run for a skipped run"
     assert [str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")] == ["1"]
 
-    subset = first_rows(tiny_dataset, 56, tmp_path / "subset")  # new data: a snapshot v1 was not trained on
+    subset = rows_of(tiny_dataset, slice(0, 56), tmp_path / "subset")  # new data: a snapshot v1 was not trained on
     monkeypatch.setenv("PIPELINE_GATE_MIN_IMAGES", "1000")  # too few images to decide on: rejected
     challenger = train(subset, candidates=["logistic_regression"])
 
