@@ -36,6 +36,7 @@ def fit_until_killed(*args, **kwargs):
     threading.Event().wait()
 
 
+assert hasattr(train_steps, "fit_candidate"), "patch what train_candidate_task calls, or the kill races again"
 train_steps.fit_candidate = fit_until_killed
 train_pipeline(data={data!r}, candidates=["logistic_regression"], time_budget_seconds={budget!r}, augment_copies=0)
 """
