@@ -1,5 +1,5 @@
-"""Throwaway sandboxes on the session's Prefect server and feature cache; every process started
-in one is stopped at teardown.
+"""Throwaway sandboxes on the session's Prefect server and feature cache (tests/conftest.py);
+every process started in one is stopped at teardown.
 
 The session trains once with the real CLI (``trained``); modules that need a registered model
 start from a copy of that store (``trained_sandbox``) instead of training their own.
@@ -16,12 +16,6 @@ from e2e_support import QUICK_CANDIDATES, QUICK_TRAINING, Sandbox, TrainedStore
 
 TRAIN_TIMEOUT = 300
 WINNER = re.compile(r"Winner (\w+) registered as version 1\b")
-
-
-@pytest.fixture(scope="session")
-def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for every sandbox: features are keyed by image content and featurizer version."""
-    return tmp_path_factory.mktemp("e2e-features")
 
 
 @pytest.fixture(scope="module")
