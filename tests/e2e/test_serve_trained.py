@@ -33,6 +33,7 @@ pytestmark = pytest.mark.e2e
 TRAIN_TIMEOUT = 300
 READY_TIMEOUT = 180
 PROMOTION_TIMEOUT = 90
+STATS_FLUSH_TIMEOUT = 30
 STOP_TIMEOUT = 30
 API_KEY = "secret"
 REGION = "eu-west"
@@ -353,8 +354,13 @@ def test_region_stats_count_endpoints_and_classes(server: Server, images: Images
     _assert_error(invalid, 400, "invalid_region")
 
     requests_key = f"{prefix}:stats:region:{REGION}:requests"
+
+    def sent_to_redis() -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in redis.hgetall(requests_key).items()}
+
+    # A background task sends the counts (the API adds what is unsent): Redis has them soon, not at once.
+    _wait_until(lambda: sent_to_redis() == stats["requests"], STATS_FLUSH_TIMEOUT, "the counts in Redis", server)
     assert redis.type(requests_key) == b"hash"
-    assert {k.decode(): int(v) for k, v in redis.hgetall(requests_key).items()} == stats["requests"]
     assert redis.type(f"{prefix}:stats:region:{REGION}:predictions") == b"hash"
     assert REGION.encode() in redis.smembers(f"{prefix}:stats:regions")
 
