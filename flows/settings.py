@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasks.registry.gate import GatePolicy
 from vehicle_model.featurizer import usable_cores
+
+if TYPE_CHECKING:
+    from tasks.registry.gate import GatePolicy
 
 
 class RegistrySettings(BaseSettings):
@@ -64,6 +67,10 @@ def get_settings() -> PipelineSettings:
 
 def gate_policy(settings: PipelineSettings, min_improvement: float, seed: int) -> GatePolicy:
     """The gate's thresholds: ``min_improvement`` is per run, the rest are settings."""
+    # Imported here: the gate brings scikit-learn's metrics, which every CLI command that only
+    # reads settings (promote, rollback, serve) would otherwise pay for at start.
+    from tasks.registry.gate import GatePolicy
+
     return GatePolicy(
         min_improvement=min_improvement,
         min_images=settings.gate_min_images,
