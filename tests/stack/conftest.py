@@ -67,7 +67,11 @@ def databases() -> Iterator[dict[str, str]]:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, _migrated_mlflow_db: Path, databases: dict[str, str]
 ) -> Iterator[Stack]:
-    box = Sandbox.create(tmp_path_factory.mktemp("stack"), _migrated_mlflow_db)
+    root = tmp_path_factory.mktemp("stack")
+    # Its own servers (Prefect's is started below) and its own feature cache: the stack runs as
+    # deployed, shifted evaluation set included.
+    box = Sandbox.create(root, _migrated_mlflow_db, feature_cache=root / "features", prefect_api_url=None)
+    box.env.pop("PIPELINE_SHIFTED_EVALUATION")
     try:
         redis_port, mlflow_port, prefect_port = free_port(), free_port(), free_port()
         redis, redis_log = box.start(
