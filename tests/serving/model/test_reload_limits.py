@@ -45,7 +45,10 @@ async def test_admin_reload_answers_within_its_limit(make_settings, registry_uri
     assert_error(answer, 504, "reload_pending")
 
 
-async def test_reloads_leave_no_download_folder_and_no_sys_path_entry(registry_uri):
+async def test_reloads_leave_no_download_folder_and_no_sys_path_entry(registry_uri, tmp_path, monkeypatch):
+    # Downloads go to a folder of this test's own: /tmp also holds the folders of other
+    # processes' loads, and of loads an earlier test here timed out on, still finishing.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     before_folders, before_path = download_folders(), list(sys.path)
     service = ModelService(ModelSource(registry_uri, NAME, "champion"))
     client = MlflowClient(registry_uri)
