@@ -61,9 +61,10 @@ def prepare_data(
         over_exposure_expert_rows(frame, seed),
     ]
     featurized = pd.concat([frame, *extra], ignore_index=True)
-    # Hashing the 13 MB backbone names the cache; do it once per run, not per step.
-    cache = FeatureCache(settings.feature_cache_dir, Featurizer().version)
-    computed = featurize_shards(featurized, cache, settings)
+    # Hashing the backbone names the cache; do it once per run, not per step.
+    featurizer = Featurizer(precision=settings.backbone_precision)
+    cache = FeatureCache(settings.feature_cache_dir, featurizer.version)
+    computed = featurize_shards(featurized, cache, settings, featurizer.precision)
     get_run_logger().info(
         "Featurized %d new images; %d from cache", computed, featurized[SHA_COLUMN].nunique() - computed
     )
@@ -77,10 +78,11 @@ def prepare_data(
         attributes=dataset.attributes,
         counts=frame["split"].value_counts().to_dict(),
         featurizer_version=cache.featurizer_version,
+        precision=featurizer.precision,
     )
 
 
-def featurize_shards(frame, cache: FeatureCache, settings: PipelineSettings) -> int:
+def featurize_shards(frame, cache: FeatureCache, settings: PipelineSettings, precision: str) -> int:
     """Maps the featurizer over shards of uncached images on the configured task runner."""
     todo = frame[~frame[SHA_COLUMN].map(cache.has)]
     if todo.empty:
@@ -100,6 +102,7 @@ def featurize_shards(frame, cache: FeatureCache, settings: PipelineSettings) -> 
                     else None,
                     "cache_dir": str(settings.feature_cache_dir),
                     "threads": threads,
+                    "precision": precision,
                     "index": i,
                     "total": len(shards),
                 },

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +56,11 @@ class PipelineSettings(RegistrySettings):
     workers: int = Field(default_factory=usable_cores)
     dask_address: str | None = None
     shard_size: int = 512
+    backbone_precision: Literal["auto", "fp32", "int8"] = Field(
+        "auto",
+        alias="BACKBONE_PRECISION",
+        description="the backbone new versions are trained with: auto is int8 on a CPU with VNNI or AMX, else fp32",
+    )
     shifted_evaluation: bool = Field(
         True, description="score the winner on the shifted test images too (off: a quicker run, no robustness report)"
     )

@@ -19,8 +19,9 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -28,7 +29,16 @@ from PIL import Image
 from vehicle_model.images import ImageLimits, decode_image
 
 ASSETS = Path(__file__).parent / "assets"
-DEFAULT_BACKBONE = ASSETS / "efficientnet_lite0.onnx"
+Precision = Literal["fp32", "int8"]
+# The float export and its static INT8 quantization (docs/featurizer.md, "INT8 backbone").
+BACKBONES: dict[str, Path] = {
+    "fp32": ASSETS / "efficientnet_lite0.onnx",
+    "int8": ASSETS / "efficientnet_lite0_int8.onnx",
+}
+DEFAULT_BACKBONE = BACKBONES["fp32"]
+# CPU flags of an 8-bit dot-product instruction; without one ONNX Runtime's INT8 kernels gain
+# little or nothing over float, so ``auto`` keeps float there.
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 INPUT_SIZE = 224
 EMBEDDING_DIM = 1280
 HIST_BINS = (12, 3, 3)  # hue, saturation, value
@@ -66,6 +76,26 @@ PREPROCESSING_VERSION = "resize224-bilinear+hsv12x3x3-global-centre-greyworld-le
 def usable_cores() -> int:
     """Cores this process may run on (respects CPU affinity, unlike ``os.cpu_count``)."""
     return len(os.sched_getaffinity(0))
+
+
+@cache
+def cpu_has_int8_dot(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU has VNNI or AMX (Linux; elsewhere, and when unreadable, no)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return not INT8_DOT_FLAGS.isdisjoint(flags)
+
+
+def resolve_precision(precision: str) -> Precision:
+    """``fp32`` or ``int8`` as given; ``auto`` is INT8 where the CPU has an 8-bit dot product."""
+    if precision == "auto":
+        return "int8" if cpu_has_int8_dot() else "fp32"
+    if precision not in BACKBONES:
+        raise ValueError(f"unknown backbone precision {precision!r}; choose from auto, {', '.join(BACKBONES)}")
+    return precision  # type: ignore[return-value]
 
 
 def preprocess(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -176,20 +206,24 @@ class Featurizer:
     """Batched feature extraction: parallel decoding, then the backbone, batch by batch.
 
     Args:
-        backbone_path: the ONNX file; defaults to the one shipped in ``assets/``.
+        backbone_path: the ONNX file; defaults to the one shipped in ``assets/`` for ``precision``.
         threads: ONNX Runtime intra-op threads, and decode workers; defaults to the usable cores.
         batch_size: images per backbone call.
         limits: decoding limits for byte inputs.
+        precision: ``fp32``, ``int8`` or ``auto`` (``resolve_precision``); with a
+            ``backbone_path``, the precision of that file.
     """
 
     def __init__(
         self,
-        backbone_path: Path | str = DEFAULT_BACKBONE,
+        backbone_path: Path | str | None = None,
         threads: int | None = None,
         batch_size: int = 32,
         limits: ImageLimits = ImageLimits(),
+        precision: str = "fp32",
     ) -> None:
-        self.backbone_path = Path(backbone_path)
+        self.precision = resolve_precision(precision)
+        self.backbone_path = Path(backbone_path or BACKBONES[self.precision])
         self.threads = threads or usable_cores()
         self.batch_size = batch_size
         self.limits = limits
@@ -200,9 +234,11 @@ class Featurizer:
 
     @cached_property
     def version(self) -> str:
-        """Identifies backbone weights and preprocessing; changes invalidate cached features."""
+        """Identifies backbone weights, precision and preprocessing; changes invalidate cached
+        features (float keeps the name it had before INT8 existed, so its caches stay valid)."""
         digest = hashlib.sha256(self.backbone_path.read_bytes()).hexdigest()[:16]
-        return f"effnet-lite0-{digest}-{PREPROCESSING_VERSION}"
+        precision = "" if self.precision == "fp32" else f"{self.precision}-"
+        return f"effnet-lite0-{precision}{digest}-{PREPROCESSING_VERSION}"
 
     @cached_property
     def session(self):  # onnxruntime.InferenceSession; imported lazily to keep import cheap
@@ -300,6 +336,7 @@ class Featurizer:
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         return {
             "backbone": "EfficientNet-Lite0 (ImageNet), ONNX Runtime",
+            "precision": self.precision,
             "version": self.version,
             "input_size": INPUT_SIZE,
             "feature_dim": FEATURE_DIM,

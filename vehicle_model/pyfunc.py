@@ -22,10 +22,20 @@ INPUT_COLUMN = "image"
 
 
 class VehiclePyfunc(mlflow.pyfunc.PythonModel):
-    """Loads the ONNX backbone and the fitted heads from the model's own artifacts."""
+    """Loads the ONNX backbone and the fitted heads from the model's own artifacts.
+
+    Args:
+        precision: the backbone artifact's precision (``fp32`` or ``int8``), saved with the
+            model so a version always runs the backbone it was trained with.
+    """
+
+    def __init__(self, precision: str = "fp32") -> None:
+        self.precision = precision
 
     def load_context(self, context) -> None:
-        featurizer = Featurizer(Path(context.artifacts[BACKBONE_ARTIFACT]))
+        # Versions logged before INT8 existed pickled no precision: their backbone is float.
+        precision = getattr(self, "precision", "fp32")
+        featurizer = Featurizer(Path(context.artifacts[BACKBONE_ARTIFACT]), precision=precision)
         heads = joblib.load(context.artifacts[HEADS_ARTIFACT])
         self.classifier = VehicleClassifier(featurizer=featurizer, heads=heads)
 

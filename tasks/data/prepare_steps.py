@@ -35,7 +35,8 @@ class PreparedData:
         features: ``.npz`` with X/y per split.
         attributes: label columns.
         counts: split -> number of images.
-        featurizer_version: identifies backbone and preprocessing.
+        featurizer_version: identifies backbone, precision and preprocessing.
+        precision: the backbone's precision (``fp32`` or ``int8``).
     """
 
     source: str
@@ -45,6 +46,7 @@ class PreparedData:
     attributes: list[str]
     counts: dict[str, int]
     featurizer_version: str
+    precision: str = "fp32"
 
 
 @task(name="load-dataset")
@@ -107,10 +109,11 @@ def featurize_shard_task(
     index: int,
     total: int,
     shifts: list[str | None] | None = None,
+    precision: str = "fp32",
 ) -> int:
     """Featurizes the uncached images of one shard (``shifts`` names each row's shift, if any);
     runs in a worker process."""
-    featurizer = Featurizer(threads=threads)
+    featurizer = Featurizer(threads=threads, precision=precision)
     cache = FeatureCache(cache_dir, featurizer.version)
     started = time.perf_counter()
     computed = featurize_into_cache(paths, sha256s, cache, featurizer, shifts=shifts)

@@ -185,7 +185,8 @@ def register_task(
 ) -> str:
     """Logs the winner as one self-contained pyfunc on the parent run, with the content hashes of
     every image per split (the gate needs what each version trained on), and registers it."""
-    classifier = VehicleClassifier(featurizer=Featurizer(), heads=joblib.load(winner.heads_path))
+    featurizer = Featurizer(precision=prepared.precision)
+    classifier = VehicleClassifier(featurizer=featurizer, heads=joblib.load(winner.heads_path))
     manifest = pd.read_csv(prepared.manifest, dtype=str)
     images = {split: sorted(set(rows[SHA_COLUMN])) for split, rows in manifest.groupby(SPLIT_COLUMN)}
     with within_run(parent_run_id):

@@ -66,7 +66,7 @@ def log_classifier(classifier: VehicleClassifier, metadata: Mapping[str, Any] | 
         code = _python_sources(Path(vehicle_model.__file__).parent, Path(tmp) / "code")
         return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
-            python_model=VehiclePyfunc(),
+            python_model=VehiclePyfunc(classifier.featurizer.precision),
             artifacts={BACKBONE_ARTIFACT: str(classifier.featurizer.backbone_path), HEADS_ARTIFACT: str(heads_path)},
             code_paths=[str(code)],
             pip_requirements=pip_requirements(),

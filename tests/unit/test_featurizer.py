@@ -25,10 +25,12 @@ from vehicle_model.featurizer import (
     TONE_DIM,
     Featurizer,
     colour_histogram,
+    cpu_has_int8_dot,
     is_greyscale,
     is_over_exposed,
     model_inputs,
     preprocess,
+    resolve_precision,
 )
 from vehicle_model.images import ImageDecodeError, decode_image
 
@@ -186,6 +188,45 @@ def test_version_names_the_backbone_bytes_and_the_preprocessing(tmp_path: Path) 
 
     # Only the bytes are hashed; the altered file is never opened as a model.
     assert Featurizer(other).version != version
+
+
+def test_the_same_bytes_at_another_precision_are_another_featurizer_version(tmp_path: Path) -> None:
+    backbone = tmp_path / "backbone.onnx"
+    backbone.write_bytes(DEFAULT_BACKBONE.read_bytes())
+
+    fp32, int8 = Featurizer(backbone).version, Featurizer(backbone, precision="int8").version
+
+    # Float keeps the name it had before there was a choice, so existing feature caches stay valid.
+    assert fp32 == Featurizer().version
+    assert int8 != fp32 and "-int8-" in int8
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu sse2 avx2 avx512f avx512_vnni", "int8"),
+        ("fpu sse2 avx2 avx_vnni", "int8"),
+        ("fpu avx512f amx_tile amx_int8", "int8"),
+        ("fpu sse2 avx2 fma avx512f", "fp32"),
+    ],
+)
+def test_auto_precision_follows_the_cpu_flags(tmp_path: Path, flags: str, expected: str) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n")
+
+    assert ("int8" if cpu_has_int8_dot(cpuinfo) else "fp32") == expected
+
+
+def test_an_unreadable_cpuinfo_means_no_int8_dot_product(tmp_path: Path) -> None:
+    assert cpu_has_int8_dot(tmp_path / "missing") is False
+
+
+def test_precision_is_fp32_int8_or_auto() -> None:
+    assert resolve_precision("fp32") == "fp32"
+    assert resolve_precision("int8") == "int8"
+    assert resolve_precision("auto") == ("int8" if cpu_has_int8_dot() else "fp32")
+    with pytest.raises(ValueError, match="choose from auto, fp32, int8"):
+        resolve_precision("fp16")
 
 
 def test_featurizer_pickles_after_use_without_its_session(
