@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import joblib
 import mlflow
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
@@ -86,12 +88,7 @@ def train_candidate_task(
         }
         metrics |= {f"cv.{a}.macro_f1": s for a, s in fitted.cv_scores.items() if not math.isnan(s)}
         mlflow.log_metrics(metrics)
-        for attribute, head in fitted.heads.items():
-            mlflow.log_figure(
-                confusion_figure(head, X_val, ys_val[attribute], f"{name}: {attribute} (validation)"),
-                f"confusion_matrix/{attribute}.png",
-            )
-            mlflow.log_dict(class_report(head, X_val, ys_val[attribute]), f"class_report/{attribute}.json")
+        log_validation_reports(name, fitted.heads, X_val, ys_val)
         heads_path = Path(out_dir) / f"{name}.joblib"
         heads_path.parent.mkdir(parents=True, exist_ok=True)
         joblib.dump(fitted.heads, heads_path)
@@ -99,6 +96,18 @@ def train_candidate_task(
         "%s: val macro-F1 %.4f in %.1f s (params %s)", name, metrics["val.macro_f1"], fitted.fit_seconds, fitted.params
     )
     return CandidateResult(name, run.info.run_id, str(heads_path), fitted.params, metrics)
+
+
+def log_validation_reports(
+    name: str, heads: Mapping[str, object], X_val: np.ndarray, ys_val: Mapping[str, np.ndarray]
+) -> None:
+    """Each attribute's confusion matrix and class report on validation, on the active run."""
+    for attribute, head in heads.items():
+        mlflow.log_figure(
+            confusion_figure(head, X_val, ys_val[attribute], f"{name}: {attribute} (validation)"),
+            f"confusion_matrix/{attribute}.png",
+        )
+        mlflow.log_dict(class_report(head, X_val, ys_val[attribute]), f"class_report/{attribute}.json")
 
 
 def _rows(split: tuple[object, object] | None) -> int:
