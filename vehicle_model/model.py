@@ -8,21 +8,26 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from vehicle_model.featurizer import Featurizer
+from vehicle_model.decisions import DecisionPolicy, decide
+from vehicle_model.featurizer import Featurizer, is_greyscale
 from vehicle_model.records import Prediction, summarise
 
 
 @dataclass
 class VehicleClassifier:
-    """Featurizer and fitted heads that together turn images into per-attribute probabilities.
+    """Featurizer and fitted heads that together turn images into per-attribute probabilities,
+    each with a decision whether to trust it (``vehicle_model.decisions``).
 
     Attributes:
         featurizer: the backbone + colour features used in training.
         heads: attribute name -> fitted scikit-learn estimator with ``predict_proba``.
+        policy: the thresholds fitted with the version; None for a version registered
+            without them (every answer is then ``uncertain``, colour on greyscale ``undetermined``).
     """
 
     featurizer: Featurizer
     heads: Mapping[str, object]
+    policy: DecisionPolicy | None = None
 
     @property
     def attributes(self) -> list[str]:
@@ -37,17 +42,22 @@ class VehicleClassifier:
         return {name: head.predict_proba(features) for name, head in self.heads.items()}
 
     def predict_features(self, features: np.ndarray) -> list[Prediction]:
-        """One record per row: each attribute's predicted label and every class probability."""
+        """One record per row of featurizer output: each attribute's predicted label, every
+        class probability, the decision and, unless confident, its reason."""
         probabilities = self.predict_proba_features(features)
+        verdicts = decide(self.policy, probabilities, is_greyscale(features))
         classes = self.classes()
         records: list[Prediction] = []
         for row in range(len(features)):
             record: Prediction = {}
             for name, proba in probabilities.items():
                 labels = classes[name]
+                verdict = verdicts[name][row]
                 record[name] = {
                     "label": labels[int(np.argmax(proba[row]))],
                     "probabilities": {label: float(p) for label, p in zip(labels, proba[row])},
+                    "decision": verdict.decision,
+                    **({"reason": verdict.reason} if verdict.reason else {}),
                 }
             records.append(record)
         return records

@@ -12,12 +12,14 @@ import joblib
 import mlflow.pyfunc
 import pandas as pd
 
+from vehicle_model.decisions import DecisionPolicy
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.model import VehicleClassifier
 from vehicle_model.records import Prediction
 
 BACKBONE_ARTIFACT = "backbone"
 HEADS_ARTIFACT = "heads"
+DECISIONS_ARTIFACT = "decisions"  # the thresholds (``vehicle_model.decisions``); absent in older versions
 INPUT_COLUMN = "image"
 
 
@@ -37,7 +39,7 @@ class VehiclePyfunc(mlflow.pyfunc.PythonModel):
         precision = getattr(self, "precision", "fp32")
         featurizer = Featurizer(Path(context.artifacts[BACKBONE_ARTIFACT]), precision=precision)
         heads = joblib.load(context.artifacts[HEADS_ARTIFACT])
-        self.classifier = VehicleClassifier(featurizer=featurizer, heads=heads)
+        self.classifier = VehicleClassifier(featurizer=featurizer, heads=heads, policy=load_policy(context.artifacts))
 
     # The DataFrame hint tells MLflow not to infer a schema from hints: the logged
     # signature (a binary ``image`` column) is the contract.
@@ -45,6 +47,12 @@ class VehiclePyfunc(mlflow.pyfunc.PythonModel):
         """Classifies images given as a DataFrame column ``image`` (or a list of bytes)."""
         blobs = _as_blobs(model_input)
         return self.classifier.predict_bytes(blobs)
+
+
+def load_policy(artifacts: dict[str, str]) -> DecisionPolicy | None:
+    """The version's decision policy; None for a version registered before thresholds existed."""
+    path = artifacts.get(DECISIONS_ARTIFACT)
+    return DecisionPolicy.from_json(Path(path).read_text()) if path else None
 
 
 def _as_blobs(model_input) -> list[bytes]:

@@ -29,7 +29,8 @@ import numpy as np
 
 from vehicle_model.featurizer import EMBEDDING_DIM, MODEL_DIM, TONE_DIM
 
-Prediction = dict[str, dict[str, object]]  # attribute -> {"label": str, "probabilities": {class: p}}
+# attribute -> {"label": str, "probabilities": {class: p}, "decision": str, "reason": str (unless confident)}
+Prediction = dict[str, dict[str, object]]
 
 PROJECTION_DIM = 32
 PROJECTION_SEED = 8
@@ -80,13 +81,13 @@ def prediction_record(
     version: str,
     time: float,
 ) -> dict:
-    """One log record: when, where, which model, each attribute's label and its probability,
-    and the image summary (a row of ``summarise``).
+    """One log record: when, where, which model, each attribute's label, its probability and
+    its decision (``vehicle_model.decisions``), and the image summary (a row of ``summarise``).
 
     Example::
 
         {"time": 1764320000.5, "region": "north", "model": "vehicle-classifier", "version": "3",
-         "predictions": {"vehicle_type": {"label": "bus", "probability": 0.97}},
+         "predictions": {"vehicle_type": {"label": "bus", "probability": 0.97, "decision": "confident"}},
          "projection": "embedding-gaussian-rp32-seed8+sv-tone", "features": [0.41237, ...],
          "tone": [0.1, 0.3, 0.6, 0.2, 0.5, 0.3]}
     """
@@ -96,7 +97,12 @@ def prediction_record(
         "model": model,
         "version": str(version),
         "predictions": {
-            attribute: {"label": str(result["label"]), "probability": round(_top(result["probabilities"]), DECIMALS)}
+            attribute: {
+                "label": str(result["label"]),
+                "probability": round(_top(result["probabilities"]), DECIMALS),
+                # A prediction built without decisions (by hand, or by older code) logs none.
+                **({"decision": str(result["decision"])} if "decision" in result else {}),
+            }
             for attribute, result in prediction.items()
         },
         "projection": PROJECTION_VERSION,

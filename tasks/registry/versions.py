@@ -26,7 +26,7 @@ from tasks.registry.aliases import CHALLENGER, CHAMPION, PREVIOUS
 from tasks.registry.gate import PromotionDecision
 from vehicle_model.metadata import contract_of, featurizer_version_of, model_metadata
 from vehicle_model.model import VehicleClassifier
-from vehicle_model.pyfunc import BACKBONE_ARTIFACT, HEADS_ARTIFACT, INPUT_COLUMN, VehiclePyfunc
+from vehicle_model.pyfunc import BACKBONE_ARTIFACT, DECISIONS_ARTIFACT, HEADS_ARTIFACT, INPUT_COLUMN, VehiclePyfunc
 
 MODEL_ARTIFACT = "model"
 REPLACED_TAG = "promotion.replaced"
@@ -53,21 +53,28 @@ def signature() -> ModelSignature:
 
 
 def log_classifier(classifier: VehicleClassifier, metadata: Mapping[str, Any] | None = None) -> ModelInfo:
-    """Logs featurizer + heads as one pyfunc in the active run, with ``vehicle_model`` as code.
+    """Logs featurizer + heads (+ decision policy) as one pyfunc in the active run, with
+    ``vehicle_model`` as code.
 
     Args:
-        classifier: featurizer and fitted heads.
+        classifier: featurizer, fitted heads and, when fitted, the decision policy (artifact
+            ``decisions``; without one the version answers every attribute ``uncertain``).
         metadata: entries for the model's metadata block beside its contract and featurizer
             (``vehicle_model.metadata``), such as the candidate's name.
     """
     with tempfile.TemporaryDirectory() as tmp:
         heads_path = Path(tmp) / "heads.joblib"
         joblib.dump(dict(classifier.heads), heads_path)
+        artifacts = {BACKBONE_ARTIFACT: str(classifier.featurizer.backbone_path), HEADS_ARTIFACT: str(heads_path)}
+        if classifier.policy is not None:
+            policy_path = Path(tmp) / "decisions.json"
+            policy_path.write_text(classifier.policy.to_json())
+            artifacts[DECISIONS_ARTIFACT] = str(policy_path)
         code = _python_sources(Path(vehicle_model.__file__).parent, Path(tmp) / "code")
         return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=VehiclePyfunc(classifier.featurizer.precision),
-            artifacts={BACKBONE_ARTIFACT: str(classifier.featurizer.backbone_path), HEADS_ARTIFACT: str(heads_path)},
+            artifacts=artifacts,
             code_paths=[str(code)],
             pip_requirements=pip_requirements(),
             signature=signature(),
