@@ -12,12 +12,12 @@ from pathlib import Path
 
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template import TemplateConfig
 
 from serving.http.body_deadline import BodyDeadlineMiddleware
 from serving.http.dependencies import dependencies
+from serving.http.docs import DOCS_PATH, LocalSwaggerRenderPlugin
 from serving.http.errors import ApiError, exception_handlers
 from serving.http.request_ids import add_request_id_header
 from serving.model.service import ModelService
@@ -77,8 +77,8 @@ def create_app(settings: ServingSettings, model_service: ModelService | None = N
             title="Vehicle classification API",
             version=API_VERSION,
             description="Classifies vehicle photos (type and colour) with the registry's champion model.",
-            path="/docs",
-            render_plugins=[SwaggerRenderPlugin(path="/")],
+            path=DOCS_PATH,
+            render_plugins=[LocalSwaggerRenderPlugin()],
         ),
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
         cors_config=cors_config(settings),

@@ -2,8 +2,8 @@
 
 Pages (the upload form and HTML reports) get a Content-Security-Policy that allows only their
 own inline styles and posting the form to this origin: no script runs, nothing is framed.
-Swagger UI under ``/docs`` loads its script and styles from a CDN, so it keeps Litestar's page
-without a policy (its responses still get the other headers).
+Swagger UI under ``/docs`` starts from an inline script, so it keeps Litestar's page without a
+policy (its responses still get the other headers).
 """
 
 from __future__ import annotations

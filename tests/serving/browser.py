@@ -1,7 +1,7 @@
 """Headless Chromium driven over the DevTools protocol, just enough to fill and submit a form.
 
 Debian's ``chromium`` (``make test`` installs it when missing); a fresh profile per browser,
-no network but the loopback address it is pointed at.
+no network but loopback: every other URL goes through a proxy that is a closed port.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -41,8 +42,14 @@ class Browser:
             raise RuntimeError("chromium is not installed (make test installs Debian's chromium)")
         self.timeout = timeout
         self.profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
+        # Bound but never listening: connections are refused, and no other process can take the port.
+        # Chromium sends loopback addresses direct, so only the internet is cut.
+        self._dead_proxy = socket.socket()
+        self._dead_proxy.bind(("127.0.0.1", 0))
+        proxy = f"--proxy-server=http://127.0.0.1:{self._dead_proxy.getsockname()[1]}"
+        self.events: list[dict] = []
         self.process = subprocess.Popen(
-            [binary, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            [binary, *FLAGS, proxy, f"--user-data-dir={self.profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -65,7 +72,7 @@ class Browser:
         raise TimeoutError("chromium did not open its DevTools port")
 
     def call(self, method: str, **params: Any) -> dict:
-        """Sends one command and returns its result (events arriving meanwhile are dropped)."""
+        """Sends one command and returns its result (events arriving meanwhile go to ``events``)."""
         ident = next(self._ids)
         self.socket.send(json.dumps({"id": ident, "method": method, "params": params}))
         while True:
@@ -74,14 +81,29 @@ class Browser:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return message["result"]
+            self.events.append(message)
 
     def wait_for(self, event: str) -> dict:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             message = json.loads(self.socket.recv(timeout=max(0.1, deadline - time.monotonic())))
+            self.events.append(message)
             if message.get("method") == event:
                 return message["params"]
         raise TimeoutError(f"no {event} within {self.timeout} s")
+
+    def wait_until(self, expression: str) -> None:
+        """Evaluates ``expression`` in the page until it is truthy (scripts that render after load)."""
+        deadline = time.monotonic() + self.timeout
+        while not self.evaluate(expression):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{expression} still false after {self.timeout} s")
+            time.sleep(0.1)
+
+    def requested_urls(self) -> list[str]:
+        """Every URL the page asked for since ``Network.enable``, in order."""
+        self.call("Runtime.evaluate", expression="0")  # drains the events sent before its answer
+        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
 
     def open(self, url: str) -> None:
         self.call("Page.navigate", url=url)
@@ -107,3 +129,4 @@ class Browser:
                 self.process.kill()
                 self.process.wait(timeout=10)
             shutil.rmtree(self.profile, ignore_errors=True)
+            self._dead_proxy.close()

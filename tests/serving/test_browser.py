@@ -1,4 +1,4 @@
-"""A person's path through the upload page, in a real headless Chromium."""
+"""A person's path through the upload page and the API docs, in a real headless Chromium."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from serving.app import create_app
 from serving.model.service import ModelService
 
 pytestmark = [pytest.mark.serving, pytest.mark.browser]
+
+# The CDN Litestar's default Swagger UI page loads from.
+CDN_FILE = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.18.2/swagger-ui.css"
 
 
 def test_upload_form_shows_the_html_report(make_settings, small_model, tiny_dataset: Path, tmp_path: Path):
@@ -37,3 +40,28 @@ def test_upload_form_shows_the_html_report(make_settings, small_model, tiny_data
     assert heading == "Vehicle report browser-car-1"
     for attribute, result in expected.items():
         assert any(h.startswith(f"{attribute}: {result['label']}") for h in headings), headings
+
+
+def test_docs_list_the_operations_with_the_internet_cut(make_settings):
+    app = create_app(make_settings())
+    with running_server(app) as base_url:
+        browser = Browser()
+        try:
+            browser.call("Network.enable")
+            browser.open(f"{base_url}/docs")
+            browser.wait_until("document.querySelectorAll('.opblock').length > 0")
+            paths = browser.evaluate("[...document.querySelectorAll('.opblock-summary-path')].map(e => e.textContent)")
+            summaries = browser.evaluate(
+                "[...document.querySelectorAll('.opblock-summary-description')].map(e => e.textContent)"
+            )
+            requested = browser.requested_urls()
+            outside = browser.call("Page.navigate", url=CDN_FILE)
+        finally:
+            browser.close()
+
+    # The cut is real: an outside URL went to the dead proxy (not merely to a missing DNS).
+    assert outside.get("errorText") == "net::ERR_PROXY_CONNECTION_FAILED", outside
+    assert "/api/vehicle/classify" in paths and "/api/vehicle/report/{vehicle_id}" in paths, paths
+    assert "Classify" in summaries, summaries
+    assert f"{base_url}/docs/assets/swagger-ui-bundle.js" in requested
+    assert all(url.startswith((f"{base_url}/", "data:")) for url in requested), requested
