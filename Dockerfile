@@ -34,6 +34,7 @@ RUN --mount=type=cache,target=/root/.cache/pip /opt/venv/bin/pip install -r dask
 FROM deps AS wheel
 COPY pyproject.toml README.md ./
 COPY vehicle_model ./vehicle_model
+COPY feedback ./feedback
 COPY tasks ./tasks
 COPY flows ./flows
 COPY serving ./serving

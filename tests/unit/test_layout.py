@@ -18,11 +18,12 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("vehicle_model", "tasks", "flows", "serving", "cli")
+PACKAGES = ("vehicle_model", "feedback", "tasks", "flows", "serving", "cli")
 
 # Lowest first: a module may import its own layer or a lower one, never a higher one.
 LAYERS = (
     "vehicle_model",
+    "feedback",
     "tasks.defaults",
     "tasks.data",
     "tasks.tracking",
@@ -32,9 +33,12 @@ LAYERS = (
     "flows",
     "cli",
 )
-# Modules that wrap a step with Prefect, or talk to MLflow or Redis; every other module of
-# tasks/ and vehicle_model/ is pure and may import none of them.
+# Modules that wrap a step with Prefect, talk to MLflow or Redis, or keep the learning loop's
+# items (SQL) and images (fsspec); every other module of tasks/, feedback/ and vehicle_model/
+# is pure and may import none of them.
 ADAPTERS = {
+    "feedback.images",
+    "feedback.store",
     "tasks.tracking",
     "tasks.registry.lock",
     "tasks.registry.versions",
@@ -42,7 +46,7 @@ ADAPTERS = {
     "tasks.monitoring.reference",
     "vehicle_model.pyfunc",
 }
-SERVICES = ("prefect", "mlflow", "redis", "litestar")
+SERVICES = ("prefect", "mlflow", "redis", "litestar", "sqlalchemy", "fsspec")
 
 
 def _module(path: Path) -> str:
@@ -86,7 +90,7 @@ def _layer(name: str) -> int | None:
 
 def _is_pure(name: str) -> bool:
     steps = name.rpartition(".")[2].endswith("_steps")
-    return name.startswith(("tasks.", "vehicle_model")) and name not in ADAPTERS and not steps
+    return name.startswith(("tasks.", "feedback", "vehicle_model")) and name not in ADAPTERS and not steps
 
 
 def test_no_import_cycle() -> None:
@@ -120,13 +124,13 @@ def test_imports_point_down_the_stages() -> None:
     assert upward == []
 
 
-def test_serving_imports_only_the_model_package() -> None:
+def test_serving_imports_only_the_model_and_feedback_packages() -> None:
     reaching = [
         f"{name} -> {target}"
         for name, targets in GRAPH.items()
         if name.startswith("serving")
         for target in targets
-        if not target.startswith(("serving", "vehicle_model"))
+        if not target.startswith(("serving", "vehicle_model", "feedback"))
     ]
     assert reaching == []
 
@@ -150,7 +154,7 @@ print(json.dumps(failures))
 
 
 def test_pure_modules_load_no_service_client() -> None:
-    """The pure steps import no Prefect, MLflow, Redis or Litestar, not even indirectly."""
+    """The pure steps import no Prefect, MLflow, Redis, Litestar, SQLAlchemy or fsspec, not even indirectly."""
     script = """
 import importlib, json, sys
 loaded = {}
@@ -163,7 +167,7 @@ for name in json.loads(sys.argv[1]):
 print(json.dumps(loaded))
 """.replace("SERVICES", repr(SERVICES))
     pure = sorted(name for name in MODULES if _is_pure(name))
-    assert "tasks.monitoring.report" in pure and "tasks.registry.gate" in pure
+    assert {"tasks.monitoring.report", "tasks.registry.gate", "feedback.sampling"} <= set(pure)
     assert _run(script, pure) == {}
 
 
