@@ -1,4 +1,4 @@
-"""Flow: prepare data → (nothing new? stop) → train six candidates → evaluate → gate → register → promote."""
+"""Flow: prepare data → (nothing new? stop) → train six candidates, vote → evaluate → gate → register → promote."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from tasks.registry.promotion_steps import (
     unchanged_since_task,
 )
 from tasks.registry.retrain import SkippedRun
-from tasks.tracking import local_artifact_root, parent_run, use_tracking_store
+from tasks.tracking import ParentRun, local_artifact_root, parent_run, use_tracking_store
 from tasks.training.candidates import candidate_names
 from tasks.training.evaluation import CandidateFailure, CandidateResult, leaderboard, score
 from tasks.training.train_steps import (
@@ -41,6 +41,8 @@ from tasks.training.train_steps import (
     score_on_test_task,
     train_candidate_task,
 )
+from tasks.training.vote import MIN_MEMBERS, VOTE
+from tasks.training.vote_steps import train_vote_task
 
 Metric = Literal["macro_f1", "accuracy", "log_loss", "ece"]
 
@@ -71,6 +73,7 @@ def train_pipeline(
     force: bool = False,
     trigger: str | None = None,
     drift_regions: list[str] | None = None,
+    vote: bool = True,
 ) -> TrainingSummary | SkippedRun:
     """Trains the candidate heads, registers the best and promotes it if the gate passes.
 
@@ -87,6 +90,8 @@ def train_pipeline(
         force: train even when the data and featurizer are unchanged since the champion.
         trigger: what started this run (e.g. ``schedule``, ``drift``); shown if the run is skipped.
         drift_regions: regions where drift was seen, when a drift check started this run.
+        vote: also score a seventh candidate, the soft vote of the best of the others
+            (``tasks.training.vote``), when at least two succeed; it wins only on validation.
     """
     if trigger:
         get_run_logger().info(
@@ -115,6 +120,8 @@ def train_pipeline(
         results, failures = train_candidates(
             names, prepared, seed, time_budget_seconds, parent.experiment_id, parent.run_id, settings, heads_dir
         )
+        if vote and len(results) >= MIN_MEMBERS:
+            results, failures = add_vote(results, failures, prepared, metric, seed, parent, settings, heads_dir)
         board = leaderboard(results, metric)
         publish_leaderboard_task(board, failures, parent.run_id, parent.url, metric)
         winner = next(r for r in results if r.name == board.iloc[0]["candidate"])
@@ -203,6 +210,48 @@ def train_candidates(
         outcomes = {name: future.result(raise_on_failure=False) for name, future in futures.items()}
     results = [o for o in outcomes.values() if isinstance(o, CandidateResult)]
     failures = [CandidateFailure.from_error(n, o) for n, o in outcomes.items() if not isinstance(o, CandidateResult)]
+    _log_outcomes(results, failures, settings)
+    if len(results) * 2 < len(names):
+        raise RuntimeError(
+            f"only {len(results)} of {len(names)} candidates succeeded; failed: "
+            + "; ".join(f"{f.name}: {f.error}" for f in failures)
+        )
+    return results, failures
+
+
+def add_vote(
+    results: list[CandidateResult],
+    failures: list[CandidateFailure],
+    prepared: PreparedData,
+    metric: str,
+    seed: int,
+    parent: ParentRun,
+    settings: PipelineSettings,
+    out_dir: Path,
+) -> tuple[list[CandidateResult], list[CandidateFailure]]:
+    """The candidates and their vote, which joins them as one more candidate; a vote that
+    fails is reported as a failed candidate is, and the run goes on without it."""
+    # On the flow's thread pool, as the candidates' runs: this thread holds the parent run open.
+    future = train_vote_task.submit(
+        results,
+        str(prepared.features),
+        prepared.attributes,
+        metric,
+        seed,
+        parent.experiment_id,
+        parent.run_id,
+        str(out_dir),
+    )
+    outcome = future.result(raise_on_failure=False)
+    if isinstance(outcome, CandidateResult):
+        _log_outcomes([outcome], [], settings)
+        return [*results, outcome], failures
+    failure = CandidateFailure.from_error(VOTE, outcome)
+    _log_outcomes([], [failure], settings)
+    return results, [*failures, failure]
+
+
+def _log_outcomes(results: list[CandidateResult], failures: list[CandidateFailure], settings: PipelineSettings) -> None:
     logger, training_log = get_run_logger(), file_logger("training", settings.log_dir)
     for failure in failures:
         logger.error("Candidate %s failed after retries: %s", failure.name, failure.error)
@@ -211,12 +260,6 @@ def train_candidates(
         training_log.info(
             "candidate trained", extra={"candidate": result.name, "run_id": result.run_id, **result.metrics}
         )
-    if len(results) * 2 < len(names):
-        raise RuntimeError(
-            f"only {len(results)} of {len(names)} candidates succeeded; failed: "
-            + "; ".join(f"{f.name}: {f.error}" for f in failures)
-        )
-    return results, failures
 
 
 def _run_tags() -> dict[str, str]:
