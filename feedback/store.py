@@ -359,20 +359,25 @@ class LabelStore:
         with self.engine.begin() as conn:
             return [_label_row(row) for row in conn.execute(query).all()]
 
+    def expiring(self, older_than: float) -> list[str]:
+        """The image shas ``expire(older_than)`` would leave unreferenced, deleting nothing: a
+        caller that deletes these images first can repeat the whole expiry after a crash."""
+        with self.engine.begin() as conn:
+            return _freed(conn, older_than)
+
     def expire(self, older_than: float) -> list[str]:
         """Deletes the items and the labels of predictions made before ``older_than`` (Unix
         seconds); returns the image shas no remaining item refers to, for the caller to delete
         from the ``ImageStore``."""
         with self.engine.begin() as conn:
+            freed = _freed(conn, older_than)
             old = ITEMS.c.time < older_than
-            shas = set(conn.execute(sa.select(ITEMS.c.image_sha).where(old).distinct()).scalars())
             expired_items = sa.select(ITEMS.c.item_id).where(old)
             conn.execute(
                 sa.delete(LABELS).where(sa.or_(LABELS.c.predicted_at < older_than, LABELS.c.item_id.in_(expired_items)))
             )
             conn.execute(sa.delete(ITEMS).where(old))
-            still = set(conn.execute(sa.select(ITEMS.c.image_sha).where(ITEMS.c.image_sha.in_(shas))).scalars())
-        return sorted(shas - still)
+        return freed
 
     def kept_count(self, since: float | None = None) -> int:
         """How many items are held (kept at or after ``since``): what the sampling caps count."""
@@ -403,6 +408,15 @@ class LabelStore:
                 counts = found.setdefault(region, {"kept": 0, "queued": 0, "rejected": 0})
                 counts.update(labelled=n, harvested=harvested)
         return dict(sorted(found.items()))
+
+
+def _freed(conn: sa.Connection, older_than: float) -> list[str]:
+    """Shas of items predicted before ``older_than`` that no later item shares."""
+    old = ITEMS.c.time < older_than
+    expiring = sa.select(ITEMS.c.image_sha).where(old)
+    shared = sa.select(ITEMS.c.image_sha).where(~old, ITEMS.c.image_sha.in_(expiring))
+    freed = sa.select(ITEMS.c.image_sha).where(old, ITEMS.c.image_sha.not_in(shared)).distinct()
+    return sorted(conn.execute(freed).scalars())
 
 
 def _queue_item(row: sa.Row, drifted: set[str] = frozenset()) -> QueueItem:

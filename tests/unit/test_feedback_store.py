@@ -226,6 +226,9 @@ def test_expiry_deletes_old_items_and_labels_and_returns_only_images_nothing_els
     store.add_label("old-unkept", {"vehicle_type": "bus"}, "feedback", client="acme", prediction=info)
     store.add_label("new", {"vehicle_type": "bus"}, "feedback", client="acme")
 
+    assert store.expiring(older_than=200) == [kept("old-alone").image_sha]
+    assert store.item("old") is not None  # expiring only tells
+
     gone = store.expire(older_than=200)
 
     assert gone == [kept("old-alone").image_sha]
