@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from vehicle_model.records import Prediction
+if TYPE_CHECKING:
+    from vehicle_model.records import Prediction  # a type only: importing it loads the featurizer
+
 
 Reason = Literal["uniform", "uncertain", "drifted"]
 REASONS: tuple[Reason, ...] = ("uniform", "uncertain", "drifted")

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from feedback.items import margin
-from vehicle_model.records import Prediction
+
+if TYPE_CHECKING:
+    from vehicle_model.records import Prediction  # a type only: importing it loads the featurizer
 
 DEFAULT_MARGIN = 0.2
 UNCERTAIN_DECISION = "uncertain"
