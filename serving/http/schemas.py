@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Annotated, Literal, TypedDict
 
 from litestar.datastructures import UploadFile
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.params import KwargDefinition
+
+from vehicle_model.decisions import Decision
 
 ReportFormat = Literal["json", "html"]
 
@@ -62,10 +65,27 @@ class Confidence(TypedDict):
     normalized_entropy: float
 
 
-class AttributePrediction(TypedDict):
+# Field descriptions go through KwargDefinition: Litestar reads no other annotation of a TypedDict field.
+DECISION_DESCRIPTION = (
+    "Whether to trust `label`. `confident`: the calibrated confidence clears the threshold fitted "
+    "with this model version for this attribute (fitted on validation images to a target precision). "
+    "`uncertain`: it does not, or the version has no threshold; review before relying on it. "
+    "`undetermined`: the image cannot carry this attribute (colour on a greyscale frame); `label` "
+    "stays the most probable class, but do not trust it."
+)
+REASON_DESCRIPTION = "Why the answer is not `confident`, in one sentence; absent when it is."
+
+
+class _Reason(TypedDict, total=False):
+    # A base of its own: with postponed annotations, NotRequired[...] is not seen by TypedDict on 3.11.
+    reason: Annotated[str, KwargDefinition(description=REASON_DESCRIPTION)]
+
+
+class AttributePrediction(_Reason):
     label: str
     top_k: list[TopClass]
     confidence: Confidence
+    decision: Annotated[Decision, KwargDefinition(description=DECISION_DESCRIPTION)]
 
 
 class ModelRef(TypedDict):
@@ -107,12 +127,22 @@ class BatchItem(TypedDict):
     error: ErrorDetail | None
 
 
+class DecisionCounts(TypedDict):
+    confident: int
+    uncertain: int
+    undetermined: int
+
+
 class BatchSummary(TypedDict):
     total: int
     ok: int
     failed: int
     cache_hits: int
     class_counts: dict[str, dict[str, int]]
+    decisions: Annotated[
+        dict[str, DecisionCounts],
+        KwargDefinition(description="Per attribute, how many of the batch's answers got each `decision`."),
+    ]
 
 
 class BatchResponse(TypedDict):
@@ -125,7 +155,12 @@ class BatchResponse(TypedDict):
 
 class ReportAnalysis(TypedDict):
     overall_confidence: float
-    low_confidence: list[str]
+    low_confidence: Annotated[
+        list[str], KwargDefinition(description="Attributes below this deployment's `thresholds`.")
+    ]
+    not_confident: Annotated[
+        list[str], KwargDefinition(description="Attributes whose `decision` is `uncertain` or `undetermined`.")
+    ]
     thresholds: dict[str, float]
 
 
@@ -154,6 +189,10 @@ class RegionStatsBody(TypedDict):
     total_requests: int
     requests: dict[str, int]
     predictions: dict[str, dict[str, int]]
+    decisions: Annotated[
+        dict[str, DecisionCounts],
+        KwargDefinition(description="Per attribute, how many of the region's answers got each `decision`."),
+    ]
     drift: DriftStatusBody | None
 
 

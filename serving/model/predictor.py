@@ -27,6 +27,9 @@ from vehicle_model.images import ImageDecodeError, ImageLimits
 from vehicle_model.records import Prediction
 
 logger = logging.getLogger("serving.cache")
+# Part of every cache key: the shape of a cached result. Bumped when results gain a field a
+# reader needs (``decision``), so a replica never reads another code version's older results.
+RESULT_FORMAT = "r2"
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class Predictor:
             ModelUnavailable: no model is loaded.
         """
         model = self.models.require()
-        keys = [f"{model.name}:{model.version}:{hashlib.sha256(blob).hexdigest()}" for blob in blobs]
+        keys = [f"{model.name}:{model.version}:{RESULT_FORMAT}:{hashlib.sha256(blob).hexdigest()}" for blob in blobs]
         outcomes: list[ImageOutcome | None] = list(await asyncio.gather(*(self._cached(key) for key in keys)))
         misses = [i for i, outcome in enumerate(outcomes) if outcome is None]
         self.metrics.cache_hits.inc(len(blobs) - len(misses))

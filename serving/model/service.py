@@ -29,7 +29,6 @@ from serving.model.source import LoadedModel, ModelSource, NoChampion, RegistryU
 from serving.monitoring.metrics import ServingMetrics
 from vehicle_model.featurizer import usable_cores
 from vehicle_model.images import ImageDecodeError, ImageLimits
-from vehicle_model.model import VehicleClassifier
 from vehicle_model.records import Prediction
 
 T = TypeVar("T")
@@ -311,4 +310,5 @@ def with_thread_layout(model: LoadedModel, onnx_threads: int, cores: int) -> Loa
         return dataclasses.replace(model, wide=None)
     wide = copy.copy(featurizer)  # without the session (``Featurizer.__getstate__``)
     wide.threads = cores
-    return dataclasses.replace(model, wide=VehicleClassifier(wide, model.classifier.heads))
+    # replace, not a new classifier: the wide view must keep the heads and the decision policy.
+    return dataclasses.replace(model, wide=dataclasses.replace(model.classifier, featurizer=wide))

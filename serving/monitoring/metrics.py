@@ -1,4 +1,4 @@
-"""Prometheus metrics of one app: predictions, model version, cache, Redis, reloads.
+"""Prometheus metrics of one app: predictions and their decisions, model version, cache, Redis, reloads.
 
 Litestar's Prometheus middleware records requests and latency by route and status in the
 process-wide registry; these app-level metrics live in a registry of their own so several
@@ -30,6 +30,12 @@ class ServingMetrics:
             "vehicle_predictions_total",
             "Predicted labels by attribute and class.",
             ["attribute", "label"],
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "vehicle_decisions_total",
+            "Answers by attribute and decision (confident, uncertain, undetermined): the uncertain share to watch.",
+            ["attribute", "decision"],
             registry=self.registry,
         )
         self.model_info = Gauge(
@@ -98,6 +104,7 @@ class ServingMetrics:
         for prediction in predictions:
             for attribute, result in prediction.items():
                 self.predictions.labels(attribute, str(result["label"])).inc()
+                self.decisions.labels(attribute, str(result["decision"])).inc()
 
     def render(self) -> bytes:
         """Text exposition of the process-wide registry (requests, process) and this app's."""

@@ -1,10 +1,12 @@
-"""Per-region request counts and predicted-class distribution, in Redis hashes.
+"""Per-region request counts, predicted-class distribution and decisions, in Redis hashes.
 
 Layout under ``<prefix>:stats``: a set ``regions`` of region names and, per region, hashes
-``region:<name>:requests`` (endpoint -> count) and ``region:<name>:predictions``
-(``attribute:label`` -> count), all updated with HINCRBY in one script. A request only adds
-its increments in memory; a background task (``keep_flushing``) sends what has accumulated, so
-under load one round trip carries many requests' counts and no request waits for Redis. While
+``region:<name>:requests`` (endpoint -> count), ``region:<name>:predictions``
+(``attribute:label`` -> count) and ``region:<name>:decisions`` (``attribute:decision`` ->
+count, so monitoring can watch the uncertain share), all updated with HINCRBY in one script.
+A request only adds its increments in memory; a background task (``keep_flushing``) sends what
+has accumulated, so under load one round trip carries many requests' counts and no request
+waits for Redis. While
 Redis is away the increments accumulate in memory and are flushed into Redis when it answers
 again. Reads add what is not sent yet, so the numbers served are always exact.
 
@@ -25,13 +27,15 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from serving.storage.stores import RedisGuard, RedisUnavailable
+from vehicle_model.decisions import DECISIONS
 from vehicle_model.records import Prediction, as_text, drift_status_key
 
 REGION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 DEFAULT_REGION = "unknown"
 OVERFLOW_REGION = "other"
 
-Delta = tuple[str, str, str]  # (region, "requests" | "predictions", field)
+Delta = tuple[str, str, str]  # (region, "requests" | "predictions" | "decisions", field)
+COUNTED = ("predictions", "decisions")  # the kinds counted as attribute -> value -> count
 # How long Redis remembers an applied batch id: far longer than any retry of that batch.
 BATCH_ID_TTL_SECONDS = 86_400
 APPLY_ONCE = """
@@ -54,11 +58,13 @@ class RegionSummary:
         region: the ``X-Region`` value.
         requests: endpoint name -> number of requests.
         predictions: attribute -> predicted label -> count.
+        decisions: attribute -> decision -> count (every decision listed for an attribute seen).
     """
 
     region: str
     requests: dict[str, int] = field(default_factory=dict)
     predictions: dict[str, dict[str, int]] = field(default_factory=dict)
+    decisions: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def total_requests(self) -> int:
@@ -97,13 +103,15 @@ class RegionStats:
         return f"{self.prefix}:region:{region}:{kind}"
 
     def record(self, region: str, endpoint: str, predictions: Iterable[Prediction] = ()) -> None:
-        """Counts one request to ``endpoint`` and the labels it predicted (in memory; no I/O)."""
+        """Counts one request to ``endpoint``, the labels it predicted and their decisions (in
+        memory; no I/O)."""
         region = self._admit(region)
         pending = self._pending
         pending[(region, "requests", endpoint)] += 1
         for prediction in predictions:
             for attribute, result in prediction.items():
                 pending[(region, "predictions", f"{attribute}:{result['label']}")] += 1
+                pending[(region, "decisions", f"{attribute}:{result['decision']}")] += 1
         self._wake.set()
 
     async def keep_flushing(self, retry_seconds: float) -> None:
@@ -165,13 +173,13 @@ class RegionStats:
     async def one(self, region: str) -> tuple[RegionSummary | None, str]:
         """One region's summary (None when it has made no requests) and its source."""
         try:
-            requests, predictions = await self.guard.run(lambda redis: self._read(redis, region))
+            counts = await self.guard.run(lambda redis: self._read(redis, region))
         except RedisUnavailable:
             summary = self._from_pending(region)
             return (summary if summary.requests else None), "memory"
         summary = RegionSummary(region)
-        _add(summary, "requests", requests)
-        _add(summary, "predictions", predictions)
+        for kind, kind_counts in counts.items():
+            _add(summary, kind, kind_counts)
         _add_pending(summary, self._unsent())
         return (summary if summary.requests else None), "redis"
 
@@ -183,12 +191,13 @@ class RegionStats:
             return {}
         return {as_text(region): json.loads(status) for region, status in statuses.items()}
 
-    async def _read(self, redis: Redis, region: str) -> tuple[dict, dict]:
+    async def _read(self, redis: Redis, region: str) -> dict[str, dict]:
+        """Kind (``requests`` and each of ``COUNTED``) -> the region's hash of that kind."""
+        kinds = ("requests", *COUNTED)
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._key(region, "requests"))
-            pipe.hgetall(self._key(region, "predictions"))
-            requests, predictions = await pipe.execute()
-        return requests, predictions
+            for kind in kinds:
+                pipe.hgetall(self._key(region, kind))
+            return dict(zip(kinds, await pipe.execute(), strict=True))
 
     def _from_pending(self, region: str) -> RegionSummary:
         summary = RegionSummary(region)
@@ -215,6 +224,10 @@ def _increment(summary: RegionSummary, kind: str, name: str, count: int) -> None
     if kind == "requests":
         summary.requests[name] = summary.requests.get(name, 0) + count
         return
-    attribute, _, label = name.partition(":")
+    attribute, _, value = name.partition(":")
+    if kind == "decisions":
+        by_decision = summary.decisions.setdefault(attribute, dict.fromkeys(DECISIONS, 0))
+        by_decision[value] = by_decision.get(value, 0) + count
+        return
     by_label = summary.predictions.setdefault(attribute, {})
-    by_label[label] = by_label.get(label, 0) + count
+    by_label[value] = by_label.get(value, 0) + count

@@ -1,4 +1,4 @@
-"""Predictions as clients read them: top-k classes, confidence measures, class counts.
+"""Predictions as clients read them: top-k classes, confidence measures, decisions, counts.
 
 Pure functions over prediction records; no I/O, no model.
 """
@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from vehicle_model.decisions import DECISIONS
 from vehicle_model.records import Prediction
 
 
@@ -40,15 +41,20 @@ def top_k(probabilities: dict[str, float], k: int) -> list[dict[str, Any]]:
 
 
 def present(prediction: Prediction, k: int) -> dict[str, dict[str, Any]]:
-    """Per attribute: label, top-k classes and confidence."""
-    return {
-        attribute: {
-            "label": result["label"],
-            "top_k": top_k(result["probabilities"], k),
-            "confidence": confidence(result["probabilities"]),
-        }
-        for attribute, result in prediction.items()
+    """Per attribute: label, top-k classes, confidence, the decision and, unless confident, why."""
+    return {attribute: _attribute(result, k) for attribute, result in prediction.items()}
+
+
+def _attribute(result: dict[str, Any], k: int) -> dict[str, Any]:
+    shown = {
+        "label": result["label"],
+        "top_k": top_k(result["probabilities"], k),
+        "confidence": confidence(result["probabilities"]),
+        "decision": result["decision"],
     }
+    if result.get("reason"):
+        shown["reason"] = result["reason"]
+    return shown
 
 
 def class_counts(predictions: Sequence[Prediction]) -> dict[str, dict[str, int]]:
@@ -58,3 +64,14 @@ def class_counts(predictions: Sequence[Prediction]) -> dict[str, dict[str, int]]
         for attribute, result in prediction.items():
             counts.setdefault(attribute, Counter())[str(result["label"])] += 1
     return {attribute: dict(counter.most_common()) for attribute, counter in counts.items()}
+
+
+def decision_counts(predictions: Sequence[Prediction]) -> dict[str, dict[str, int]]:
+    """Attribute -> decision -> how many images got it; every decision listed, zeros included,
+    so a client reads the uncertain share without knowing which decisions exist."""
+    counts: dict[str, dict[str, int]] = {}
+    for prediction in predictions:
+        for attribute, result in prediction.items():
+            by_decision = counts.setdefault(attribute, dict.fromkeys(DECISIONS, 0))
+            by_decision[str(result["decision"])] += 1
+    return counts

@@ -1,4 +1,4 @@
-"""Vehicle reports: predictions, a confidence analysis and what to do about doubtful ones.
+"""Vehicle reports: predictions, their decisions, a confidence analysis and what to do about doubtful ones.
 
 Reports are JSON in the report store under the vehicle id, expiring after the report TTL.
 """
@@ -16,6 +16,7 @@ from typing import Any
 from serving.model.source import LoadedModel
 from serving.results.presentation import present
 from serving.storage.stores import ResilientStore
+from vehicle_model.decisions import CONFIDENT, UNDETERMINED
 from vehicle_model.records import Prediction
 
 VEHICLE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -44,7 +45,12 @@ def build_report(
     ttl_seconds: int,
     top_k: int = 3,
 ) -> dict[str, Any]:
-    """The report for one image; JSON-able."""
+    """The report for one image; JSON-able.
+
+    An attribute is recommended for review when the model's decision is not ``confident``
+    (its thresholds, fitted with the version) or when it falls below this deployment's
+    ``thresholds``; ``analysis`` lists the two separately.
+    """
     predictions = present(prediction, top_k)
     flagged = {
         attribute: reason
@@ -61,18 +67,34 @@ def build_report(
         "predictions": predictions,
         "analysis": {
             "overall_confidence": round(min(confidences), 6) if confidences else 0.0,
-            "low_confidence": sorted(flagged),
+            "low_confidence": sorted(a for a, r in predictions.items() if _below(r, thresholds)),
+            "not_confident": sorted(a for a, r in predictions.items() if r["decision"] != CONFIDENT),
             "thresholds": {"min_probability": thresholds.min_probability, "min_margin": thresholds.min_margin},
         },
         "recommendations": list(flagged.values())
-        or ["Every attribute is above the confidence thresholds; no manual review needed."],
+        or ["Every attribute is confident and above the confidence thresholds; no manual review needed."],
     }
 
 
+def _below(result: dict[str, Any], thresholds: Thresholds) -> bool:
+    confidence = result["confidence"]
+    return confidence["max_probability"] < thresholds.min_probability or (
+        len(result["top_k"]) > 1 and confidence["margin"] < thresholds.min_margin
+    )
+
+
 def _doubt(attribute: str, result: dict[str, Any], thresholds: Thresholds) -> str | None:
-    """A recommendation when one attribute's prediction is doubtful, else None."""
+    """A recommendation when one attribute's prediction is doubtful, else None.
+
+    An undetermined attribute comes first: no threshold makes its label worth reviewing.
+    """
     confidence, ranked = result["confidence"], result["top_k"]
     label, top = ranked[0]["label"], confidence["max_probability"]
+    if result["decision"] == UNDETERMINED:
+        return (
+            f"{attribute}: undetermined ({result['reason']}); '{label}' is only the most probable class, "
+            "do not rely on it. Confirm it another way or upload a photo that shows it."
+        )
     if top < thresholds.min_probability:
         alternatives = ", ".join(f"{r['label']} {r['probability']:.0%}" for r in ranked[1:])
         return (
@@ -86,6 +108,8 @@ def _doubt(attribute: str, result: dict[str, Any], thresholds: Thresholds) -> st
             f"{attribute}: '{label}' ({top:.0%}) and '{runner_up['label']}' "
             f"({runner_up['probability']:.0%}) are close; review before relying on it."
         )
+    if result["decision"] != CONFIDENT:
+        return f"{attribute}: '{label}' ({top:.0%}) is uncertain: {result['reason']}; review before relying on it."
     return None
 
 

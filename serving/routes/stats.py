@@ -17,7 +17,7 @@ ALL_TRAFFIC = "all"  # the drift monitor's name for the whole traffic
 
 
 class StatsController(Controller):
-    """Request counts per endpoint and predicted-class distribution, per ``X-Region``."""
+    """Request counts per endpoint, predicted-class distribution and decisions, per ``X-Region``."""
 
     path = "/api/stats"
     tags = ["stats"]
@@ -54,5 +54,6 @@ def _body(summary: RegionSummary, drift: dict[str, dict]) -> RegionStatsBody:
         "total_requests": summary.total_requests,
         "requests": summary.requests,
         "predictions": summary.predictions,
+        "decisions": summary.decisions,
         "drift": drift.get(summary.region),
     }

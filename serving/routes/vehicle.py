@@ -28,7 +28,7 @@ from serving.http.schemas import (
 from serving.http.uploads import decode_error, display_name, read_image_body, read_upload
 from serving.model.predictor import ImageOutcome, Predictor
 from serving.monitoring.region_stats import RegionStats
-from serving.results.presentation import class_counts, present
+from serving.results.presentation import class_counts, decision_counts, present
 from serving.results.reports import (
     VEHICLE_ID_PATTERN,
     VEHICLE_ID_RULE,
@@ -73,7 +73,9 @@ class VehicleController(Controller):
         caller_region: NamedDependency[str],
         top_k: TopK = 3,
     ) -> ClassifyResponse:
-        """Per attribute: the top-k classes with probabilities and the prediction's confidence.
+        """Per attribute: the top-k classes with probabilities, the prediction's confidence and the
+        decision whether to trust it (``confident``, ``uncertain`` or ``undetermined``, with a reason
+        unless confident).
 
         Send the image as the raw body (``Content-Type: image/*``) or as the multipart ``file`` part.
         """
@@ -106,7 +108,10 @@ class VehicleController(Controller):
         caller_region: NamedDependency[str],
         top_k: TopK = 3,
     ) -> BatchResponse:
-        """One batched inference over the good files; each bad file gets its own error entry."""
+        """One batched inference over the good files; each bad file gets its own error entry.
+
+        The summary counts the predicted classes and the decisions per attribute.
+        """
         started = time.perf_counter()
         predictions: list[Prediction] = []
         try:
@@ -132,6 +137,7 @@ class VehicleController(Controller):
                     "failed": len(items) - len(predictions),
                     "cache_hits": sum(1 for outcome in result.outcomes if outcome.cached),
                     "class_counts": class_counts(predictions),
+                    "decisions": decision_counts(predictions),
                 },
                 "timing": _timing(started, result.inference_ms),
                 "request_id": request_id(request.scope),

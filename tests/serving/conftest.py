@@ -1,7 +1,9 @@
 """Fixtures for the serving tests: a real registry with two versions, real Redis, real images.
 
-The registry (two logistic-regression versions of ``vehicle-classifier``, ``champion`` on v1)
-is built once per session; each test gets a copy of its SQLite file (artifacts are shared,
+The registry (two logistic-regression versions of ``vehicle-classifier``, ``champion`` on v1;
+v1 carries a decision policy whose thresholds are 0, so its answers are confident unless the
+frame cannot carry the attribute, v2 none, like a version registered before thresholds
+existed) is built once per session; each test gets a copy of its SQLite file (artifacts are shared,
 read-only), so tests may move aliases freely.
 """
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
-from serving_helpers import ThrowawayRedis, free_port
+from serving_helpers import ThrowawayRedis, free_port, policy_at
 
 from serving.model.source import LoadedModel
 from serving.settings import ServingSettings
@@ -43,7 +45,8 @@ def _fit(features, frame, attributes, c: float) -> dict:
 def registry_template(
     tiny_dataset: Path, _migrated_mlflow_db: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> RegistryTemplate:
-    """Versions 1 (C=1) and 2 (C=0.05) of the model, ``champion`` -> 1, in a SQLite store."""
+    """Versions 1 (C=1, thresholds 0) and 2 (C=0.05, no policy) of the model, ``champion`` -> 1,
+    in a SQLite store."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -66,8 +69,8 @@ def registry_template(
     try:
         experiment = mlflow.create_experiment("serving-tests", artifact_location=str(folder / "artifacts"))
         classifiers = {}
-        for c in (1.0, 0.05):
-            classifier = VehicleClassifier(featurizer, _fit(features, frame, dataset.attributes, c))
+        for c, policy in ((1.0, policy_at(0.0, dataset.attributes)), (0.05, None)):
+            classifier = VehicleClassifier(featurizer, _fit(features, frame, dataset.attributes, c), policy)
             with mlflow.start_run(experiment_id=experiment):
                 mlflow.log_metric("test_macro_f1", 0.5 + c / 10)
                 info = log_classifier(classifier, {"candidate": "logistic_regression"})

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +18,8 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from redis.exceptions import RedisError
+
+from vehicle_model.decisions import DecisionPolicy
 
 CLASSIFY = "/api/vehicle/classify"
 BATCH = "/api/vehicle/classify-batch"
@@ -31,6 +33,20 @@ def unique_png(seed: int) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def greyscale_png(image_bytes: bytes) -> bytes:
+    """The image as a greyscale frame (what an infrared night camera sends), as PNG."""
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(image_bytes)).convert("L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def policy_at(threshold: float, attributes: Iterable[str] = ("vehicle_type", "color")) -> DecisionPolicy:
+    """A decision policy with one threshold for every attribute (0: always confident, > 1: never)."""
+    return DecisionPolicy(
+        thresholds=dict.fromkeys(attributes, threshold), target_precision=0.98, colour_attributes=("color",)
+    )
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ class RecordingClassifier(VehicleClassifier):
     """The real classifier, noting how many images each model call received."""
 
     def __init__(self, classifier: VehicleClassifier) -> None:
-        super().__init__(classifier.featurizer, classifier.heads)
+        super().__init__(classifier.featurizer, classifier.heads, classifier.policy)
         self.calls: list[int] = []
 
     def predict_images_summarised(self, images: Sequence[Image.Image]) -> tuple[list[Prediction], np.ndarray]:

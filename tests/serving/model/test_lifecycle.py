@@ -289,7 +289,7 @@ async def test_in_flight_request_finishes_on_the_model_it_started_with(registry_
 
 
 async def test_answers_do_not_wait_for_the_cache_write_and_a_repeat_meanwhile_is_cached(registry_uri, sample_images):
-    from serving.model.predictor import Predictor
+    from serving.model.predictor import RESULT_FORMAT, Predictor
     from serving.model.source import ModelSource
     from serving.monitoring.metrics import ServingMetrics
     from serving.storage.stores import BoundedMemoryStore
@@ -314,7 +314,9 @@ async def test_answers_do_not_wait_for_the_cache_write_and_a_repeat_meanwhile_is
     repeat = await predictor.classify([sample_images["jpeg"]])
     assert first.outcomes[0].cached is False and repeat.outcomes[0].cached is True
     assert repeat.outcomes[0].prediction == first.outcomes[0].prediction
-    key = f"{first.model.name}:{first.model.version}:{hashlib.sha256(sample_images['jpeg']).hexdigest()}"
+    key = (
+        f"{first.model.name}:{first.model.version}:{RESULT_FORMAT}:{hashlib.sha256(sample_images['jpeg']).hexdigest()}"
+    )
     assert await store.get(key) is None  # not written yet, and nobody waited for it
     store.release.set()
     await predictor.drain()  # what shutdown does: no result is lost

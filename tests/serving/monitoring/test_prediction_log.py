@@ -35,7 +35,9 @@ async def _metric_reaches(client: AsyncTestClient, name: str, value: float, **la
     return current
 
 
-async def test_inferred_images_are_logged_with_region_labels_and_summary(make_settings, redis_url, redis_prefix):
+async def test_inferred_images_are_logged_with_region_labels_decisions_and_summary(
+    make_settings, redis_url, redis_prefix
+):
     settings = make_settings(prediction_log_flush_seconds=0.05)
     async with AsyncTestClient(create_app(settings)) as client:
         single = await client.post(CLASSIFY, files=upload(unique_png(1)), headers={"X-Region": "north"})
@@ -60,6 +62,7 @@ async def test_inferred_images_are_logged_with_region_labels_and_summary(make_se
         assert first["predictions"][attribute]["probability"] == pytest.approx(
             result["top_k"][0]["probability"], abs=1e-4
         )
+        assert first["predictions"][attribute]["decision"] == result["decision"]
     assert len(first["features"]) == PROJECTION_DIM and len(first["tone"]) == TONE_DIM
     assert sum(first["tone"][:3]) == pytest.approx(1.0, abs=1e-3), "saturation bins of a histogram sum to 1"
 

@@ -1,4 +1,4 @@
-"""Predictions as clients read them: confidence, top-k, class counts and reports."""
+"""Predictions as clients read them: confidence, top-k, decisions, class counts and reports."""
 
 from __future__ import annotations
 
@@ -6,16 +6,24 @@ import math
 
 import pytest
 
-from serving.results.presentation import class_counts, confidence, present, top_k
+from serving.results.presentation import class_counts, confidence, decision_counts, present, top_k
 from serving.results.reports import Thresholds, build_report
 
 pytestmark = [pytest.mark.serving, pytest.mark.asyncio(loop_scope="session")]
 
 
-def prediction(vehicle_type: dict[str, float], color: dict[str, float]) -> dict:
+def prediction(vehicle_type: dict[str, float], color: dict[str, float], color_decision: str = "confident") -> dict:
+    """A model's record: both attributes confident unless ``color_decision`` says otherwise."""
+    color_answer = {"label": max(color, key=color.get), "probabilities": color, "decision": color_decision}
+    if color_decision != "confident":
+        color_answer["reason"] = f"color is {color_decision} here"
     return {
-        "vehicle_type": {"label": max(vehicle_type, key=vehicle_type.get), "probabilities": vehicle_type},
-        "color": {"label": max(color, key=color.get), "probabilities": color},
+        "vehicle_type": {
+            "label": max(vehicle_type, key=vehicle_type.get),
+            "probabilities": vehicle_type,
+            "decision": "confident",
+        },
+        "color": color_answer,
     }
 
 
@@ -43,6 +51,23 @@ async def test_class_counts_and_presentation():
     assert class_counts(records) == {"vehicle_type": {"suv": 1, "van": 1}, "color": {"red": 2}}
     shown = present(records[0], 1)
     assert shown["color"]["top_k"] == [{"label": "red", "probability": 0.6}]
+    assert shown["color"]["decision"] == "confident" and "reason" not in shown["color"]
+
+
+async def test_decisions_are_shown_with_their_reason_and_counted_per_attribute():
+    records = [
+        prediction({"suv": 0.9, "van": 0.1}, {"red": 0.6, "blue": 0.4}),
+        prediction({"suv": 0.9, "van": 0.1}, {"red": 0.6, "blue": 0.4}, "uncertain"),
+        prediction({"suv": 0.9, "van": 0.1}, {"red": 0.6, "blue": 0.4}, "undetermined"),
+        prediction({"suv": 0.9, "van": 0.1}, {"red": 0.6, "blue": 0.4}, "undetermined"),
+    ]
+    shown = present(records[2], 2)["color"]
+    assert (shown["label"], shown["decision"], shown["reason"]) == ("red", "undetermined", "color is undetermined here")
+    assert decision_counts(records) == {
+        "vehicle_type": {"confident": 4, "uncertain": 0, "undetermined": 0},
+        "color": {"confident": 1, "uncertain": 1, "undetermined": 2},
+    }
+    assert decision_counts([]) == {}
 
 
 async def test_report_recommends_review_for_low_confidence_and_close_calls(small_model):
@@ -57,3 +82,19 @@ async def test_report_recommends_review_for_low_confidence_and_close_calls(small
     )
     assert sure["analysis"]["low_confidence"] == [] and "no manual review" in sure["recommendations"][0]
     assert sure["analysis"]["overall_confidence"] == 0.9
+    assert sure["analysis"]["not_confident"] == []
+
+
+async def test_report_recommends_review_for_answers_the_model_is_not_confident_in(small_model):
+    sure = {"suv": 0.95, "van": 0.05}, {"red": 0.9, "blue": 0.1}
+    uncertain = build_report("u", prediction(*sure, "uncertain"), small_model, Thresholds(), 60)
+    undetermined = build_report("g", prediction(*sure, "undetermined"), small_model, Thresholds(), 60)
+    for report in (uncertain, undetermined):
+        assert report["analysis"]["low_confidence"] == [], "above the deployment's thresholds"
+        assert report["analysis"]["not_confident"] == ["color"]
+        assert report["predictions"]["color"]["reason"] == f"color is {report['predictions']['color']['decision']} here"
+    assert uncertain["recommendations"] == [
+        "color: 'red' (90%) is uncertain: color is uncertain here; review before relying on it."
+    ]
+    [line] = undetermined["recommendations"]
+    assert line.startswith("color: undetermined (color is undetermined here); 'red' is only the most probable class")

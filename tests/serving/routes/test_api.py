@@ -116,7 +116,7 @@ async def test_report_is_stored_and_returned_as_json_and_html(make_settings, sam
     assert report["vehicle_id"] == "truck_42-A"
     assert report["model"]["version"] == "1"
     assert set(report["predictions"]) == {"vehicle_type", "color"}
-    assert set(report["analysis"]) == {"overall_confidence", "low_confidence", "thresholds"}
+    assert set(report["analysis"]) == {"overall_confidence", "low_confidence", "not_confident", "thresholds"}
     assert report["recommendations"]
     assert as_json.status_code == 200 and as_json.json() == report
     assert as_html.status_code == 200 and as_html.headers["content-type"].startswith("text/html")

@@ -59,9 +59,13 @@ async def test_reports_stats_cache_and_rate_limits_are_redis_keys(
     assert sum(int(v) for k, v in predictions.items() if k.startswith(b"vehicle_type:")) == 2
     png_label = classified.json()["predictions"]["vehicle_type"]["label"]
     assert int(predictions[f"vehicle_type:{png_label}".encode()]) >= 1
+    decisions = redis.hgetall(f"{redis_prefix}:stats:region:eu:decisions")
+    png_decision = classified.json()["predictions"]["vehicle_type"]["decision"]
+    assert sum(int(v) for k, v in decisions.items() if k.startswith(b"vehicle_type:")) == 2
+    assert int(decisions[f"vehicle_type:{png_decision}".encode()]) >= 1
 
     cache_keys = sorted(redis.scan_iter(match=f"{redis_prefix}:classify:*"))
-    # <prefix>:classify:<model name>:<version>:<sha256>
+    # <prefix>:classify:<model name>:<version>:<result format>:<sha256>
     assert len(cache_keys) == 3 and all(key.split(b":")[2:4] == [b"vehicle-classifier", b"1"] for key in cache_keys)
     assert all(0 < redis.ttl(key) <= settings.classify_cache_ttl_seconds for key in cache_keys)
     assert list(redis.scan_iter(match=f"{redis_prefix}:rate_limit:*"))
