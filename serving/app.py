@@ -24,6 +24,7 @@ from serving.model.service import ModelService
 from serving.monitoring.logs import AccessLogMiddleware, configure_logging, stop_logging
 from serving.monitoring.metrics import prometheus_config
 from serving.routes.admin import admin_router
+from serving.routes.labels import FeedbackController, LabelsController, label_page
 from serving.routes.stats import StatsController
 from serving.routes.system import health, index, metadata, metrics, ready
 from serving.routes.vehicle import VehicleController
@@ -31,6 +32,7 @@ from serving.security.clients import client_guard, key_ring, operator_guard
 from serving.security.cors import cors_config, strip_foreign_cors
 from serving.security.headers import add_security_headers
 from serving.security.rate_limit import RATE_LIMIT_STORE, rate_limit_middleware
+from serving.security.reviewers import reviewer_guard
 from serving.settings import ServingSettings, get_settings
 from serving.wiring import Services, build_services
 
@@ -50,8 +52,9 @@ def create_app(settings: ServingSettings, model_service: ModelService | None = N
     keys = key_ring(settings)
     return Litestar(
         route_handlers=[
-            Router("/", route_handlers=[VehicleController], guards=[client_guard(keys)]),
+            Router("/", route_handlers=[VehicleController, FeedbackController], guards=[client_guard(keys)]),
             Router("/", route_handlers=[StatsController], guards=[operator_guard(keys)]),
+            Router("/", route_handlers=[LabelsController, label_page], guards=[reviewer_guard(keys)]),
             health,
             ready,
             metadata,

@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from feedback import defaults as labels_defaults
 from vehicle_model.featurizer import usable_cores
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -61,6 +62,20 @@ class ServingSettings(BaseSettings):
         prediction_log_max_per_second: most records per second this process logs; 0 is no cap.
         prediction_log_maxlen: approximate length cap of the Redis stream (``XADD MAXLEN ~``).
         prediction_log_flush_seconds: how often the background writer appends queued records.
+        labels_database_url: SQLAlchemy URL of the label store (kept items, labels, reviews).
+        review_images_url: fsspec URL (or folder) where the images kept for review are stored.
+        review_sampling: keep a sample of answered images for review; false keeps none (feedback
+            still works and counts towards online accuracy).
+        review_uniform_share: share of all answers kept regardless of anything else (the unbiased baseline).
+        review_uncertain_share: share of the answers with an attribute not ``confident`` that is kept.
+        review_drifted_share: share of the answers from regions whose latest drift status is drift kept.
+        review_max_per_hour: most images this process keeps per hour.
+        review_max_total: no image is kept while the store holds this many items.
+        review_retention_days: kept items, their labels and images are deleted after this many days.
+        review_queue_max_mb: image bytes waiting for the review writer; beyond it samples are dropped.
+        review_refresh_seconds: how often drift statuses, store counts and online accuracy are re-read.
+        feedback_window_seconds: how long an answer accepts feedback (its receipt's TTL); 0 turns
+            feedback and receipts off.
         log_dir: folder of the rotating ``api.log``.
         log_level: level of the ``serving`` logger.
         serving_host: interface ``python -m serving`` binds.
@@ -113,6 +128,20 @@ class ServingSettings(BaseSettings):
     prediction_log_max_per_second: float = Field(20.0, ge=0)
     prediction_log_maxlen: int = Field(100_000, ge=1)
     prediction_log_flush_seconds: float = Field(0.5, gt=0)
+
+    labels_database_url: str = labels_defaults.DATABASE_URL
+    review_images_url: str = labels_defaults.IMAGES_URL
+    review_sampling: bool = True
+    review_uniform_share: float = Field(0.02, ge=0, le=1)
+    review_uncertain_share: float = Field(0.25, ge=0, le=1)
+    review_drifted_share: float = Field(0.5, ge=0, le=1)
+    review_max_per_hour: int = Field(200, ge=0)
+    review_max_total: int = Field(20_000, ge=0)
+    review_retention_days: float = Field(labels_defaults.RETENTION_DAYS, gt=0)
+    review_queue_max_mb: float = Field(64.0, gt=0)
+    review_refresh_seconds: float = Field(30.0, gt=0)
+    feedback_window_seconds: int = Field(7 * 86_400, ge=0)
+
     log_dir: Path = Path("logs")
     log_level: str = "INFO"
 

@@ -11,6 +11,8 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from serving.learning.metrics import LearningMetrics
+from serving.learning.service import LearningLoop
 from serving.model.predictor import Predictor
 from serving.model.service import ModelService
 from serving.model.source import ModelSource
@@ -40,6 +42,7 @@ class Services:
     stats: RegionStats
     rate_limit_store: ResilientStore
     prediction_log: PredictionLog
+    learning: LearningLoop
     _flusher: asyncio.Task | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -53,11 +56,14 @@ class Services:
             logger.warning("API_KEY is not set: admin endpoints are open")
         await self.models.start(wait=self.settings.registry_timeout_seconds)
         await self.prediction_log.start()
+        await self.learning.start()
 
     async def stop(self) -> None:
         # Cache writes first: one failing on a connection Redis dropped would open the breaker
         # under the last flush below.
         await self.predictor.drain()
+        # Receipts are claimed in Redis and kept images written before the connections close.
+        await self.learning.stop()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -112,6 +118,14 @@ def build_services(settings: ServingSettings, models: ModelService | None = None
         maxlen=settings.prediction_log_maxlen,
         flush_seconds=settings.prediction_log_flush_seconds,
     )
+    stats = RegionStats(guard, prefix)
+    learning = LearningLoop(
+        settings,
+        store("receipt"),
+        stats,
+        LearningMetrics(metrics.registry),
+        served_version=lambda: models.current.version if models.current is not None else None,
+    )
     return Services(
         settings=settings,
         metrics=metrics,
@@ -120,7 +134,8 @@ def build_services(settings: ServingSettings, models: ModelService | None = None
         models=models,
         predictor=Predictor(models, store("classify"), metrics, limits, settings.classify_cache_ttl_seconds, log),
         reports=ReportStore(store("reports"), settings.report_ttl_seconds),
-        stats=RegionStats(guard, prefix),
+        stats=stats,
         rate_limit_store=store("rate_limit"),
         prediction_log=log,
+        learning=learning,
     )

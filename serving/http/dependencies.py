@@ -58,5 +58,6 @@ def dependencies(services: Services) -> dict[str, Provide]:
         "predictor": constant(services.predictor),
         "reports": constant(services.reports),
         "stats": constant(services.stats),
+        "learning": constant(services.learning),
         "caller_region": Provide(provide_region, sync_to_thread=False),
     }

@@ -184,6 +184,16 @@ class DriftStatusBody(TypedDict):
     checked_at: str
 
 
+class FeedbackStatsBody(TypedDict):
+    """Online accuracy of the served version in one region, from unbiased labels only (``basis``)."""
+
+    labelled: int
+    accuracy: dict[str, float]
+    low: dict[str, float]
+    high: dict[str, float]
+    basis: str
+
+
 class RegionStatsBody(TypedDict):
     region: str
     total_requests: int
@@ -194,6 +204,7 @@ class RegionStatsBody(TypedDict):
         KwargDefinition(description="Per attribute, how many of the region's answers got each `decision`."),
     ]
     drift: DriftStatusBody | None
+    feedback: FeedbackStatsBody | None
 
 
 class RegionsBody(TypedDict):

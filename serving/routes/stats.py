@@ -11,6 +11,7 @@ from litestar.params import PathParameter
 from serving.http.dependencies import REGION_RULE, REGION_SCHEMA, valid_region
 from serving.http.errors import ApiError
 from serving.http.schemas import RegionsBody, RegionStatsBody, error_responses
+from serving.learning.service import LearningLoop
 from serving.monitoring.region_stats import RegionStats, RegionSummary
 
 ALL_TRAFFIC = "all"  # the drift monitor's name for the whole traffic
@@ -23,12 +24,16 @@ class StatsController(Controller):
     tags = ["stats"]
 
     @get("/regions", responses=error_responses(401, 429))
-    async def regions(self, stats: NamedDependency[RegionStats]) -> RegionsBody:
+    async def regions(
+        self, stats: NamedDependency[RegionStats], learning: NamedDependency[LearningLoop]
+    ) -> RegionsBody:
         """Every region seen, with its counts and latest drift status (``drift`` at the top: the whole
         traffic's); ``storage`` says whether the counts come from Redis."""
         summaries, storage = await stats.all()
         drift = await stats.drift()
-        return {"storage": storage, "drift": drift.get(ALL_TRAFFIC), "regions": [_body(s, drift) for s in summaries]}
+        feedback = await learning.feedback_by_region(learning.served_version())
+        regions = [_body(s, drift, feedback) for s in summaries]
+        return {"storage": storage, "drift": drift.get(ALL_TRAFFIC), "regions": regions}
 
     @get("/regions/{region:str}", responses=error_responses(400, 401, 404, 429))
     async def region(
@@ -40,15 +45,17 @@ class StatsController(Controller):
             ),
         ],
         stats: NamedDependency[RegionStats],
+        learning: NamedDependency[LearningLoop],
     ) -> RegionStatsBody:
         """One region's counts and latest drift status."""
         summary, _ = await stats.one(valid_region(region))
         if summary is None:
             raise ApiError(404, "region_not_found", f"no requests recorded for region '{region}'")
-        return _body(summary, await stats.drift())
+        feedback = await learning.feedback_by_region(learning.served_version())
+        return _body(summary, await stats.drift(), feedback)
 
 
-def _body(summary: RegionSummary, drift: dict[str, dict]) -> RegionStatsBody:
+def _body(summary: RegionSummary, drift: dict[str, dict], feedback: dict[str, dict]) -> RegionStatsBody:
     return {
         "region": summary.region,
         "total_requests": summary.total_requests,
@@ -56,4 +63,5 @@ def _body(summary: RegionSummary, drift: dict[str, dict]) -> RegionStatsBody:
         "predictions": summary.predictions,
         "decisions": summary.decisions,
         "drift": drift.get(summary.region),
+        "feedback": feedback.get(summary.region),
     }

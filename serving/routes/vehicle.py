@@ -26,6 +26,7 @@ from serving.http.schemas import (
     error_responses,
 )
 from serving.http.uploads import decode_error, display_name, read_image_body, read_upload
+from serving.learning.service import Answer, LearningLoop, batch_answers
 from serving.model.predictor import ImageOutcome, Predictor
 from serving.monitoring.region_stats import RegionStats
 from serving.results.presentation import class_counts, decision_counts, present
@@ -70,6 +71,7 @@ class VehicleController(Controller):
         request: Request,
         predictor: NamedDependency[Predictor],
         stats: NamedDependency[RegionStats],
+        learning: NamedDependency[LearningLoop],
         caller_region: NamedDependency[str],
         top_k: TopK = 3,
     ) -> ClassifyResponse:
@@ -82,11 +84,14 @@ class VehicleController(Controller):
         started = time.perf_counter()
         predictions: list[Prediction] = []
         try:
-            result = await predictor.classify([await read_image_body(request)], caller_region)
+            image = await read_image_body(request)
+            result = await predictor.classify([image], caller_region)
             outcome = result.outcomes[0]
             if outcome.prediction is None:
                 raise decode_error(outcome.error, predictor.limits)
             predictions = [outcome.prediction]
+            answer = Answer(request_id(request.scope), outcome.prediction, image)
+            learning.answered(client_name(request), caller_region, result.model, [answer])
             return {
                 "model": {"name": result.model.name, "version": result.model.version},
                 "predictions": present(outcome.prediction, top_k),
@@ -105,6 +110,7 @@ class VehicleController(Controller):
         settings: NamedDependency[ServingSettings],
         predictor: NamedDependency[Predictor],
         stats: NamedDependency[RegionStats],
+        learning: NamedDependency[LearningLoop],
         caller_region: NamedDependency[str],
         top_k: TopK = 3,
     ) -> BatchResponse:
@@ -122,8 +128,11 @@ class VehicleController(Controller):
                     f"{len(data.files)} files sent; the limit is {settings.max_batch_files} per request",
                     limit_files=settings.max_batch_files,
                 )
-            result = await predictor.classify([await read_upload(upload) for upload in data.files], caller_region)
+            images = [await read_upload(upload) for upload in data.files]
+            result = await predictor.classify(images, caller_region)
             predictions = result.predictions
+            answers = batch_answers(request_id(request.scope), images, [o.prediction for o in result.outcomes])
+            learning.answered(client_name(request), caller_region, result.model, answers)
             items = [
                 _batch_item(i, upload.filename, outcome, predictor, top_k)
                 for i, (upload, outcome) in enumerate(zip(data.files, result.outcomes, strict=True))

@@ -44,7 +44,7 @@ def admin_guard(settings: ServingSettings) -> Guard:
 
     async def loopback_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         # The local address the request arrived on, as the server reports it.
-        address = _network_address(connection)
+        address = arrived_on(connection)
         if address is not None and not address.is_loopback:
             raise ApiError(
                 403,
@@ -56,7 +56,7 @@ def admin_guard(settings: ServingSettings) -> Guard:
     return loopback_only
 
 
-def _network_address(connection: ASGIConnection) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def arrived_on(connection: ASGIConnection) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The server-side IP of the connection; None when the server gives no IP (in-process calls)."""
     host = (connection.scope.get("server") or ("",))[0]
     try:

@@ -29,5 +29,6 @@ async def add_security_headers(message: Message, scope: Scope) -> None:
     headers = MutableScopeHeaders.from_message(message)
     for name, value in ALWAYS.items():
         headers[name] = value
-    if not scope.get("path", "").startswith("/docs"):
+    # A page that sets its own policy keeps it (the review page allows its one nonce'd script).
+    if not scope.get("path", "").startswith("/docs") and "Content-Security-Policy" not in headers:
         headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY

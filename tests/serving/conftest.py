@@ -138,6 +138,9 @@ def make_settings(tmp_path: Path, registry_uri: str, redis_url: str, redis_prefi
             redis_url=redis_url,
             redis_key_prefix=redis_prefix,
             log_dir=tmp_path / "logs",
+            # The learning loop's label store and kept images: this test's own, never data/review.
+            labels_database_url=f"sqlite:///{tmp_path / 'review' / 'labels.db'}",
+            review_images_url=str(tmp_path / "review" / "images"),
             poll_interval_seconds=0.5,
             registry_timeout_seconds=20,
             redis_retry_after_seconds=0.5,

@@ -1,0 +1,1 @@
+"""The learning loop's serving side: receipts, sampling for review, feedback and the review queue."""
