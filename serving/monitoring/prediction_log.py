@@ -2,7 +2,8 @@
 
 The drift monitor (``flows/monitoring.py``) reads the stream and compares it, region by
 region, with the serving version's reference sample. Records use the shared format of
-``vehicle_model.records`` (labels, top probabilities, the projected embedding).
+``vehicle_model.records`` (labels, top probabilities, decisions, the projected embedding), so
+monitoring can also watch the share of answers that are not confident.
 
 Writing never slows or fails a request: ``submit`` only samples and appends to a bounded
 queue (no I/O, no await, no exception); a background task builds the records and appends them
