@@ -21,6 +21,7 @@ from tasks.data.shifts import (
     augmented_training_rows,
     greyscale_calibration_rows,
     over_exposure_expert_rows,
+    shifted_calibration_rows,
     shifted_evaluation_rows,
 )
 from tasks.data.split import SplitFractions
@@ -52,12 +53,14 @@ def prepare_data(
     frame = validate_task(dataset, ValidationConfig(min_per_class=min_per_class))
     frame, data_id, manifest = split_task(frame, dataset.attributes, seed, SplitFractions(), settings.prepared_dir)
 
-    # The shifted evaluation set, the training copies, the greyscale validation images and the
-    # over-exposed training images ride along as extra splits; they exist only as features.
+    # The shifted evaluation set, the training copies, the greyscale and shifted validation
+    # images and the over-exposed training images ride along as extra splits; they exist only
+    # as features.
     extra = [
         shifted_evaluation_rows(frame) if settings.shifted_evaluation else frame.iloc[:0],
         augmented_training_rows(frame, augment_copies, seed),
         greyscale_calibration_rows(frame),
+        shifted_calibration_rows(frame),
         over_exposure_expert_rows(frame, seed),
     ]
     featurized = pd.concat([frame, *extra], ignore_index=True)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tasks.defaults import TARGET_PRECISION
 from vehicle_model.featurizer import usable_cores
 
 if TYPE_CHECKING:
@@ -60,6 +61,12 @@ class PipelineSettings(RegistrySettings):
         "auto",
         alias="BACKBONE_PRECISION",
         description="the backbone new versions are trained with: auto is int8 on a CPU with VNNI or AMX, else fp32",
+    )
+    target_precision: float = Field(
+        TARGET_PRECISION,
+        gt=0,
+        lt=1,
+        description="precision a version's confident answers are fitted to reach, per attribute, on validation",
     )
     shifted_evaluation: bool = Field(
         True, description="score the winner on the shifted test images too (off: a quicker run, no robustness report)"

@@ -36,6 +36,7 @@ SHIFT_COLUMN = "shift"
 SHIFTED_SPLIT_PREFIX = "shift."
 AUGMENT_SPLIT = "augment"
 GREYSCALE_CALIBRATION_SPLIT = "calibrate.greyscale"
+SHIFTED_CALIBRATION_SPLIT = "calibrate.shifted"
 OVER_EXPOSURE_EXPERT_SPLIT = "expert.over_exposure"
 
 
@@ -250,5 +251,30 @@ def over_exposure_expert_rows(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
             SHIFT_COLUMN: "over_exposure",
             SHA_COLUMN: [shift_key(sha, "over_exposure", "expert", seed) for sha in train[SHA_COLUMN]],
             SPLIT_COLUMN: OVER_EXPOSURE_EXPERT_SPLIT,
+        }
+    )
+
+
+def calibration_kind(sha256: str) -> str:
+    """The kind of a validation image's shifted copy: a uniform draw over every kind but
+    greyscale (every validation image already has its greyscale copy), seeded by the image."""
+    digest = hashlib.sha256(f"{SHIFT_VERSION}:calibrate-kind:{sha256}".encode()).hexdigest()
+    kinds = [kind for kind in SHIFTS if kind != "greyscale"]
+    return kinds[int(digest[:16], 16) % len(kinds)]
+
+
+def shifted_calibration_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """One shifted copy of every validation image, as manifest rows of split ``calibrate.shifted``:
+    with the clean and the greyscale validation images, what the decision thresholds are fitted
+    on (``tasks.training.selective``). One copy, not one per kind: the thresholds need the
+    shifted score distribution, not each kind's, and a copy per kind would featurize ten times
+    the validation split on every new dataset."""
+    validation = frame[frame[SPLIT_COLUMN] == "validation"]
+    kinds = [calibration_kind(sha) for sha in validation[SHA_COLUMN]]
+    return validation.assign(
+        **{
+            SHIFT_COLUMN: kinds,
+            SHA_COLUMN: [shift_key(sha, kind, "calibrate") for sha, kind in zip(validation[SHA_COLUMN], kinds)],
+            SPLIT_COLUMN: SHIFTED_CALIBRATION_SPLIT,
         }
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import joblib
 import mlflow
@@ -40,6 +41,7 @@ from tasks.registry.versions import (
 )
 from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, within_run
 from tasks.training.evaluation import CandidateResult, score
+from vehicle_model.decisions import DecisionPolicy
 from vehicle_model.featurizer import Featurizer
 from vehicle_model.metadata import (
     CANDIDATE,
@@ -183,10 +185,12 @@ def register_task(
     prepared: PreparedData,
     tags: dict[str, str],
 ) -> str:
-    """Logs the winner as one self-contained pyfunc on the parent run, with the content hashes of
-    every image per split (the gate needs what each version trained on), and registers it."""
+    """Logs the winner as one self-contained pyfunc on the parent run, with its decision policy
+    and the content hashes of every image per split (the gate needs what each version trained
+    on), and registers it."""
     featurizer = Featurizer(precision=prepared.precision)
-    classifier = VehicleClassifier(featurizer=featurizer, heads=joblib.load(winner.heads_path))
+    policy = DecisionPolicy.from_json(Path(winner.decisions_path).read_text()) if winner.decisions_path else None
+    classifier = VehicleClassifier(featurizer=featurizer, heads=joblib.load(winner.heads_path), policy=policy)
     manifest = pd.read_csv(prepared.manifest, dtype=str)
     images = {split: sorted(set(rows[SHA_COLUMN])) for split, rows in manifest.groupby(SPLIT_COLUMN)}
     with within_run(parent_run_id):

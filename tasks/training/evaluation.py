@@ -19,6 +19,7 @@ SELECTION_METRICS = ("macro_f1", "accuracy", "log_loss", "ece")
 LOWER_IS_BETTER = {"log_loss", "ece"}
 T = TypeVar("T", float, np.ndarray)
 SHIFT_METRIC_PREFIX = "shift."
+SELECTIVE = "selective"  # ``<split>.selective.<attribute>.<metric>``: the decisions' precision and coverage
 ECE_BINS = 10  # equal-width confidence bins of the expected calibration error
 LOG_LOSS_FLOOR = 1e-15  # the probability a wrong-for-sure answer is costed at
 
@@ -139,19 +140,28 @@ def worst_shift(metrics: Mapping[str, float]) -> tuple[str, float] | None:
 
 def shift_table(test: Mapping[str, float], shifted: Mapping[str, float], attributes: list[str]) -> pd.DataFrame:
     """One row per condition (``clean``, then each kind): macro-F1 and ECE per attribute,
-    and each macro-F1's drop from clean."""
+    each macro-F1's drop from clean, and, for heads with decision thresholds, the precision
+    and coverage of the confident answers (nan where none was confident)."""
     kinds = sorted({key.split(".")[1] for key in shifted} - {"worst"})
-    rows = [
-        {"condition": "clean", **{f"{a}.{m}": test[f"test.{a}.{m}"] for a in attributes for m in ("macro_f1", "ece")}}
-    ]
+    rows = [{"condition": "clean", **_condition_columns(test, "test", attributes)}]
     for kind in kinds:
-        row: dict[str, object] = {"condition": kind}
+        row: dict[str, object] = {
+            "condition": kind,
+            **_condition_columns(shifted, f"{SHIFT_METRIC_PREFIX}{kind}", attributes),
+        }
         for a in attributes:
-            row[f"{a}.macro_f1"] = shifted[f"{SHIFT_METRIC_PREFIX}{kind}.{a}.macro_f1"]
-            row[f"{a}.ece"] = shifted[f"{SHIFT_METRIC_PREFIX}{kind}.{a}.ece"]
             row[f"{a}.drop"] = test[f"test.{a}.macro_f1"] - row[f"{a}.macro_f1"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _condition_columns(metrics: Mapping[str, float], prefix: str, attributes: list[str]) -> dict[str, float]:
+    columns = {f"{a}.{m}": metrics[f"{prefix}.{a}.{m}"] for a in attributes for m in ("macro_f1", "ece")}
+    for a in attributes:
+        if f"{prefix}.{SELECTIVE}.{a}.coverage" in metrics:
+            for m in ("precision", "coverage"):
+                columns[f"{a}.confident_{m}"] = metrics.get(f"{prefix}.{SELECTIVE}.{a}.{m}", float("nan"))
+    return columns
 
 
 def class_report(head, X: np.ndarray, y: np.ndarray) -> dict:
@@ -192,6 +202,7 @@ class CandidateResult:
     heads_path: str
     params: dict
     metrics: dict[str, float] = field(default_factory=dict)
+    decisions_path: str | None = None  # the heads' decision policy (JSON), when fitted
 
 
 @dataclass(frozen=True)
@@ -217,6 +228,7 @@ def leaderboard(results: list[CandidateResult], metric: str) -> pd.DataFrame:
             "val.accuracy": r.metrics["val.accuracy"],
             "val.log_loss": r.metrics["val.log_loss"],
             "val.ece": r.metrics["val.ece"],
+            **_coverage_columns(r.metrics),
             # Shown, never ranked on: the shifted images are the test split's.
             **_worst_shift_columns(r.metrics),
             "fit_seconds": r.metrics["fit_seconds"],
@@ -234,6 +246,19 @@ def leaderboard(results: list[CandidateResult], metric: str) -> pd.DataFrame:
     )
     board["rank"] = range(1, len(board) + 1)
     return board.reset_index(drop=True)
+
+
+def coverage_at_target(metrics: Mapping[str, float], split: str) -> float | None:
+    """The share of ``split``'s answers that are confident, averaged over attributes
+    (``<split>.selective.<attribute>.coverage``); None for heads without decision thresholds."""
+    prefix = f"{split}.{SELECTIVE}."
+    values = [v for k, v in metrics.items() if k.startswith(prefix) and k.endswith(".coverage") and k.count(".") == 3]
+    return float(np.mean(values)) if values else None
+
+
+def _coverage_columns(metrics: Mapping[str, float]) -> dict[str, float]:
+    coverage = coverage_at_target(metrics, "val")
+    return {} if coverage is None else {"val.coverage_at_target": coverage}
 
 
 def _worst_shift_columns(metrics: Mapping[str, float]) -> dict[str, object]:

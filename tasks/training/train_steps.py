@@ -15,7 +15,13 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from threadpoolctl import threadpool_limits
 
 from tasks.data.features import load_shifted, load_split, load_split_if_present
-from tasks.data.shifts import AUGMENT_SPLIT, GREYSCALE_CALIBRATION_SPLIT, OVER_EXPOSURE_EXPERT_SPLIT
+from tasks.data.shifts import (
+    AUGMENT_SPLIT,
+    GREYSCALE_CALIBRATION_SPLIT,
+    OVER_EXPOSURE_EXPERT_SPLIT,
+    SHIFTED_CALIBRATION_SPLIT,
+)
+from tasks.defaults import TARGET_PRECISION
 from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, STAGE_TAG
 from tasks.training.evaluation import (
     LOWER_IS_BETTER,
@@ -30,6 +36,8 @@ from tasks.training.evaluation import (
     worst_shift,
 )
 from tasks.training.search import CV_FOLDS, fit_candidate
+from tasks.training.selective import fit_policy, risk_coverage_figure, selective_metrics
+from vehicle_model.decisions import DecisionPolicy
 from vehicle_model.metadata import CANDIDATE_TAG
 from vehicle_model.wrapped import innermost
 
@@ -46,9 +54,10 @@ def train_candidate_task(
     parent_run_id: str,
     out_dir: str,
     threads: int = 1,
+    target_precision: float = TARGET_PRECISION,
 ) -> CandidateResult:
     """Fits one candidate in its own MLflow child run (on the train split and its augmented
-    copies, if any) and evaluates it on validation.
+    copies, if any), fits its decision thresholds (``fit_decisions``) and evaluates it on validation.
 
     An exception leaves the child run FAILED with an ``error`` tag and fails the task.
     """
@@ -87,15 +96,61 @@ def train_candidate_task(
             "model_bytes": float(fitted.model_bytes()),
         }
         metrics |= {f"cv.{a}.macro_f1": s for a, s in fitted.cv_scores.items() if not math.isnan(s)}
-        mlflow.log_metrics(metrics)
-        log_validation_reports(name, fitted.heads, X_val, ys_val)
         heads_path = Path(out_dir) / f"{name}.joblib"
+        decisions_path, selective = fit_decisions(fitted.heads, features, attributes, target_precision, heads_path)
+        mlflow.log_metrics(metrics | selective)
+        log_validation_reports(name, fitted.heads, X_val, ys_val)
         heads_path.parent.mkdir(parents=True, exist_ok=True)
         joblib.dump(fitted.heads, heads_path)
     logger.info(
         "%s: val macro-F1 %.4f in %.1f s (params %s)", name, metrics["val.macro_f1"], fitted.fit_seconds, fitted.params
     )
-    return CandidateResult(name, run.info.run_id, str(heads_path), fitted.params, metrics)
+    return CandidateResult(
+        name, run.info.run_id, str(heads_path), fitted.params, metrics | selective, decisions_path=decisions_path
+    )
+
+
+def fit_decisions(
+    heads: Mapping[str, object], features: str, attributes: list[str], target_precision: float, heads_path: Path
+) -> tuple[str, dict[str, float]]:
+    """Fits the heads' decision thresholds on validation with its greyscale and shifted copies
+    (``tasks.training.selective``); logs them on the active run (params ``threshold.<attribute>``,
+    artifact ``decisions.json``, figures ``risk_coverage/<attribute>.png``) and saves the policy
+    beside the heads (``<name>.decisions.json``).
+
+    Returns:
+        The policy's path, and the selective metrics on validation (``val.selective.*``, in
+        sample: the thresholds were fitted on these images) and on each shift kind of the
+        test images (``shift.<kind>.selective.*``).
+    """
+    X_fit, ys_fit = _calibration_rows(features, attributes)
+    policy, fits = fit_policy(heads, X_fit, ys_fit, target_precision)
+    mlflow.log_params(
+        {"target_precision": str(target_precision)}
+        | {f"threshold.{a}": "none" if t is None else f"{t:.6f}" for a, t in policy.thresholds.items()}
+    )
+    mlflow.log_dict(policy.to_dict(), "decisions.json")
+    for attribute, fit in fits.items():
+        mlflow.log_figure(risk_coverage_figure(fit, attribute, target_precision), f"risk_coverage/{attribute}.png")
+    path = heads_path.with_suffix(".decisions.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(policy.to_json())
+    X_val, ys_val = load_split(features, "validation", attributes)
+    metrics = selective_metrics(heads, policy, X_val, ys_val, "val")
+    for kind, (X, ys) in load_shifted(features, attributes).items():
+        metrics |= selective_metrics(heads, policy, X, ys, f"{SHIFT_METRIC_PREFIX}{kind}")
+    return str(path), metrics
+
+
+def _calibration_rows(features: str, attributes: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Validation with whichever of its greyscale and shifted copies the features hold."""
+    parts = [load_split(features, "validation", attributes)]
+    for split in (GREYSCALE_CALIBRATION_SPLIT, SHIFTED_CALIBRATION_SPLIT):
+        part = load_split_if_present(features, split, attributes)
+        if part is not None:
+            parts.append(part)
+    X = np.concatenate([X for X, _ in parts])
+    return X, {a: np.concatenate([ys[a] for _, ys in parts]) for a in attributes}
 
 
 def log_validation_reports(
@@ -164,11 +219,14 @@ def score_on_test_task(
     with its scores on the shifted test images (``shift.*``) beside them on the parent.
 
     Returns:
-        The clean test metrics.
+        The clean test metrics, its decisions' precision and coverage (``test.selective.*``) among them.
     """
     heads = joblib.load(result.heads_path)
     X_test, ys_test = load_split(features, "test", attributes)
     metrics = evaluate_heads(heads, X_test, ys_test, "test")
+    if result.decisions_path:
+        policy = DecisionPolicy.from_json(Path(result.decisions_path).read_text())
+        metrics |= selective_metrics(heads, policy, X_test, ys_test, "test")
     # The same heads were scored on the shifted test images when they were trained.
     shifted = {key: value for key, value in result.metrics.items() if key.startswith(SHIFT_METRIC_PREFIX)}
     client = mlflow.MlflowClient()

@@ -17,6 +17,7 @@ from tasks.data.shifts import (
     greyscale_calibration_rows,
     over_exposure_expert_rows,
     shift_key,
+    shifted_calibration_rows,
     shifted_evaluation_rows,
 )
 from vehicle_model.images import decode_image
@@ -185,6 +186,24 @@ def test_greyscale_calibration_rows_are_the_validation_split_in_greyscale():
     assert list(rows["image"]) == ["6.png", "7.png"] and list(rows["color"]) == ["red", "blue"]
     assert set(rows["split"]) == {"calibrate.greyscale"} and set(rows["shift"]) == {"greyscale"}
     others = pd.concat([frame, shifted_evaluation_rows(frame), augmented_training_rows(frame, copies=1, seed=0)])
+    assert rows["sha256"].is_unique and not set(rows["sha256"]) & set(others["sha256"])
+
+
+def test_shifted_calibration_rows_are_one_copy_of_each_validation_image_under_a_kind_drawn_per_image():
+    frame = pd.DataFrame(
+        {
+            "image": [f"{i}.png" for i in range(240)],
+            "color": ["red", "blue"] * 120,
+            "sha256": [f"{i:064x}" for i in range(240)],
+            "split": ["train"] * 20 + ["validation"] * 200 + ["test"] * 20,
+        }
+    )
+    rows = shifted_calibration_rows(frame)
+    assert list(rows["image"]) == [f"{i}.png" for i in range(20, 220)], "validation only, one copy each"
+    assert list(rows["color"]) == list(frame["color"][20:220]) and set(rows["split"]) == {"calibrate.shifted"}
+    assert set(rows["shift"]) == set(SHIFTS) - {"greyscale"}, "every kind but greyscale, which has its own copies"
+    assert list(rows["shift"]) == list(shifted_calibration_rows(frame.iloc[::-1])["shift"])[::-1], "drawn per image"
+    others = pd.concat([frame, shifted_evaluation_rows(frame), greyscale_calibration_rows(frame)])
     assert rows["sha256"].is_unique and not set(rows["sha256"]) & set(others["sha256"])
 
 
