@@ -1,8 +1,8 @@
 """Settings of the drift monitor, read from the environment when built.
 
-Redis and the registry are read with the serving app's variable names (``REDIS_URL``,
-``REDIS_KEY_PREFIX``, ``MLFLOW_TRACKING_URI``, ``MODEL_NAME``, ``MODEL_ALIAS``), so one
-environment serves both; the thresholds take the ``MONITOR_`` prefix.
+Redis, the registry and the label store are read with the serving app's variable names
+(``REDIS_URL``, ``REDIS_KEY_PREFIX``, ``MLFLOW_TRACKING_URI``, ``MODEL_NAME``, ``MODEL_ALIAS``,
+``LABELS_DATABASE_URL``), so one environment serves both; the thresholds take the ``MONITOR_`` prefix.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from flows.settings import RegistrySettings
+from flows.settings import LabelSettings, RegistrySettings
 from tasks.monitoring.drift import Thresholds
 
 
-class MonitorSettings(RegistrySettings):
-    """Where the log is, which model it is compared for, and when a difference is drift."""
+class MonitorSettings(RegistrySettings, LabelSettings):
+    """Where the log and the labels are, which model they are compared for, and when a difference is drift."""
 
     model_config = SettingsConfigDict(env_prefix="MONITOR_")
 

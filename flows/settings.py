@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from feedback import defaults as feedback_defaults
 from tasks.defaults import TARGET_PRECISION
 from vehicle_model.featurizer import usable_cores
 
@@ -32,11 +33,34 @@ class RegistrySettings(BaseSettings):
     model_alias: str = Field("champion", alias="MODEL_ALIAS")
 
 
-class PipelineSettings(RegistrySettings):
+class LabelSettings(BaseSettings):
+    """Where the learning loop keeps its labels and images, and when labels are worth a harvest.
+
+    Read by their unprefixed names (the ones serving reads), so the pipeline harvests from and
+    expires the same store serving writes to; ``PIPELINE_HARVEST_MIN_LABELS`` is the pipeline's
+    own, read by the training and the monitoring settings alike.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", protected_namespaces=(), populate_by_name=True)
+
+    labels_database_url: str = Field(feedback_defaults.DATABASE_URL, alias="LABELS_DATABASE_URL")
+    review_images_url: str = Field(feedback_defaults.IMAGES_URL, alias="REVIEW_IMAGES_URL")
+    review_retention_days: float = Field(
+        feedback_defaults.RETENTION_DAYS, ge=0, alias="REVIEW_RETENTION_DAYS", description="kept images live this long"
+    )
+    harvest_min_labels: int = Field(
+        50,
+        ge=1,
+        alias="PIPELINE_HARVEST_MIN_LABELS",
+        description="new harvestable labels in a region that start a harvest (event vehicle.labels.ready)",
+    )
+
+
+class PipelineSettings(RegistrySettings, LabelSettings):
     """Where the pipeline reads and writes; every default works on a fresh checkout.
 
-    Shared names (``MLFLOW_TRACKING_URI``, ``MODEL_NAME``, ``MODEL_ALIAS``) are read as-is;
-    the rest take the ``PIPELINE_`` prefix (e.g. ``PIPELINE_DATA_DIR``).
+    Shared names (``MLFLOW_TRACKING_URI``, ``MODEL_NAME``, ``MODEL_ALIAS``, the ``LabelSettings``)
+    are read as-is; the rest take the ``PIPELINE_`` prefix (e.g. ``PIPELINE_DATA_DIR``).
     """
 
     model_config = SettingsConfigDict(env_prefix="PIPELINE_")

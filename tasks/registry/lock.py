@@ -1,9 +1,9 @@
-"""One writer at a time on a model's aliases: a Prefect global concurrency limit of one slot."""
+"""One writer at a time: a Prefect global concurrency limit of one slot, on a model's aliases or a harvest."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -11,15 +11,18 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 
-@contextmanager
-def registry_lock(model_name: str, timeout_seconds: float = 1800) -> Iterator[None]:
-    """Serialises alias moves (flow runs, ``vehicles promote``/``rollback``) with a Prefect
-    global concurrency limit.
+def registry_lock(model_name: str, timeout_seconds: float = 1800) -> AbstractContextManager[None]:
+    """Serialises alias moves (flow runs, ``vehicles promote``/``rollback``)."""
+    return exclusive(f"model-registry-{model_name}", timeout_seconds)
 
-    The limit (one slot) is created on first use; ``strict`` makes a missing limit an error
-    rather than a silent no-op.
+
+@contextmanager
+def exclusive(name: str, timeout_seconds: float = 1800) -> Iterator[None]:
+    """Holds the Prefect global concurrency limit ``name`` (one slot) until the block ends.
+
+    The limit is created on first use; ``strict`` makes a missing limit an error rather than a
+    silent no-op.
     """
-    name = f"model-registry-{model_name}"
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)

@@ -17,6 +17,7 @@ from prefect.events import emit_event
 
 from tasks.data.dataset import IMAGE_COLUMN, SPLIT_COLUMN
 from tasks.data.features import FeatureCache, features_from
+from tasks.data.harvest_steps import review_backlog
 from tasks.data.prepare_steps import PreparedData
 from tasks.data.validation import SHA_COLUMN
 from tasks.registry.aliases import CHALLENGER
@@ -83,9 +84,15 @@ def unchanged_since_task(model_name: str, alias: str, prepared: PreparedData) ->
 
 
 @task(name="report-skip")
-def report_skip_task(skip: SkippedRun, trigger: str | None, drift_regions: list[str] | None) -> SkippedRun:
-    """Publishes why nothing was trained; the returned run carries the trigger context."""
-    skip = replace(skip, trigger=trigger, drift_regions=tuple(drift_regions or ()))
+def report_skip_task(
+    skip: SkippedRun, trigger: str | None, drift_regions: list[str] | None, labels_url: str | None = None
+) -> SkippedRun:
+    """Publishes why nothing was trained, and what in the label store (``labels_url``) is waiting
+    to be reviewed or harvested; the returned run carries the trigger context."""
+    waiting, harvestable = review_backlog(labels_url) if labels_url else ({}, {})
+    skip = replace(
+        skip, trigger=trigger, drift_regions=tuple(drift_regions or ()), waiting=waiting, harvestable=harvestable
+    )
     create_markdown_artifact(
         key="training-skipped", markdown=skip.markdown(), description="Why this run trained nothing"
     )

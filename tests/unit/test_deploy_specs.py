@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_specs_are_read_from_prefect_yaml():
     specs = {spec.name: spec for spec in load_specs(REPO / "prefect.yaml")}
 
-    assert set(specs) == {"train", "retrain-nightly", "monitor-drift-hourly"}
+    assert set(specs) == {"train", "retrain-nightly", "monitor-drift-hourly", "harvest-labels-daily"}
     assert specs["train"].schedules == []
     [nightly] = specs["retrain-nightly"].schedules
     assert (nightly.cron, nightly.timezone) == ("0 2 * * *", "UTC")
@@ -25,6 +25,21 @@ def test_specs_are_read_from_prefect_yaml():
         assert (REPO / spec.entrypoint.split(":")[0]).is_file()
     [on_drift] = specs["retrain-nightly"].triggers
     assert on_drift.expect == {"vehicle.drift.detected"} and on_drift.parameters["trigger"] == "drift"
+
+
+def test_labels_are_harvested_daily_before_the_retrain_and_when_a_region_has_enough():
+    specs = {spec.name: spec for spec in load_specs(REPO / "prefect.yaml")}
+    harvest = specs["harvest-labels-daily"]
+
+    assert harvest.entrypoint == "flows/harvest.py:harvest_labels"
+    [daily] = harvest.schedules
+    assert (daily.cron, daily.timezone) == ("0 1 * * *", "UTC")
+    [nightly] = specs["retrain-nightly"].schedules
+    assert int(daily.cron.split()[1]) < int(nightly.cron.split()[1]), "labels go in before the nightly retrain"
+    [on_labels] = harvest.triggers
+    assert on_labels.expect == {"vehicle.labels.ready"}
+    assert on_labels.match.root == {"prefect.resource.id": "vehicle.monitoring.*"}
+    assert harvest.parameters == {}, "no root: the worker's PIPELINE_TRAINING_DATA, the retrain's, decides"
 
 
 def test_a_changed_prefect_yaml_changes_what_is_deployed(tmp_path: Path):
