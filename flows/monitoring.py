@@ -1,5 +1,6 @@
-"""Flow: read the prediction log → compare each region with the serving version's reference
-→ MLflow run + Prefect artifact → status for the stats endpoint → event on drift."""
+"""Flow: read the prediction log → compare each region with the serving version's reference,
+and score it on the labels given so far → MLflow run + Prefect artifact → status for the stats
+endpoint → events on drift, on a drop in online accuracy, on labels ready to harvest."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tasks.monitoring.drift_steps import (
     require_redis,
     track_task,
 )
+from tasks.monitoring.online_steps import online_accuracy_task, publish_online_task
 from tasks.monitoring.summary import DriftSummary, drifted_regions
 from tasks.tracking import local_artifact_root, use_tracking_store
 
@@ -32,7 +34,8 @@ def monitor_drift(
     min_effect: float | None = None,
     feature_share: float | None = None,
 ) -> DriftSummary:
-    """Compares recent predictions, overall and per region, with the serving version's reference.
+    """Compares recent predictions, overall and per region, with the serving version's reference,
+    and scores the version on the labels clients and reviewers gave (online accuracy).
 
     Args:
         window_minutes: read the records of the last N minutes; by default, every record
@@ -50,6 +53,9 @@ def monitor_drift(
     version, reference = load_reference_task(settings.model_name, settings.model_alias)
     window = read_log_task(settings.redis_url, settings.redis_key_prefix, now, window_minutes, settings.max_records)
     regions, too_few, compared = detect_drift_task(reference, window.records, version, thresholds)
+    online = online_accuracy_task(
+        settings.labels_database_url, settings.model_name, version, settings.harvest_min_labels
+    )
     summary = DriftSummary(
         model=settings.model_name,
         version=version,
@@ -61,6 +67,10 @@ def monitor_drift(
         too_few=too_few,
         thresholds=asdict(thresholds),
         drifted_regions=drifted_regions(regions),
+        online_accuracy=online.regions,
+        online_basis=online.basis,
+        accuracy_dropped=online.dropped,
+        labels_ready=online.ready,
     )
     tags = {
         "prefect.flow_run_id": str(flow_run.get_id()),
@@ -74,6 +84,7 @@ def monitor_drift(
     summary.mlflow_run_id = run.run_id
     checkpoint = window.last_id if window_minutes is None else None
     publish_task(summary, run, settings.redis_url, settings.redis_key_prefix, checkpoint)
+    publish_online_task(summary)
     return summary
 
 

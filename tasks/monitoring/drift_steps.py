@@ -19,6 +19,7 @@ from redis import Redis
 
 from tasks.monitoring.drift import ALL, Thresholds, detect, records_frame
 from tasks.monitoring.log_reader import LogWindow, publish_status, read_log, save_checkpoint
+from tasks.monitoring.online import online_metrics
 from tasks.monitoring.reference import load_reference
 from tasks.monitoring.report import html_report, markdown_report
 from tasks.monitoring.summary import DriftSummary, TrackedRun
@@ -178,4 +179,4 @@ def _metrics(summary: DriftSummary) -> dict[str, float]:
         metrics[f"{region}.records"] = result["records"]
         metrics[f"{region}.drift"] = float(result["drift"])
         metrics.update({f"{region}.{name}": score for name, score in result["scores"].items()})
-    return metrics
+    return metrics | online_metrics(summary.online_accuracy)

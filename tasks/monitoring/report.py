@@ -1,4 +1,4 @@
-"""The drift run in words: a one-screen markdown summary and a self-contained HTML report."""
+"""The monitoring run in words: a one-screen markdown summary and a self-contained HTML report."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tasks.monitoring.drift import ALL, records_frame
 from tasks.monitoring.summary import DriftSummary, TrackedRun
 
 DRIFT_COLUMNS = ("region", "records", "drift", "drifted on", "scores")
+ONLINE_COLUMNS = ("region", "attribute", "labelled", "accuracy", "95% interval")
 
 
 def drift_rows(summary: DriftSummary, yes: str = "yes") -> list[tuple[str, ...]]:
@@ -42,6 +43,44 @@ def too_few_line(summary: DriftSummary) -> str | None:
     return "Too few records to judge: " + ", ".join(f"{r} ({n})" for r, n in summary.too_few.items())
 
 
+def online_rows(summary: DriftSummary, dropped: str = "dropped") -> list[tuple[str, ...]]:
+    """The online accuracy table: one row per region (``all`` first) and attribute.
+
+    Args:
+        summary: the run.
+        dropped: appended to the accuracy of a region that dropped below the test score.
+    """
+    drops = {(d["region"], d["attribute"]) for d in summary.accuracy_dropped}
+    regions = sorted(summary.online_accuracy, key=lambda region: (region != ALL, region))
+    return [
+        (
+            region,
+            attribute,
+            str(numbers["labelled"]),
+            f"{numbers['accuracy']:.3f}" + (f" {dropped}" if (region, attribute) in drops else ""),
+            f"{numbers['low']:.3f} to {numbers['high']:.3f}",
+        )
+        for region in regions
+        for attribute, numbers in summary.online_accuracy[region].items()
+    ]
+
+
+def online_lines(summary: DriftSummary) -> list[str]:
+    """What the online accuracy rests on, where it dropped, and which regions' labels are ready."""
+    if not summary.online_accuracy:
+        return ["No online accuracy: no labels for this version yet."]
+    lines = [f"Online accuracy counts {summary.online_basis}."]
+    for drop in summary.accuracy_dropped:
+        lines.append(
+            f"{drop['region']}: {drop['attribute']} accuracy {drop['accuracy']:.3f} (at most {drop['high']:.3f}) "
+            f"is below the test accuracy {drop['test_accuracy']:.3f}."
+        )
+    if summary.labels_ready:
+        ready = ", ".join(f"{region} ({n})" for region, n in summary.labels_ready.items())
+        lines.append(f"Reviewed labels ready to harvest: {ready}.")
+    return lines
+
+
 def markdown_report(summary: DriftSummary, run: TrackedRun | None = None) -> str:
     """Which regions drifted, on what, and how strongly, in one table, linked to the MLflow run."""
     t = summary.thresholds
@@ -61,6 +100,15 @@ def markdown_report(summary: DriftSummary, run: TrackedRun | None = None) -> str
     too_few = too_few_line(summary)
     if too_few:
         lines += ["", too_few]
+    lines += ["", "## Online accuracy", ""]
+    if summary.online_accuracy:
+        lines += [
+            _markdown_row(ONLINE_COLUMNS),
+            _markdown_row("---:" if column == "labelled" else "---" for column in ONLINE_COLUMNS),
+            *(_markdown_row(row) for row in online_rows(summary, dropped="**dropped**")),
+            "",
+        ]
+    lines.append("\n\n".join(online_lines(summary)))
     if run:
         lines += ["", f"MLflow run [`{run.run_id}`]({run.url}) (experiment `{run.experiment}`) has the HTML report."]
     return "\n".join(lines) + "\n"

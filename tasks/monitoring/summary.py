@@ -1,4 +1,5 @@
-"""One drift run's result: what was read, what was compared, what drifted.
+"""One monitoring run's result: what was read, what was compared, what drifted, how accurate
+the labels say the version is.
 
 Plain data, so the report renderers and the CLI read it without MLflow, Prefect or Redis.
 """
@@ -24,6 +25,11 @@ class DriftSummary:
         thresholds: the thresholds used.
         mlflow_run_id: the run in the monitoring experiment (``MONITOR_EXPERIMENT``).
         drifted_regions: the regions to act on (``drifted_regions``).
+        online_accuracy: region (and ``all``) -> attribute -> the version's accuracy on labelled
+            live traffic: ``accuracy``, ``low``, ``high`` (95% Wilson), ``labelled`` and counts.
+        online_basis: which labels that accuracy counts.
+        accuracy_dropped: where it is significantly below the version's test accuracy.
+        labels_ready: region -> reviewed labels waiting for a harvest, where there are enough.
     """
 
     model: str
@@ -37,6 +43,10 @@ class DriftSummary:
     thresholds: dict
     mlflow_run_id: str | None = None
     drifted_regions: list[str] = field(default_factory=list)
+    online_accuracy: dict[str, dict[str, dict]] = field(default_factory=dict)
+    online_basis: str = ""
+    accuracy_dropped: list[dict] = field(default_factory=list)
+    labels_ready: dict[str, int] = field(default_factory=dict)
 
     @property
     def drift(self) -> bool:
