@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cli.labels import labels_app
 from tasks.defaults import AUGMENT_COPIES, MIN_IMPROVEMENT, TIME_BUDGET_SECONDS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Vehicle classification pipeline.")
+app.add_typer(labels_app, name="labels", help="Review labels: status, Label Studio export/import, harvest, expire.")
 console = Console()
 
 
@@ -406,7 +408,14 @@ def monitor(
 
 
 def _print_drift(summary) -> None:
-    from tasks.monitoring.report import DRIFT_COLUMNS, drift_rows, too_few_line
+    from tasks.monitoring.report import (
+        DRIFT_COLUMNS,
+        ONLINE_COLUMNS,
+        drift_rows,
+        online_lines,
+        online_rows,
+        too_few_line,
+    )
 
     table = Table(
         title=f"{summary.model} v{summary.version}: {summary.compared} records, "
@@ -424,14 +433,23 @@ def _print_drift(summary) -> None:
         f"[red]drift in {', '.join(summary.drifted_regions)}[/red]" if summary.drift else "[green]no drift[/green]"
     )
     console.print(f"Verdict: {verdict} (MLflow run {summary.mlflow_run_id})")
+    if summary.online_accuracy:
+        online = Table(title=f"Online accuracy of v{summary.version}")
+        for column in ONLINE_COLUMNS:
+            online.add_column(column, overflow="fold")
+        for row in online_rows(summary, dropped="[red]dropped[/red]"):
+            online.add_row(*row)
+        console.print(online)
+    for line in online_lines(summary):
+        console.print(line, soft_wrap=True)
 
 
 @app.command()
 def deploy(
     work_pool: Annotated[str, typer.Option(help="Process work pool (created if missing).")] = "vehicles-process",
 ) -> None:
-    """Register the 'train', 'retrain-nightly' and 'monitor-drift-hourly' deployments (and the retrain-on-drift
-    automation) on a Prefect server (PREFECT_API_URL)."""
+    """Register the deployments of prefect.yaml ('train', 'retrain-nightly', 'monitor-drift-hourly',
+    'harvest-labels-daily') and their automations on a Prefect server (PREFECT_API_URL)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
@@ -449,8 +467,8 @@ def deploy(
             pass
     ids = deploy_to_pool(work_pool)
     console.print(
-        f"Deployed train, retrain-nightly (retrains on drift too) and monitor-drift-hourly "
-        f"({', '.join(ids)}) on pool '{work_pool}'."
+        f"Deployed train, retrain-nightly (retrains on drift too), monitor-drift-hourly and "
+        f"harvest-labels-daily (harvests when labels are ready too) ({', '.join(ids)}) on pool '{work_pool}'."
     )
     console.print(f"Start a worker: [bold]prefect worker start --pool {work_pool}[/bold]")
 
