@@ -46,7 +46,7 @@ class LabelSettings(BaseSettings):
     labels_database_url: str = Field(feedback_defaults.DATABASE_URL, alias="LABELS_DATABASE_URL")
     review_images_url: str = Field(feedback_defaults.IMAGES_URL, alias="REVIEW_IMAGES_URL")
     review_retention_days: float = Field(
-        feedback_defaults.RETENTION_DAYS, ge=0, alias="REVIEW_RETENTION_DAYS", description="kept images live this long"
+        feedback_defaults.RETENTION_DAYS, gt=0, alias="REVIEW_RETENTION_DAYS", description="kept images live this long"
     )
     harvest_min_labels: int = Field(
         50,
