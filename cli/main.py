@@ -343,7 +343,11 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="Image files to classify.", exists=True, dir_okay=False)],
     version: Annotated[str | None, typer.Option(help="Model version; default the champion alias.")] = None,
 ) -> None:
-    """Classify image files with a registered model (no server needed)."""
+    """Classify image files with a registered model (no server needed).
+
+    Prints one line per image: its path, then JSON with each attribute's label, decision
+    (confident, uncertain or undetermined) and, unless confident, the reason.
+    """
     import json
 
     import mlflow
@@ -373,10 +377,16 @@ def predict(
             console.print(f"[red]{path}[/red]: {exc}")
             failed = True
             continue
-        labels = {attribute: value["label"] for attribute, value in record.items()}
-        console.print(f"{path}: {json.dumps(labels)}")
+        answers = {attribute: _answer(value) for attribute, value in record.items()}
+        # One unwrapped plain line per image, so the JSON after the path stays parseable.
+        console.print(f"{path}: {json.dumps(answers)}", soft_wrap=True, markup=False, highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+def _answer(prediction: dict) -> dict:
+    """One attribute as ``predict`` prints it: the label, the decision and, unless confident, why."""
+    return {key: prediction[key] for key in ("label", "decision", "reason") if key in prediction}
 
 
 @app.command()

@@ -147,7 +147,7 @@ def test_promote_and_rollback_move_the_aliases(
     assert _aliases(client) == {"champion": "1", "previous": "2"}
 
 
-def test_predict_prints_labels_and_rejects_a_non_image(trained_sandbox: Sandbox, tiny_dataset: Path):
+def test_predict_prints_labels_with_decisions_and_rejects_a_non_image(trained_sandbox: Sandbox, tiny_dataset: Path):
     frame = pd.read_csv(tiny_dataset / "labels.csv")
     images = [tiny_dataset / frame["image"][0], tiny_dataset / frame["image"][1]]
 
@@ -156,10 +156,13 @@ def test_predict_prints_labels_and_rejects_a_non_image(trained_sandbox: Sandbox,
     lines = predicted.stdout.strip().splitlines()
     assert [line.split(": ", 1)[0] for line in lines] == [str(image) for image in images]
     for line in lines:
-        labels = json.loads(line.split(": ", 1)[1])
-        assert labels["vehicle_type"] in set(frame["vehicle_type"])
-        assert labels["color"] in set(frame["color"])
-        assert set(labels) == {"vehicle_type", "color"}
+        answers = json.loads(line.split(": ", 1)[1])
+        assert answers["vehicle_type"]["label"] in set(frame["vehicle_type"])
+        assert answers["color"]["label"] in set(frame["color"])
+        assert set(answers) == {"vehicle_type", "color"}
+        for answer in answers.values():
+            assert answer["decision"] in {"confident", "uncertain", "undetermined"}
+            assert ("reason" in answer) == (answer["decision"] != "confident")
 
     text = trained_sandbox.root / "notes.txt"
     text.write_text("not an image\n")
