@@ -9,6 +9,7 @@ the one the session's ``vehicles train`` registered (a copy of its store, confte
 from __future__ import annotations
 
 import base64
+import io
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ import httpx
 import pandas as pd
 import pytest
 from e2e_support import MODEL, REPO, Sandbox, free_port, wait_for_http
+from PIL import Image
 
 from vehicle_model.model import VehicleClassifier
 
@@ -146,9 +148,25 @@ def test_invocations_classify_a_base64_image(
     assert set(record) == {"vehicle_type", "color"}
     [expected] = registered.predict_bytes([an_image])
     for attribute, prediction in record.items():
-        assert set(prediction) == {"label", "probabilities"}
+        assert set(prediction) - {"reason"} == {"label", "probabilities", "decision"}
+        assert prediction["decision"] == expected[attribute]["decision"]
+        assert ("reason" in prediction) == (prediction["decision"] != "confident")
         probabilities = prediction["probabilities"]
         assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-6)
         assert prediction["label"] == max(probabilities, key=probabilities.get)
         assert prediction["label"] == expected[attribute]["label"]
         assert probabilities == pytest.approx(expected[attribute]["probabilities"], abs=1e-4)
+
+
+def test_invocations_say_colour_is_undetermined_on_a_greyscale_frame(served: str, an_image: bytes):
+    grey = io.BytesIO()
+    Image.open(io.BytesIO(an_image)).convert("L").save(grey, format="PNG")
+    body = _dataframe_split(base64.b64encode(grey.getvalue()).decode("ascii"))
+    response = httpx.post(f"{served}/invocations", json=body, timeout=120, trust_env=False)
+
+    assert response.status_code == 200, response.text
+    [record] = response.json()["predictions"]
+    assert record["color"]["decision"] == "undetermined"
+    assert record["color"]["reason"] == "color cannot be told on a greyscale frame"
+    assert record["color"]["label"] == max(record["color"]["probabilities"], key=record["color"]["probabilities"].get)
+    assert record["vehicle_type"]["decision"] != "undetermined"

@@ -28,6 +28,8 @@ from e2e_support import MODEL, QUICK_TRAINING, Sandbox, TrainedStore, free_port,
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
+from vehicle_model.decisions import CONFIDENT, DECISIONS
+
 pytestmark = pytest.mark.e2e
 
 TRAIN_TIMEOUT = 300
@@ -117,6 +119,8 @@ def _assert_prediction(predictions: dict, labels: dict[str, set[str]], k: int) -
         assert 0 < confidence["max_probability"] <= 1
         assert 0 <= confidence["margin"] <= confidence["max_probability"]
         assert confidence["entropy"] >= 0 and 0 <= confidence["normalized_entropy"] <= 1 + 1e-9
+        assert result["decision"] in DECISIONS
+        assert ("reason" in result) == (result["decision"] != CONFIDENT), "a reason exactly when not confident"
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +259,8 @@ def test_classify_batch_answers_good_files_and_rejects_a_text_file(server: Serve
             label = item["predictions"][attribute]["label"]
             expected[label] = expected.get(label, 0) + 1
         assert summary["class_counts"][attribute] == expected
+        decided = [item["predictions"][attribute]["decision"] for item in (results[0], results[1], results[3])]
+        assert summary["decisions"][attribute] == {decision: decided.count(decision) for decision in DECISIONS}
     assert body["timing"]["inference_ms"] > 0
 
 
@@ -283,7 +289,10 @@ def test_reports_are_created_stored_in_redis_and_read_back(
     assert report["model"] == {"name": MODEL, "version": "1"}
     _assert_prediction(report["predictions"], images.labels, k=3)
     assert report["created_at"] < report["expires_at"]
-    assert set(report["analysis"]) == {"overall_confidence", "low_confidence", "thresholds"}
+    assert set(report["analysis"]) == {"overall_confidence", "low_confidence", "not_confident", "thresholds"}
+    assert report["analysis"]["not_confident"] == sorted(
+        attribute for attribute, result in report["predictions"].items() if result["decision"] != CONFIDENT
+    )
     assert report["recommendations"]
 
     assert created_html.status_code == 201, created_html.text
@@ -296,6 +305,7 @@ def test_reports_are_created_stored_in_redis_and_read_back(
     assert "car-json_1" in read_html.text
     for attribute, result in report["predictions"].items():
         assert f"{attribute}: {result['label']}" in read_html.text
+        assert f'<span class="badge {result["decision"]}">' in read_html.text
     assert read_other.status_code == 200 and read_other.json()["vehicle_id"] == "car-html_2"
 
     error = _assert_error(missing, 404, "report_not_found")
@@ -334,9 +344,11 @@ def test_region_stats_count_endpoints_and_classes(server: Server, images: Images
         report.json()["predictions"],
     ]
     expected = {attribute: {} for attribute in images.labels}
+    decided = {attribute: dict.fromkeys(DECISIONS, 0) for attribute in images.labels}
     for prediction in predicted:
         for attribute, result in prediction.items():
             expected[attribute][result["label"]] = expected[attribute].get(result["label"], 0) + 1
+            decided[attribute][result["decision"]] += 1
 
     assert one.status_code == 200, one.text
     stats = one.json()
@@ -344,6 +356,7 @@ def test_region_stats_count_endpoints_and_classes(server: Server, images: Images
     assert stats["requests"] == {"classify": 1, "classify-batch": 1, "report": 1, "report-get": 1}
     assert stats["total_requests"] == 4
     assert stats["predictions"] == expected
+    assert stats["decisions"] == decided
 
     assert every.status_code == 200, every.text
     assert every.json()["storage"] == "redis"
@@ -362,6 +375,7 @@ def test_region_stats_count_endpoints_and_classes(server: Server, images: Images
     _wait_until(lambda: sent_to_redis() == stats["requests"], STATS_FLUSH_TIMEOUT, "the counts in Redis", server)
     assert redis.type(requests_key) == b"hash"
     assert redis.type(f"{prefix}:stats:region:{REGION}:predictions") == b"hash"
+    assert redis.type(f"{prefix}:stats:region:{REGION}:decisions") == b"hash"
     assert REGION.encode() in redis.smembers(f"{prefix}:stats:regions")
 
 
