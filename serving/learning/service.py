@@ -46,6 +46,10 @@ class LabelStoreUnavailable(Exception):
     """The label store could not be opened yet; the message says why."""
 
 
+class ReusedRequestId(Exception):
+    """The request id of an answer also names an older answer kept for review."""
+
+
 @dataclass(frozen=True)
 class Answer:
     """One answered image, as a handler hands it over.
@@ -199,6 +203,10 @@ class LearningLoop:
     def _keep(self, receipt: Receipt, reasons: tuple[str, ...], answer: Answer) -> None:
         """On the writer thread: the image, then its item."""
         assert self.labels is not None and self.images is not None
+        if self.labels.item(receipt.item_id) is not None:
+            # The id was kept before, by an answer whose receipt has expired since: that one stays.
+            self.metrics.not_kept.labels("id_taken").inc()
+            return
         item = KeptItem.from_prediction(
             receipt.item_id,
             answer.prediction,
@@ -242,6 +250,7 @@ class LearningLoop:
 
         Raises:
             LabelStoreUnavailable: the label store is not open.
+            ReusedRequestId: the id names an older kept answer (the receipt of which has expired).
         """
         store = self.require()
         info = PredictionInfo(
@@ -254,17 +263,7 @@ class LearningLoop:
             kept=receipt.kept,
             uniform=receipt.uniform,
         )
-        outcome = await self.writer.run(
-            partial(
-                store.add_label,
-                receipt.item_id,
-                labels,
-                FEEDBACK,
-                client=receipt.client,
-                replace=replace,
-                prediction=info,
-            )
-        )
+        outcome = await self.writer.run(partial(_add_feedback, store, receipt, labels, replace, info))
         self._counted(FEEDBACK, outcome)
         return outcome
 
@@ -355,6 +354,16 @@ class LearningLoop:
             except Exception:  # a failed read (Redis or the database away) is retried next time
                 logger.exception("refreshing the learning loop's state failed")
             await asyncio.sleep(self.settings.review_refresh_seconds)
+
+
+def _add_feedback(
+    store: LabelStore, receipt: Receipt, labels: dict[str, str], replace: bool, info: PredictionInfo
+) -> LabelOutcome:
+    """On the writer thread: the label, unless the id's kept item is another answer's."""
+    item = store.item(receipt.item_id)
+    if item is not None and (item.client != receipt.client or abs(item.time - receipt.time) > 1e-3):
+        raise ReusedRequestId(receipt.item_id)
+    return store.add_label(receipt.item_id, labels, FEEDBACK, client=receipt.client, replace=replace, prediction=info)
 
 
 def _summary(prediction: Prediction) -> dict[str, dict]:

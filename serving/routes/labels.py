@@ -32,7 +32,7 @@ from serving.http.review_schemas import (
 )
 from serving.http.schemas import error_responses
 from serving.learning.receipts import Receipt
-from serving.learning.service import LabelStoreUnavailable, LearningLoop
+from serving.learning.service import LabelStoreUnavailable, LearningLoop, ReusedRequestId
 from serving.security.clients import client_name
 from serving.storage.stores import RedisUnavailable
 from vehicle_model.images import ACCEPTED_FORMATS
@@ -73,6 +73,13 @@ class FeedbackController(Controller):
             outcome = await learning.give_feedback(receipt, data.labels, data.replace)
         except LabelStoreUnavailable as exc:
             raise _store_unavailable(str(exc), learning.settings.review_refresh_seconds) from None
+        except ReusedRequestId:
+            raise ApiError(
+                409,
+                "request_id_reused",
+                f"'{data.request_id}' also names an earlier answer kept for review, so it cannot be labelled; "
+                "send a fresh X-Request-ID (or none) with each classify request",
+            ) from None
         if outcome == "conflict":
             raise ApiError(
                 409,
@@ -107,7 +114,7 @@ class LabelsController(Controller):
         """Items waiting for review: drifted regions first, then the lowest margin, then the oldest
         (skipped ones last), with the model's guess and the classes to choose from."""
         try:
-            items = await learning.queue(valid_region(region) if region else None, limit)
+            items = await learning.queue(valid_region(region) if region is not None else None, limit)
             counts = await learning.counts()
         except LabelStoreUnavailable as exc:
             raise _store_unavailable(str(exc), learning.settings.review_refresh_seconds) from None

@@ -27,8 +27,9 @@ class StatsController(Controller):
     async def regions(
         self, stats: NamedDependency[RegionStats], learning: NamedDependency[LearningLoop]
     ) -> RegionsBody:
-        """Every region seen, with its counts and latest drift status (``drift`` at the top: the whole
-        traffic's); ``storage`` says whether the counts come from Redis."""
+        """Every region seen, with its counts, latest drift status (``drift`` at the top: the whole
+        traffic's) and the served version's online accuracy from labels (``feedback``, null before
+        any unbiased label); ``storage`` says whether the counts come from Redis."""
         summaries, storage = await stats.all()
         drift = await stats.drift()
         feedback = await learning.feedback_by_region(learning.served_version())
@@ -47,7 +48,7 @@ class StatsController(Controller):
         stats: NamedDependency[RegionStats],
         learning: NamedDependency[LearningLoop],
     ) -> RegionStatsBody:
-        """One region's counts and latest drift status."""
+        """One region's counts, latest drift status and online accuracy (``feedback``)."""
         summary, _ = await stats.one(valid_region(region))
         if summary is None:
             raise ApiError(404, "region_not_found", f"no requests recorded for region '{region}'")

@@ -7,13 +7,15 @@ fails the test, with schemathesis' report (and its reproduction commands) in the
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
-from serving_helpers import running_server
+from serving_helpers import CLASSIFY, running_server, unique_png
 
 from serving.app import create_app
 from serving.model.service import ModelService
@@ -34,11 +36,12 @@ def _schemathesis() -> str:
 
 def test_live_app_conforms_to_its_schema(make_settings, small_model, tmp_path: Path):
     config = tmp_path / "schemathesis.toml"
-    config.write_text(
-        f"[checks.positive_data_acceptance]\nexpected-statuses = {POSITIVE_STATUSES!r}\n".replace("'", '"')
-    )
-    app = create_app(make_settings(), model_service=ModelService(None, small_model))
+    app = create_app(make_settings(review_uniform_share=1.0), model_service=ModelService(None, small_model))
     with running_server(app) as base_url:
+        config.write_text(
+            f"[checks.positive_data_acceptance]\nexpected-statuses = {POSITIVE_STATUSES!r}\n".replace("'", '"')
+            + _answered_ids(base_url)
+        )
         result = subprocess.run(
             [
                 _schemathesis(),
@@ -68,3 +71,20 @@ def test_live_app_conforms_to_its_schema(make_settings, small_model, tmp_path: P
             cwd=tmp_path,
         )
     assert result.returncode == 0, result.stdout[-12000:] + result.stderr[-3000:]
+
+
+def _answered_ids(base_url: str) -> str:
+    """Config that feeds real answers' ids to feedback and review, so those reach past their 404."""
+    ids = [
+        httpx.post(f"{base_url}{CLASSIFY}", content=unique_png(seed), headers={"Content-Type": "image/png"}).json()[
+            "request_id"
+        ]
+        for seed in range(4)
+    ]
+    return (
+        f"\n[dictionaries.answers]\nvalues = {json.dumps(ids)}\n"
+        '\n[[operations]]\ninclude-name = "POST /api/vehicle/feedback"\n'
+        'parameters = { "body.request_id" = { dictionary = "answers", probability = 0.7 } }\n'
+        '\n[[operations]]\ninclude-path = ["/api/labels/{item_id}", "/api/labels/{item_id}/image"]\n'
+        'parameters = { "path.item_id" = { dictionary = "answers", probability = 0.7 } }\n'
+    )
