@@ -35,8 +35,8 @@ EVAL_SEED = 0  # the shifted evaluation set is the same for every training seed
 SHIFT_COLUMN = "shift"
 SHIFTED_SPLIT_PREFIX = "shift."
 AUGMENT_SPLIT = "augment"
-GREYSCALE_CALIBRATION_SPLIT = "calibrate.greyscale"
-SHIFTED_CALIBRATION_SPLIT = "calibrate.shifted"
+CALIBRATION_SPLIT_PREFIX = "calibrate."  # + kind: validation images under one shift
+GREYSCALE_CALIBRATION_SPLIT = f"{CALIBRATION_SPLIT_PREFIX}greyscale"
 OVER_EXPOSURE_EXPERT_SPLIT = "expert.over_exposure"
 
 
@@ -255,26 +255,22 @@ def over_exposure_expert_rows(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     )
 
 
-def calibration_kind(sha256: str) -> str:
-    """The kind of a validation image's shifted copy: a uniform draw over every kind but
-    greyscale (every validation image already has its greyscale copy), seeded by the image."""
-    digest = hashlib.sha256(f"{SHIFT_VERSION}:calibrate-kind:{sha256}".encode()).hexdigest()
-    kinds = [kind for kind in SHIFTS if kind != "greyscale"]
-    return kinds[int(digest[:16], 16) % len(kinds)]
-
-
 def shifted_calibration_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """One shifted copy of every validation image, as manifest rows of split ``calibrate.shifted``:
-    with the clean and the greyscale validation images, what the decision thresholds are fitted
-    on (``tasks.training.selective``). One copy, not one per kind: the thresholds need the
-    shifted score distribution, not each kind's, and a copy per kind would featurize ten times
-    the validation split on every new dataset."""
+    """Every validation image under every kind but greyscale (``greyscale_calibration_rows``
+    has that one), as manifest rows of split ``calibrate.<kind>``: with the clean and the
+    greyscale validation images, the conditions the decision thresholds must hold on
+    (``tasks.training.selective``). A copy per kind, not one drawn per image: each kind needs
+    enough answers of its own for its precision to be known."""
     validation = frame[frame[SPLIT_COLUMN] == "validation"]
-    kinds = [calibration_kind(sha) for sha in validation[SHA_COLUMN]]
-    return validation.assign(
-        **{
-            SHIFT_COLUMN: kinds,
-            SHA_COLUMN: [shift_key(sha, kind, "calibrate") for sha, kind in zip(validation[SHA_COLUMN], kinds)],
-            SPLIT_COLUMN: SHIFTED_CALIBRATION_SPLIT,
-        }
-    )
+    parts = [
+        validation.assign(
+            **{
+                SHIFT_COLUMN: kind,
+                SHA_COLUMN: [shift_key(sha, kind, "calibrate") for sha in validation[SHA_COLUMN]],
+                SPLIT_COLUMN: f"{CALIBRATION_SPLIT_PREFIX}{kind}",
+            }
+        )
+        for kind in SHIFTS
+        if kind != "greyscale"
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else validation.iloc[:0]

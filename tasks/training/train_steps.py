@@ -17,9 +17,9 @@ from threadpoolctl import threadpool_limits
 from tasks.data.features import load_shifted, load_split, load_split_if_present
 from tasks.data.shifts import (
     AUGMENT_SPLIT,
+    CALIBRATION_SPLIT_PREFIX,
     GREYSCALE_CALIBRATION_SPLIT,
     OVER_EXPOSURE_EXPERT_SPLIT,
-    SHIFTED_CALIBRATION_SPLIT,
 )
 from tasks.defaults import TARGET_PRECISION
 from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, STAGE_TAG
@@ -36,7 +36,7 @@ from tasks.training.evaluation import (
     worst_shift,
 )
 from tasks.training.search import CV_FOLDS, fit_candidate
-from tasks.training.selective import fit_policy, risk_coverage_figure, selective_metrics
+from tasks.training.selective import CLEAN, Sample, fit_policy, risk_coverage_figure, selective_metrics
 from vehicle_model.decisions import DecisionPolicy
 from vehicle_model.metadata import CANDIDATE_TAG
 from vehicle_model.wrapped import innermost
@@ -113,7 +113,7 @@ def train_candidate_task(
 def fit_decisions(
     heads: Mapping[str, object], features: str, attributes: list[str], target_precision: float, heads_path: Path
 ) -> tuple[str, dict[str, float]]:
-    """Fits the heads' decision thresholds on validation with its greyscale and shifted copies
+    """Fits the heads' decision thresholds on validation, clean and under each shift
     (``tasks.training.selective``); logs them on the active run (params ``threshold.<attribute>``,
     artifact ``decisions.json``, figures ``risk_coverage/<attribute>.png``) and saves the policy
     beside the heads (``<name>.decisions.json``).
@@ -123,8 +123,7 @@ def fit_decisions(
         sample: the thresholds were fitted on these images) and on each shift kind of the
         test images (``shift.<kind>.selective.*``).
     """
-    X_fit, ys_fit = _calibration_rows(features, attributes)
-    policy, fits = fit_policy(heads, X_fit, ys_fit, target_precision)
+    policy, fits = fit_policy(heads, _calibration_conditions(features, attributes), target_precision)
     mlflow.log_params(
         {"target_precision": str(target_precision)}
         | {f"threshold.{a}": "none" if t is None else f"{t:.6f}" for a, t in policy.thresholds.items()}
@@ -142,15 +141,14 @@ def fit_decisions(
     return str(path), metrics
 
 
-def _calibration_rows(features: str, attributes: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Validation with whichever of its greyscale and shifted copies the features hold."""
-    parts = [load_split(features, "validation", attributes)]
-    for split in (GREYSCALE_CALIBRATION_SPLIT, SHIFTED_CALIBRATION_SPLIT):
-        part = load_split_if_present(features, split, attributes)
-        if part is not None:
-            parts.append(part)
-    X = np.concatenate([X for X, _ in parts])
-    return X, {a: np.concatenate([ys[a] for _, ys in parts]) for a in attributes}
+def _calibration_conditions(features: str, attributes: list[str]) -> dict[str, Sample]:
+    """Condition -> validation rows: ``clean``, then each shift kind the features hold a copy for."""
+    with np.load(features) as data:
+        splits = sorted(k.removeprefix("X_") for k in data.files if k.startswith(f"X_{CALIBRATION_SPLIT_PREFIX}"))
+    shifted = {
+        split.removeprefix(CALIBRATION_SPLIT_PREFIX): load_split(features, split, attributes) for split in splits
+    }
+    return {CLEAN: load_split(features, "validation", attributes), **shifted}
 
 
 def log_validation_reports(

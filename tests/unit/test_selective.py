@@ -31,12 +31,12 @@ def _scores_right_above(n: int, cut: float, rng: np.random.Generator) -> tuple[n
 def test_the_threshold_is_the_lowest_score_whose_answers_reach_the_target() -> None:
     scores, correct = _scores_right_above(4000, 0.8, np.random.default_rng(0))
 
-    fit = fit_threshold(scores, correct, target=0.98)
+    fit = fit_threshold({"clean": (scores, correct)}, target=0.98)
 
     assert fit.threshold is not None and 0.75 < fit.threshold < 0.8
     answered = scores >= fit.threshold
-    assert fit.coverage == pytest.approx(answered.mean())
-    assert fit.precision == pytest.approx(correct[answered].mean())
+    assert fit.coverage["clean"] == pytest.approx(answered.mean())
+    assert fit.precision["clean"] == pytest.approx(correct[answered].mean())
     assert clopper_pearson_lower(correct[answered].sum(), answered.sum()) >= 0.98
     # Every lower score would let in answers that break the bound: it is the lowest that holds.
     for lower in scores[scores < fit.threshold]:
@@ -44,35 +44,51 @@ def test_the_threshold_is_the_lowest_score_whose_answers_reach_the_target() -> N
         assert clopper_pearson_lower(correct[kept].sum(), kept.sum()) < 0.98
 
 
+def test_every_condition_must_reach_the_target_not_their_pool() -> None:
+    rng = np.random.default_rng(3)
+    easy = _scores_right_above(4000, 0.6, rng)
+    hard = _scores_right_above(1000, 0.9, rng)  # a shift under which the head stays as sure but is wrong more
+
+    alone = fit_threshold({"clean": easy}, target=0.98)
+    both = fit_threshold({"clean": easy, "blur": hard}, target=0.98)
+    pooled = fit_threshold({"all": (np.r_[easy[0], hard[0]], np.r_[easy[1], hard[1]])}, target=0.98)
+
+    assert alone.threshold < 0.6
+    assert 0.88 < both.threshold < 0.9 and both.precision["blur"] >= 0.98
+    assert hard[1][hard[0] >= pooled.threshold].mean() < 0.98, "in a pool the easy condition carries the hard one"
+    assert both.coverage["clean"] < alone.coverage["clean"]
+
+
 def test_a_target_no_threshold_reaches_means_never_confident() -> None:
     rng = np.random.default_rng(1)
     scores = rng.uniform(0.5, 1.0, size=2000)
     correct = rng.random(2000) < 0.9  # right nine times in ten at every score
 
-    fit = fit_threshold(scores, correct, target=0.98)
+    fit = fit_threshold({"clean": (scores, correct)}, target=0.98)
 
-    assert fit.threshold is None and fit.coverage == 0.0 and np.isnan(fit.precision)
-    assert len(fit.coverages) == 2000, "the curve is still reported"
+    assert fit.threshold is None and fit.coverage == {"clean": 0.0} and fit.precision == {}
+    assert len(fit.curves["clean"].coverages) == 2000, "the curve is still reported"
 
 
 def test_a_few_right_answers_are_not_evidence_enough() -> None:
-    # 100 answers, every one right: 100% observed, but the 95% bound is 0.05 ** (1 / 100) = 0.970.
-    few = fit_threshold(np.linspace(0.9, 1.0, 100), np.ones(100, dtype=bool), target=0.98)
-    enough = fit_threshold(np.linspace(0.9, 1.0, 149), np.ones(149, dtype=bool), target=0.98)
+    # 79 answers, every one right: 100% observed, but the 80% bound is 0.2 ** (1 / 79) = 0.9798.
+    few = fit_threshold({"clean": (np.linspace(0.9, 1.0, 79), np.ones(79, dtype=bool))}, target=0.98)
+    enough = fit_threshold({"clean": (np.linspace(0.9, 1.0, 80), np.ones(80, dtype=bool))}, target=0.98)
 
     assert few.threshold is None
-    assert enough.threshold == pytest.approx(0.9) and enough.coverage == 1.0
-    assert clopper_pearson_lower(np.array([100, 0]), np.array([100, 5])) == pytest.approx([0.05 ** (1 / 100), 0.0])
+    assert enough.threshold == pytest.approx(0.9) and enough.coverage == {"clean": 1.0}
+    assert clopper_pearson_lower(np.array([79, 0]), np.array([79, 5])) == pytest.approx([0.2 ** (1 / 79), 0.0])
+    assert clopper_pearson_lower(np.array([79]), np.array([79]), confidence=0.95) == pytest.approx(0.05 ** (1 / 79))
 
 
 def test_tied_scores_are_answered_together() -> None:
     scores = np.array([0.99] * 200 + [0.7] * 100)
     correct = np.r_[np.ones(200, dtype=bool), np.zeros(100, dtype=bool)]
 
-    fit = fit_threshold(scores, correct, target=0.98)
+    fit = fit_threshold({"clean": (scores, correct)}, target=0.98)
 
-    assert fit.threshold == 0.99 and fit.coverage == pytest.approx(2 / 3)
-    assert list(fit.scores) == [0.99, 0.7]
+    assert fit.threshold == 0.99 and fit.coverage["clean"] == pytest.approx(2 / 3)
+    assert list(fit.curves["clean"].scores) == [0.99, 0.7]
 
 
 def _colour_rows(n: int, rng: np.random.Generator, greyscale: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -93,13 +109,13 @@ def test_the_policy_leaves_greyscale_rows_out_of_a_colour_fit_and_scores_as_serv
     heads = {a: LogisticRegression(max_iter=300).fit(X[:, :2], y) for a, y in ys.items()}
     heads = {a: _FirstColumns(h) for a, h in heads.items()}
     X_grey, ys_grey = _colour_rows(3000, rng, greyscale=True)
-    X_fit = np.concatenate([X, X_grey])
-    ys_fit = {a: np.concatenate([ys[a], ys_grey[a]]) for a in ys}
 
-    policy, fits = fit_policy(heads, X_fit, ys_fit, target=0.98)
+    policy, fits = fit_policy(heads, {"clean": (X, ys), "greyscale": (X_grey, ys_grey)}, target=0.98)
 
     assert policy.colour_attributes == ("color",)
-    assert len(fits["color"].coverages) <= 3000 < len(fits["vehicle_type"].coverages)
+    assert set(fits["color"].curves) == {"clean"}, "colour on greyscale is undetermined, never fitted"
+    assert set(fits["vehicle_type"].curves) == {"clean", "greyscale"}
+    assert policy.coverage == {a: fits[a].coverage["clean"] for a in ys}
     assert all(t is not None for t in policy.thresholds.values())
     assert DecisionPolicy.from_json(policy.to_json()) == policy
     clean = selective_metrics(heads, policy, X, ys, "test")

@@ -189,21 +189,23 @@ def test_greyscale_calibration_rows_are_the_validation_split_in_greyscale():
     assert rows["sha256"].is_unique and not set(rows["sha256"]) & set(others["sha256"])
 
 
-def test_shifted_calibration_rows_are_one_copy_of_each_validation_image_under_a_kind_drawn_per_image():
+def test_shifted_calibration_rows_are_the_validation_split_under_every_other_kind():
     frame = pd.DataFrame(
         {
-            "image": [f"{i}.png" for i in range(240)],
-            "color": ["red", "blue"] * 120,
-            "sha256": [f"{i:064x}" for i in range(240)],
-            "split": ["train"] * 20 + ["validation"] * 200 + ["test"] * 20,
+            "image": [f"{i}.png" for i in range(10)],
+            "color": ["red", "blue"] * 5,
+            "sha256": [f"{i:064x}" for i in range(10)],
+            "split": ["train"] * 6 + ["validation"] * 2 + ["test"] * 2,
         }
     )
     rows = shifted_calibration_rows(frame)
-    assert list(rows["image"]) == [f"{i}.png" for i in range(20, 220)], "validation only, one copy each"
-    assert list(rows["color"]) == list(frame["color"][20:220]) and set(rows["split"]) == {"calibrate.shifted"}
-    assert set(rows["shift"]) == set(SHIFTS) - {"greyscale"}, "every kind but greyscale, which has its own copies"
-    assert list(rows["shift"]) == list(shifted_calibration_rows(frame.iloc[::-1])["shift"])[::-1], "drawn per image"
-    others = pd.concat([frame, shifted_evaluation_rows(frame), greyscale_calibration_rows(frame)])
+    kinds = [kind for kind in SHIFTS if kind != "greyscale"]
+    assert len(rows) == 2 * len(kinds) and set(rows["image"]) == {"6.png", "7.png"}, "validation only"
+    assert set(rows["split"]) == {f"calibrate.{kind}" for kind in kinds} and set(rows["shift"]) == set(kinds)
+    assert list(rows.loc[rows["shift"] == "blur", "color"]) == ["red", "blue"], "labels travel with the image"
+    greyscale = greyscale_calibration_rows(frame)
+    assert set(greyscale["split"]) == {"calibrate.greyscale"}, "greyscale completes the kinds under the same prefix"
+    others = pd.concat([frame, shifted_evaluation_rows(frame), greyscale, augmented_training_rows(frame, 1, seed=0)])
     assert rows["sha256"].is_unique and not set(rows["sha256"]) & set(others["sha256"])
 
 
