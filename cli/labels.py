@@ -160,8 +160,11 @@ def import_(
     replace: Annotated[bool, typer.Option("--replace", help="Replace different labels given before.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Import Label Studio annotations as reviews. Imports every answer it can; exit 1 if any was refused
-    (unknown or expired item, a class the model does not know, different labels given before)."""
+    """Import Label Studio annotations as reviews.
+
+    Imports every answer it can; exit 1 if any was refused (unknown or expired item, a class
+    the model does not know, different labels given before).
+    """
     from feedback.labelstudio import read_annotations
 
     try:
@@ -228,8 +231,10 @@ def harvest(
     min_per_class: Annotated[int, typer.Option(min=1, help="Fewest images per class in the root with it.")] = 5,
     as_json: JsonOption = False,
 ) -> None:
-    """Add the reviewed labels to the training data as one batch, checked by ingest (run the
-    harvest-labels flow). On any problem: print them, add and mark nothing, exit 1."""
+    """Add the reviewed labels to the training data as one batch, checked by ingest.
+
+    Runs the harvest-labels flow. On any problem: print them, add and mark nothing, exit 1.
+    """
     from dataclasses import asdict
 
     from cli.prefect_api import prefect_api
