@@ -12,12 +12,13 @@ ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm
 # ---- builder stages: one virtualenv (/opt/venv) per runtime; dependencies before code, so
 # a code edit rebuilds only the small wheel layer. The dependency lists come straight from
 # pyproject.toml (never restated here); `deps` copies only those lists, so edits elsewhere in
-# pyproject.toml keep its cached install.
+# pyproject.toml keep its cached install. Both runtimes get the PostgreSQL driver: the label store
+# is a PostgreSQL database in the stack.
 FROM ${PYTHON_IMAGE} AS requirements
 WORKDIR /src
 COPY pyproject.toml ./
 RUN python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-open("requirements.txt", "w").write("\n".join(p["dependencies"]) + "\n"); \
+open("requirements.txt", "w").write("\n".join(p["dependencies"] + p["optional-dependencies"]["postgres"]) + "\n"); \
 open("dask.txt", "w").write("\n".join(p["optional-dependencies"]["dask"]) + "\n")'
 
 FROM ${PYTHON_IMAGE} AS deps
@@ -58,7 +59,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # ---- shared runtime settings
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-RUN useradd --create-home --uid 10001 app && mkdir -p /app/data /app/logs && chown -R app /app
+# /app/review is made here so the `review` volume mounted on it starts owned by `app`.
+RUN useradd --create-home --uid 10001 app && mkdir -p /app/data /app/logs /app/review && chown -R app /app
 WORKDIR /app
 
 # ---- serving: `vehicles serve` on 0.0.0.0:8000
