@@ -25,6 +25,9 @@ CPU per second of the phase and ``machine idle %`` what nobody used (/proc/stat)
     .venv/bin/python bench/serving.py --quick         # one repeat, fewer requests (~1 min)
     .venv/bin/python bench/serving.py --tracking-uri sqlite:///mlruns/mlflow.db
     .venv/bin/python bench/serving.py --app one-thread=multipart:INFERENCE_THREADS=1 --app default=multipart
+    # the backbone precisions, and the app before a change (another checkout) on the float model:
+    .venv/bin/python bench/serving.py --app fp32=raw:MODEL_ALIAS=fp32 --app int8=raw:MODEL_ALIAS=int8 \
+        --app before=raw:MODEL_ALIAS=fp32,CODE=/tmp/before
 
 Nothing leaves the loopback interface; every phase is bounded in requests and in time.
 """
@@ -516,7 +519,9 @@ def _blank() -> list[bytes]:
 
 
 def build_tiny_registry(folder: Path, console: Console) -> str:
-    """A SQLite registry holding one logistic-regression model on 84 synthetic images, as champion."""
+    """A SQLite registry with a logistic-regression model on 84 synthetic images per backbone
+    precision, each behind an alias of its name (``fp32``, ``int8``); ``champion`` is the one
+    training would pick on this CPU (``BACKBONE_PRECISION=auto``)."""
     sys.path.insert(0, str(ROOT))
     import mlflow
     from mlflow import MlflowClient
@@ -525,22 +530,26 @@ def build_tiny_registry(folder: Path, console: Console) -> str:
     from tasks.data.dataset import load_dataset
     from tasks.data.synthetic import generate_dataset
     from tasks.registry.versions import log_classifier, register_version
-    from vehicle_model.featurizer import Featurizer
+    from vehicle_model.featurizer import BACKBONES, Featurizer, resolve_precision
     from vehicle_model.model import VehicleClassifier
 
-    with console.status("Training a tiny champion (84 synthetic images, logistic regression)"):
+    with console.status("Training tiny champions (84 synthetic images, logistic regression, each precision)"):
         generate_dataset(folder / "data", n=84, seed=3)
         dataset = load_dataset(folder / "data")
-        featurizer = Featurizer()
-        features = featurizer.transform_paths(dataset.frame["image"].tolist())
-        heads = {a: LogisticRegression(max_iter=1000).fit(features, dataset.frame[a]) for a in dataset.attributes}
         uri = f"sqlite:///{folder / 'mlflow.db'}"
         mlflow.set_tracking_uri(uri)
         experiment = mlflow.create_experiment("bench", artifact_location=str(folder / "artifacts"))
-        with mlflow.start_run(experiment_id=experiment):
-            info = log_classifier(VehicleClassifier(featurizer, heads), {"candidate": "logistic_regression"})
-        version = register_version(info.model_uri, MODEL_NAME, {"candidate": "logistic_regression"})
-        MlflowClient(uri).set_registered_model_alias(MODEL_NAME, "champion", version.version)
+        client = MlflowClient(uri)
+        for precision in BACKBONES:
+            featurizer = Featurizer(precision=precision)
+            features = featurizer.transform_paths(dataset.frame["image"].tolist())
+            heads = {a: LogisticRegression(max_iter=1000).fit(features, dataset.frame[a]) for a in dataset.attributes}
+            with mlflow.start_run(experiment_id=experiment):
+                info = log_classifier(VehicleClassifier(featurizer, heads), {"candidate": "logistic_regression"})
+            version = register_version(info.model_uri, MODEL_NAME, {"candidate": "logistic_regression"})
+            client.set_registered_model_alias(MODEL_NAME, precision, version.version)
+            if precision == resolve_precision("auto"):
+                client.set_registered_model_alias(MODEL_NAME, "champion", version.version)
     return uri
 
 
