@@ -390,7 +390,8 @@ class QuantSettings(NamedTuple):
         types = "".join("U8" if kind == "QUInt8" else "S8" for kind in (self.activation_type, self.weight_type))
         granularity = "per-channel" if self.per_channel else "per-tensor"
         reduced = " reduce-range" if self.reduce_range else ""
-        floats = f", first {self.float_blocks} blocks float" if self.float_blocks else ""
+        blocks = "block" if self.float_blocks == 1 else f"{self.float_blocks} blocks"
+        floats = f", first {blocks} float" if self.float_blocks else ""
         return f"{self.quant_format} {types} {granularity}{reduced} {self.calibrate_method}{floats}"
 
     def float_nodes(self, node_names: Sequence[str]) -> list[str]:
