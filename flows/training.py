@@ -204,6 +204,7 @@ def train_candidates(
         parent_run_id=parent_run_id,
         out_dir=str(out_dir),
         threads=threads,
+        target_precision=settings.target_precision,
     )
     with make_task_runner(settings, workers) as runner:
         futures = {name: runner.submit(train_candidate_task, {"name": name, **common}) for name in names}
@@ -241,6 +242,7 @@ def add_vote(
         parent.experiment_id,
         parent.run_id,
         str(out_dir),
+        settings.target_precision,
     )
     outcome = future.result(raise_on_failure=False)
     if isinstance(outcome, CandidateResult):

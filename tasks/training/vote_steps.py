@@ -10,10 +10,11 @@ import mlflow
 from prefect import get_run_logger, task
 
 from tasks.data.features import load_shifted, load_split
+from tasks.defaults import TARGET_PRECISION
 from tasks.tracking import STAGE_TAG
 from tasks.training.evaluation import CandidateResult, evaluate_heads, shift_metrics
 from tasks.training.search import FittedCandidate
-from tasks.training.train_steps import log_validation_reports
+from tasks.training.train_steps import fit_decisions, log_validation_reports
 from tasks.training.vote import VOTE, Vote, choose_vote
 from vehicle_model.metadata import CANDIDATE_TAG
 
@@ -30,9 +31,11 @@ def train_vote_task(
     experiment_id: str,
     parent_run_id: str,
     out_dir: str,
+    target_precision: float = TARGET_PRECISION,
 ) -> CandidateResult:
     """Chooses the vote of the fitted ``candidates`` on validation and scores it as a candidate
-    is scored, in a child run named ``vote`` whose ``members`` tag names its members.
+    is scored, in a child run named ``vote`` whose ``members`` tag names its members, with its
+    decision thresholds fitted as a candidate's are (``fit_decisions``).
 
     Its validation metrics are those of its cross-fitted answers (``tasks.training.vote``).
     An exception leaves the child run FAILED with an ``error`` tag and fails the task.
@@ -61,12 +64,15 @@ def train_vote_task(
             "predict_ms_per_image": fitted.predict_ms_per_image(X_val),
             "model_bytes": float(fitted.model_bytes()),
         }
-        mlflow.log_metrics(metrics)
-        log_validation_reports(VOTE, vote.validation, X_val, ys_val)
         heads_path = Path(out_dir) / f"{VOTE}.joblib"
+        decisions_path, selective = fit_decisions(vote.heads, features, attributes, target_precision, heads_path)
+        mlflow.log_metrics(metrics | selective)
+        log_validation_reports(VOTE, vote.validation, X_val, ys_val)
         joblib.dump(vote.heads, heads_path)
     get_run_logger().info("vote of %s: val macro-F1 %.4f", vote.members_line(), metrics["val.macro_f1"])
-    return CandidateResult(VOTE, run.info.run_id, str(heads_path), params, metrics)
+    return CandidateResult(
+        VOTE, run.info.run_id, str(heads_path), params, metrics | selective, decisions_path=decisions_path
+    )
 
 
 def _flat_params(vote: Vote, params: dict[str, dict], seed: int, metric: str) -> dict[str, str]:

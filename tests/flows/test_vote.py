@@ -72,6 +72,8 @@ def test_the_vote_runs_as_a_seventh_candidate_that_names_its_members(trained_v1_
     assert vote["metrics.fit_seconds"] >= member_fits["metrics.fit_seconds"].sum(), "its members' fits count"
     artifacts = {a.path for a in MlflowClient().list_artifacts(vote["run_id"], "confusion_matrix")}
     assert artifacts == {f"confusion_matrix/{a}.png" for a in ATTRIBUTES}
+    assert all(isinstance(vote.get(f"params.threshold.{a}"), str) for a in ATTRIBUTES), "thresholds, as a candidate's"
+    assert "decisions.json" in {a.path for a in MlflowClient().list_artifacts(vote["run_id"])}
 
     board = summary.leaderboard
     assert sorted(row["candidate"] for row in board) == sorted([*CANDIDATES, VOTE])
