@@ -104,7 +104,7 @@ def train_pipeline(
     prepared = prepare_data(path, seed=seed, settings=settings, augment_copies=augment_copies)
     skip = None if force else unchanged_since_task(settings.model_name, settings.model_alias, prepared)
     if skip is not None:
-        return report_skip_task(skip, trigger, drift_regions)
+        return report_skip_task(skip, trigger, drift_regions, settings.labels_database_url)
     artifact_root = local_artifact_root(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
     with (
         parent_run(
