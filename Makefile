@@ -67,7 +67,7 @@ test-export: $(VENV)/.installed-export
 # The live stack on loopback: PostgreSQL-backed Prefect and MLflow servers, Redis, a worker,
 # two serving replicas, a Dask cluster. Throwaway databases; every process stopped at the end.
 test-e2e: $(VENV)/.installed-stack
-	@missing=""; for tool in redis-server:redis-server chromium:chromium psql:postgresql-client; do \
+	@missing=""; for tool in redis-server:redis-server chromium:chromium psql:postgresql-client nginx:nginx; do \
 		command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; done; \
 		[ -z "$$missing" ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null)
 	$(BIN)/python -m pytest -m stack tests/stack $(PYTEST_ARGS)

@@ -1,9 +1,15 @@
 """The live stack as real processes on loopback: PostgreSQL-backed Prefect and MLflow servers,
-Redis, and throwaway databases. Every process and database is removed at the end, even on failure.
+Redis, a label store on PostgreSQL with a folder of kept images, and throwaway databases. Every
+process and database is removed at the end, even on failure.
 """
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
+import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -15,9 +21,28 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from e2e_support import Sandbox, free_port, wait_for_http
+from e2e_support import REPO, Sandbox, free_port, wait_for_http
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+PROXY_RULES = REPO / "scripts" / "nginx.conf"
+# A main configuration around the stack's proxy rules that runs from one folder as this user.
+NGINX_MAIN = """daemon off;
+{user}
+worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    log_format upstream '$request $status $upstream_addr';
+    access_log {folder}/access.log upstream;
+    client_body_temp_path {folder}/client_body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+{rules}
+}}
+"""
 
 
 @dataclass(frozen=True)
@@ -28,6 +53,8 @@ class Stack:
     prefect_api: str
     mlflow_uri: str
     redis_url: str
+    labels_url: str
+    review_images: Path
 
     @property
     def env(self) -> dict[str, str]:
@@ -36,7 +63,13 @@ class Stack:
             "PREFECT_API_URL": self.prefect_api,
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
             "MLFLOW_UI_URL": self.mlflow_uri,
+            **self.labels_env,
         }
+
+    @property
+    def labels_env(self) -> dict[str, str]:
+        """Where serving keeps images and labels, and the worker and the CLI read them."""
+        return {"LABELS_DATABASE_URL": self.labels_url, "REVIEW_IMAGES_URL": str(self.review_images)}
 
 
 def _psql(sql: str) -> None:
@@ -50,8 +83,8 @@ def _psql(sql: str) -> None:
 
 @pytest.fixture(scope="session")
 def databases() -> Iterator[dict[str, str]]:
-    """Two throwaway PostgreSQL databases (MLflow, Prefect), dropped at the end."""
-    names = {kind: f"vehicles_stack_{uuid.uuid4().hex[:10]}_{kind}" for kind in ("mlflow", "prefect")}
+    """Three throwaway PostgreSQL databases (MLflow, Prefect, labels), dropped at the end."""
+    names = {kind: f"vehicles_stack_{uuid.uuid4().hex[:10]}_{kind}" for kind in ("mlflow", "prefect", "labels")}
     created = []
     try:
         for name in names.values():
@@ -124,6 +157,35 @@ def stack(
             f"http://127.0.0.1:{prefect_port}/api",
             f"http://127.0.0.1:{mlflow_port}",
             f"redis://127.0.0.1:{redis_port}/0",
+            databases["labels"],
+            box.root / "review",
         )
     finally:
         box.close()
+
+
+def start_proxy(sandbox: Sandbox, upstreams: list[str]) -> tuple[str, Path]:
+    """Debian's nginx with the stack's own proxy rules (``scripts/nginx.conf``) in front of
+    ``upstreams`` (``host:port``, in place of ``serving-1:8000``, ``serving-2:8000``).
+
+    Returns:
+        The proxy's URL, and its access log (one line per request: the request, its status and
+        the replica that answered it).
+    """
+    folder = sandbox.root / "proxy"
+    folder.mkdir()
+    port = free_port()
+    replicas = iter(upstreams)
+    rules, servers = re.subn(r"server serving-\d+:8000", lambda _: f"server {next(replicas)}", PROXY_RULES.read_text())
+    rules, listens = re.subn(r"listen 8000;", f"listen 127.0.0.1:{port};", rules)
+    assert (servers, listens) == (len(upstreams), 1), f"{PROXY_RULES} no longer has the upstreams and port expected"
+    # As root the workers would switch to `nobody`, who cannot write request bodies to the
+    # sandbox's temp folders; as any other user nginx runs as that user anyway.
+    user = f"user {pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name};" if os.geteuid() == 0 else ""
+    config = folder / "nginx.conf"
+    config.write_text(NGINX_MAIN.format(user=user, folder=folder, rules=rules))
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"  # /usr/sbin is not on every user's PATH
+    process, log = sandbox.start([nginx, "-p", str(folder), "-c", str(config), "-e", str(folder / "error.log")])
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/health", process, log, timeout=30)
+    return url, folder / "access.log"

@@ -1,43 +1,67 @@
-"""The whole stack through its APIs: deployments, a worker, training, two serving replicas.
+"""The whole stack through its APIs: deployments, a worker, training, two serving replicas
+behind nginx, client and operator keys, and the learning loop.
 
 Story (one module, in order): register the deployments; start a worker and two replicas
-sharing Redis; trigger ``train`` with parameters; see six child runs and a champion; both
-replicas pick it up without restart; reports and regional stats are shared; a forced second
-version is promoted and followed; a gated third version is rejected; a rollback is followed.
+sharing Redis and a label store; trigger ``train`` with parameters; see a child run per
+candidate and their vote, and a champion; both replicas pick it up without restart; reports
+and regional stats are shared; a forced second version is promoted and followed; a gated third
+version is rejected; a rollback is followed. Then through the proxy: answers are kept for
+review, clients give feedback, the operator reviews the rest, both replicas count the labels,
+and the ``harvest-labels`` deployment adds them to the worker's training data.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
 import httpx
+import pandas as pd
 import pytest
-from conftest import Stack
+from conftest import Stack, start_proxy
 from e2e_support import MODEL, REPO, free_port, tail
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from tasks.data.ingest import add_batch, check_batch
+from tasks.data.validation import ValidationConfig
 from tasks.training.candidates import CANDIDATES
+from tasks.training.vote import VOTE
 
 pytestmark = pytest.mark.stack
 
 TRAIN = "train-pipeline/train"
 NIGHTLY = "train-pipeline/retrain-nightly"
+HARVEST = "harvest-labels/harvest-labels-daily"
 POOL = "vehicles-process"
 RUN_TIMEOUT = 600
 FOLLOW_TIMEOUT = 90
+# Keys as the stack configures them: clients and the operator send them, replicas hold digests.
+FLEET_KEY, OTHER_KEY, OPERATOR_KEY = "stack-fleet-key", "stack-other-key", "stack-operator-key"
+FLEET, OTHER, OPERATOR = ({"Authorization": f"Bearer {key}"} for key in (FLEET_KEY, OTHER_KEY, OPERATOR_KEY))
+LOOP_REGION = "stack-loop"
+ATTRIBUTES = ("vehicle_type", "color")
+SEEDED = 56  # the tiny set's first images are the worker's training data; the loop sends later ones
+LOOP_IMAGES = 6
 
 
-def trigger(stack: Stack, parameters: dict) -> UUID:
-    """Starts a ``train`` run through the Prefect API and waits for it to complete."""
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def trigger(stack: Stack, parameters: dict, deployment: str = TRAIN) -> UUID:
+    """Starts a run of ``deployment`` through the Prefect API and waits for it to complete."""
     with temporary_settings({PREFECT_API_URL: stack.prefect_api}):
-        flow_run = run_deployment(name=TRAIN, parameters=parameters, timeout=0)
+        flow_run = run_deployment(name=deployment, parameters=parameters, timeout=0)
         with get_client(sync_client=True) as client:
             deadline = time.monotonic() + RUN_TIMEOUT
             while time.monotonic() < deadline:
@@ -72,15 +96,35 @@ def wait_until_served(replicas: list[str], version: str) -> None:
     pytest.fail(f"replicas serve {served_versions(replicas)}, expected v{version} on both")
 
 
+def training_root(stack: Stack) -> Path:
+    """The worker's training data root (``PIPELINE_TRAINING_DATA``): where harvests land."""
+    return stack.sandbox.root / "training-data"
+
+
+def seed_training_root(root: Path, tiny_dataset: Path) -> None:
+    """The tiny set's first ``SEEDED`` images as the root's first batch, as ``vehicles ingest`` adds it."""
+    first = root.parent / "first-batch"
+    first.mkdir()
+    frame = pd.read_csv(tiny_dataset / "labels.csv").iloc[:SEEDED]
+    frame.assign(image=[str(tiny_dataset / p) for p in frame["image"]]).to_csv(first / "labels.csv", index=False)
+    add_batch(check_batch(first, root, ValidationConfig()), root, "0001-first")
+
+
 @pytest.fixture(scope="module")
-def worker(stack: Stack) -> Iterator[None]:
+def worker(stack: Stack, tiny_dataset: Path) -> Iterator[None]:
     deploy = stack.sandbox.run([stack.sandbox.command("vehicles"), "deploy"], env=stack.env, timeout=240)
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+    seed_training_root(training_root(stack), tiny_dataset)
     process, log = stack.sandbox.start(
         [stack.sandbox.command("prefect"), "worker", "start", "--pool", POOL],
         cwd=REPO,
-        # The tiny test split is too small for the default gate; these let a forced run promote.
-        env={**stack.env, "PIPELINE_GATE_MIN_IMAGES": "1", "PIPELINE_GATE_MIN_LOWER_BOUND": "-2"},
+        env={
+            **stack.env,
+            # The tiny test split is too small for the default gate; these let a forced run promote.
+            "PIPELINE_GATE_MIN_IMAGES": "1",
+            "PIPELINE_GATE_MIN_LOWER_BOUND": "-2",
+            "PIPELINE_TRAINING_DATA": str(training_root(stack)),
+        },
     )
     yield
     stack.sandbox.stop(process)
@@ -88,7 +132,8 @@ def worker(stack: Stack) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def replicas(stack: Stack) -> list[str]:
-    """Two ``vehicles serve`` processes on one Redis prefix, polling the alias every second."""
+    """Two ``vehicles serve`` processes on one Redis prefix and one label store, polling the alias
+    every second, with client and operator keys, keeping every answered image for review."""
     urls = []
     for _ in range(2):
         port = free_port()
@@ -101,6 +146,11 @@ def replicas(stack: Stack) -> list[str]:
                 "POLL_INTERVAL_SECONDS": "1",
                 "RATE_LIMIT_PER_MINUTE": "0",
                 "INFERENCE_THREADS": "1",
+                "CLIENT_KEYS": f"fleet:{digest(FLEET_KEY.encode())},other:{digest(OTHER_KEY.encode())}",
+                "OPERATOR_KEY_SHA256": digest(OPERATOR_KEY.encode()),
+                **stack.labels_env,
+                "REVIEW_UNIFORM_SHARE": "1.0",
+                "REVIEW_REFRESH_SECONDS": "1",  # the other replica's online accuracy catches up within a second
             },
         )
         urls.append(f"http://127.0.0.1:{port}")
@@ -134,13 +184,13 @@ def test_deployments_come_from_prefect_yaml(stack: Stack, worker: None):
     assert train.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
 
 
-def test_triggered_run_trains_six_children_and_a_champion(stack: Stack, first_run: UUID):
+def test_triggered_run_trains_six_candidates_their_vote_and_a_champion(stack: Stack, first_run: UUID):
     client = registry(stack)
     experiment = client.get_experiment_by_name("vehicle-classification")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     [parent] = client.search_runs([experiment.experiment_id], f"tags.`prefect.flow_run_id` = '{first_run}'")
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert sorted(run.data.tags["candidate"] for run in children) == sorted(CANDIDATES)
+    assert sorted(run.data.tags["candidate"] for run in children) == sorted([*CANDIDATES, VOTE])
     assert len(CANDIDATES) == 6
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert (champion.version, champion.tags["flow_run_id"]) == ("1", str(first_run))
@@ -151,7 +201,11 @@ def test_both_replicas_pick_up_the_champion_and_classify(replicas: list[str], fi
     image = next((tiny_dataset / "images").iterdir()).read_bytes()
     for url in replicas:
         response = httpx.post(
-            f"{url}/api/vehicle/classify", files={"file": ("car.png", image)}, timeout=30, trust_env=False
+            f"{url}/api/vehicle/classify",
+            files={"file": ("car.png", image)},
+            headers=FLEET,
+            timeout=30,
+            trust_env=False,
         )
         assert response.status_code == 200, response.text
         assert response.json()["model"] == {"name": MODEL, "version": "1"}
@@ -164,11 +218,12 @@ def test_report_made_on_one_replica_is_read_on_the_other(replicas: list[str], fi
         f"{replicas[0]}/api/vehicle/report",
         files={"file": ("v.png", image)},
         data={"vehicle_id": "stack-1"},
+        headers=FLEET,
         timeout=30,
         trust_env=False,
     )
     assert created.status_code == 201, created.text
-    read = httpx.get(f"{replicas[1]}/api/vehicle/report/stack-1", timeout=10, trust_env=False)
+    read = httpx.get(f"{replicas[1]}/api/vehicle/report/stack-1", headers=FLEET, timeout=10, trust_env=False)
     assert read.status_code == 200 and read.json() == created.json()
 
 
@@ -180,13 +235,13 @@ def test_regional_stats_add_up_across_replicas(replicas: list[str], first_run: U
         response = httpx.post(
             f"{url}/api/vehicle/classify",
             files={"file": (path.name, path.read_bytes())},
-            headers={"X-Region": "stack-north"},
+            headers={**FLEET, "X-Region": "stack-north"},
             timeout=30,
             trust_env=False,
         )
         assert response.status_code == 200, response.text
     for url in replicas:
-        body = httpx.get(f"{url}/api/stats/regions/stack-north", timeout=10, trust_env=False).json()
+        body = httpx.get(f"{url}/api/stats/regions/stack-north", headers=OPERATOR, timeout=10, trust_env=False).json()
         assert body["total_requests"] == len(images)
         assert body["requests"] == {"classify": len(images)}
 
@@ -263,3 +318,177 @@ def test_the_uis_the_readme_points_to_render(stack: Stack, replicas: list[str], 
     home = rendered(replicas[0] + "/", tmp_path / "serving")
     assert "<h1>Vehicle classifier" in home, home[-3000:]
     # /docs (Swagger UI) is left out: its script comes from a CDN, unreachable on these machines.
+
+
+@dataclass(frozen=True)
+class LoopAnswer:
+    """One image classified through the proxy for the learning loop.
+
+    Attributes:
+        request_id: the answer's id, which feedback and the review queue name it by.
+        image: the uploaded bytes.
+        truth: the image's labels in the tiny set.
+        predicted: the labels the answer gave.
+    """
+
+    request_id: str
+    image: bytes
+    truth: dict[str, str]
+    predicted: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def proxy(stack: Stack, replicas: list[str]) -> tuple[str, Path]:
+    """nginx with the stack's proxy rules in front of both replicas: its URL and access log."""
+    return start_proxy(stack.sandbox, [url.removeprefix("http://") for url in replicas])
+
+
+@pytest.fixture(scope="module")
+def loop_answers(
+    stack: Stack, proxy: tuple[str, Path], replicas: list[str], first_run: UUID, tiny_dataset: Path
+) -> list[LoopAnswer]:
+    """Images none of the earlier tests sent (so no cached answer) classified through the proxy."""
+    wait_until_served(replicas, registry(stack).get_model_version_by_alias(MODEL, "champion").version)
+    rows = pd.read_csv(tiny_dataset / "labels.csv").iloc[SEEDED : SEEDED + LOOP_IMAGES]
+    answers = []
+    for row in rows.to_dict("records"):
+        image = (tiny_dataset / row["image"]).read_bytes()
+        response = httpx.post(
+            f"{proxy[0]}/api/vehicle/classify",
+            files={"file": (Path(row["image"]).name, image)},
+            headers={**FLEET, "X-Region": LOOP_REGION},
+            timeout=30,
+            trust_env=False,
+        )
+        assert response.status_code == 200 and not response.json()["cached"], response.text
+        body = response.json()
+        predicted = {attribute: body["predictions"][attribute]["label"] for attribute in ATTRIBUTES}
+        answers.append(LoopAnswer(body["request_id"], image, {a: row[a] for a in ATTRIBUTES}, predicted))
+    return answers
+
+
+def give_feedback(proxy_url: str, answer: LoopAnswer, client: dict[str, str]) -> httpx.Response:
+    return httpx.post(
+        f"{proxy_url}/api/vehicle/feedback",
+        json={"request_id": answer.request_id, "labels": answer.truth},
+        headers=client,
+        timeout=30,
+        trust_env=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def feedback_given(proxy: tuple[str, Path], loop_answers: list[LoopAnswer]) -> list[httpx.Response]:
+    """The client's true labels for the first half of its answers, through the proxy."""
+    return [give_feedback(proxy[0], answer, FLEET) for answer in loop_answers[: LOOP_IMAGES // 2]]
+
+
+@pytest.fixture(scope="module")
+def reviews_given(
+    proxy: tuple[str, Path], loop_answers: list[LoopAnswer], feedback_given: list[httpx.Response]
+) -> tuple[httpx.Response, list[httpx.Response]]:
+    """The operator's queue of the loop's region, then its reviews of the rest: the first
+    confirmed (the model's guess becomes the label), the others corrected to the truth."""
+    queue = httpx.get(
+        f"{proxy[0]}/api/labels/queue",
+        params={"region": LOOP_REGION, "limit": 50},
+        headers=OPERATOR,
+        timeout=30,
+        trust_env=False,
+    )
+    reviews = []
+    for index, answer in enumerate(loop_answers[LOOP_IMAGES // 2 :]):
+        action = {"action": "confirm"} if index == 0 else {"action": "correct", "labels": answer.truth}
+        reviews.append(
+            httpx.post(
+                f"{proxy[0]}/api/labels/{answer.request_id}", json=action, headers=OPERATOR, timeout=30, trust_env=False
+            )
+        )
+    return queue, reviews
+
+
+def wait_for_labelled(replicas: list[str], labelled: int) -> list[dict]:
+    """Each replica's online accuracy block of the loop's region, once it counts ``labelled`` labels."""
+    deadline = time.monotonic() + FOLLOW_TIMEOUT
+    while True:
+        blocks = [
+            httpx.get(f"{url}/api/stats/regions/{LOOP_REGION}", headers=OPERATOR, timeout=10, trust_env=False).json()[
+                "feedback"
+            ]
+            for url in replicas
+        ]
+        if all(block is not None and block["labelled"] == labelled for block in blocks):
+            return blocks
+        if time.monotonic() > deadline:
+            pytest.fail(f"expected {labelled} labels counted on both replicas; their feedback blocks: {blocks}")
+        time.sleep(0.5)
+
+
+def test_feedback_through_the_proxy_is_counted_on_both_replicas(
+    proxy: tuple[str, Path], replicas: list[str], loop_answers: list[LoopAnswer], feedback_given: list[httpx.Response]
+):
+    stored = [(r.status_code, r.json()["status"], r.json()["kept_image"], r.json()["trains"]) for r in feedback_given]
+    assert stored == [(200, "created", True, True)] * len(feedback_given), [r.text for r in feedback_given]
+    again, foreign = give_feedback(proxy[0], loop_answers[0], FLEET), give_feedback(proxy[0], loop_answers[0], OTHER)
+    assert (again.status_code, again.json()["status"]) == (200, "unchanged"), again.text
+    assert (foreign.status_code, foreign.json()["error"]["code"]) == (404, "prediction_not_found"), foreign.text
+
+    for block in wait_for_labelled(replicas, len(feedback_given)):
+        assert set(block["accuracy"]) == set(ATTRIBUTES)
+    # Round robin: both replicas answered classify and feedback requests through the proxy.
+    answered_by = {line.split()[-1] for line in proxy[1].read_text().splitlines() if "/api/vehicle/" in line}
+    assert answered_by == {url.removeprefix("http://") for url in replicas}
+
+
+def test_kept_images_are_reviewed_through_the_proxy(
+    proxy: tuple[str, Path],
+    replicas: list[str],
+    loop_answers: list[LoopAnswer],
+    reviews_given: tuple[httpx.Response, list[httpx.Response]],
+):
+    queue, reviews = reviews_given
+    unlabelled = {answer.request_id: answer for answer in loop_answers[LOOP_IMAGES // 2 :]}
+    assert queue.status_code == 200, queue.text
+    items = queue.json()["items"]
+    assert {item["item_id"] for item in items} == set(unlabelled)
+    for item in items:
+        answer = unlabelled[item["item_id"]]
+        assert {a: item["predictions"][a]["label"] for a in ATTRIBUTES} == answer.predicted
+        assert "uniform" in item["reasons"]  # every answer is in the uniform sample here
+        for url in replicas:  # one folder of kept images behind both replicas
+            image = httpx.get(f"{url}{item['image']}", headers=OPERATOR, timeout=10, trust_env=False)
+            assert image.status_code == 200 and image.content == answer.image
+    assert [(r.status_code, r.json()["status"]) for r in reviews] == [(200, "created")] * len(reviews), [
+        r.text for r in reviews
+    ]
+    after = httpx.get(
+        f"{proxy[0]}/api/labels/queue", params={"region": LOOP_REGION}, headers=OPERATOR, timeout=30, trust_env=False
+    ).json()
+    assert (after["items"], after["queued"]) == ([], 0)
+    # Reviews of the uniform sample count towards online accuracy, as the feedback does.
+    wait_for_labelled(replicas, LOOP_IMAGES)
+
+
+def test_harvest_on_the_worker_adds_the_labels_to_its_training_data(
+    stack: Stack, worker: None, loop_answers: list[LoopAnswer], reviews_given: tuple[httpx.Response, list]
+):
+    trigger(stack, {}, HARVEST)  # the daily deployment as scheduled: no parameters
+
+    [batch] = [p for p in training_root(stack).iterdir() if p.name.endswith("reviewed-labels")]
+    with (batch / "labels.csv").open(newline="") as manifest:
+        harvested = {Path(row["image"]).stem: {a: row[a] for a in ATTRIBUTES} for row in csv.DictReader(manifest)}
+    confirmed = loop_answers[LOOP_IMAGES // 2]
+    assert harvested == {
+        digest(answer.image): answer.predicted if answer is confirmed else answer.truth for answer in loop_answers
+    }
+    status = stack.sandbox.run(
+        [stack.sandbox.command("vehicles"), "labels", "status", "--json"], env=stack.env, timeout=120
+    )
+    assert status.returncode == 0, status.stdout[-3000:] + status.stderr[-3000:]
+    region = json.loads(status.stdout.strip().splitlines()[-1])["regions"][LOOP_REGION]
+    assert (region["labelled"], region["harvested"], region["harvestable"], region["queued"]) == (
+        LOOP_IMAGES,
+        LOOP_IMAGES,
+        0,
+        0,
+    )
