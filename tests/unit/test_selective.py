@@ -71,13 +71,13 @@ def test_a_target_no_threshold_reaches_means_never_confident() -> None:
 
 
 def test_a_few_right_answers_are_not_evidence_enough() -> None:
-    # 79 answers, every one right: 100% observed, but the 80% bound is 0.2 ** (1 / 79) = 0.9798.
-    few = fit_threshold({"clean": (np.linspace(0.9, 1.0, 79), np.ones(79, dtype=bool))}, target=0.98)
-    enough = fit_threshold({"clean": (np.linspace(0.9, 1.0, 80), np.ones(80, dtype=bool))}, target=0.98)
+    # 45 answers, every one right: 100% observed, but the 60% bound is 0.4 ** (1 / 45) = 0.9798.
+    few = fit_threshold({"clean": (np.linspace(0.9, 1.0, 45), np.ones(45, dtype=bool))}, target=0.98)
+    enough = fit_threshold({"clean": (np.linspace(0.9, 1.0, 46), np.ones(46, dtype=bool))}, target=0.98)
 
     assert few.threshold is None
     assert enough.threshold == pytest.approx(0.9) and enough.coverage == {"clean": 1.0}
-    assert clopper_pearson_lower(np.array([79, 0]), np.array([79, 5])) == pytest.approx([0.2 ** (1 / 79), 0.0])
+    assert clopper_pearson_lower(np.array([45, 0]), np.array([45, 5])) == pytest.approx([0.4 ** (1 / 45), 0.0])
     assert clopper_pearson_lower(np.array([79]), np.array([79]), confidence=0.95) == pytest.approx(0.05 ** (1 / 79))
 
 
