@@ -389,15 +389,10 @@ def reviews_given(
 ) -> tuple[httpx.Response, list[httpx.Response]]:
     """The operator's queue of the loop's region, then its reviews of the rest: the first
     confirmed (the model's guess becomes the label), the others corrected to the truth."""
-    queue = httpx.get(
-        f"{proxy[0]}/api/labels/queue",
-        params={"region": LOOP_REGION, "limit": 50},
-        headers=OPERATOR,
-        timeout=30,
-        trust_env=False,
-    )
+    unlabelled = loop_answers[LOOP_IMAGES // 2 :]
+    queue = wait_for_queue(proxy[0], {answer.request_id for answer in unlabelled})
     reviews = []
-    for index, answer in enumerate(loop_answers[LOOP_IMAGES // 2 :]):
+    for index, answer in enumerate(unlabelled):
         action = {"action": "confirm"} if index == 0 else {"action": "correct", "labels": answer.truth}
         reviews.append(
             httpx.post(
@@ -407,16 +402,35 @@ def reviews_given(
     return queue, reviews
 
 
+def wait_for_queue(proxy_url: str, item_ids: set[str]) -> httpx.Response:
+    """The loop region's review queue once it lists ``item_ids`` (a replica writes its kept
+    items after answering, off the request path), or as it is when that does not happen."""
+    deadline = time.monotonic() + FOLLOW_TIMEOUT
+    while True:
+        queue = httpx.get(
+            f"{proxy_url}/api/labels/queue",
+            params={"region": LOOP_REGION, "limit": 50},
+            headers=OPERATOR,
+            timeout=30,
+            trust_env=False,
+        )
+        listed = {item["item_id"] for item in queue.json()["items"]} if queue.status_code == 200 else set()
+        if queue.status_code != 200 or listed >= item_ids or time.monotonic() > deadline:
+            return queue
+        time.sleep(0.5)
+
+
+def feedback_block(url: str) -> dict | None:
+    """The online accuracy block of the loop's region in one replica's stats."""
+    stats = httpx.get(f"{url}/api/stats/regions/{LOOP_REGION}", headers=OPERATOR, timeout=10, trust_env=False)
+    return stats.json()["feedback"]
+
+
 def wait_for_labelled(replicas: list[str], labelled: int) -> list[dict]:
     """Each replica's online accuracy block of the loop's region, once it counts ``labelled`` labels."""
     deadline = time.monotonic() + FOLLOW_TIMEOUT
     while True:
-        blocks = [
-            httpx.get(f"{url}/api/stats/regions/{LOOP_REGION}", headers=OPERATOR, timeout=10, trust_env=False).json()[
-                "feedback"
-            ]
-            for url in replicas
-        ]
+        blocks = [feedback_block(url) for url in replicas]
         if all(block is not None and block["labelled"] == labelled for block in blocks):
             return blocks
         if time.monotonic() > deadline:
