@@ -229,7 +229,8 @@ def search(
         folds: list[float] = []
         for done, (train, test) in enumerate(splits):
             slowest = max(seconds.values(), default=0.0)
-            if clock() + (len(splits) - done + refit) * slowest > deadline:
+            # The first fold always runs: without its cost there is nothing to plan the refit by.
+            if (scores or done) and clock() + (len(splits) - done + refit) * slowest > deadline:
                 break
             fold_started = clock()
             folds.append(_fold_score(fit_ready(spec.estimator, grid[index], len(train)), X, y, train, test))
@@ -270,10 +271,11 @@ def _fold_score(estimator: BaseEstimator, X: np.ndarray, y: np.ndarray, train: n
 
 
 def _refit_fraction(result: SearchResult, refit_rows: Sequence[int], seconds_left: float, power: float) -> float:
-    """The share of the refit's rows that ``seconds_left`` holds: 1.0 when all fit, and never
-    fewer rows in all than one search fit, whose cost was measured."""
+    """The share of the refit's rows that ``seconds_left`` holds: 1.0 when all fit (or when no
+    fit succeeded, so nothing was timed), and never fewer rows in all than one search fit,
+    whose cost was measured."""
     needed = result.fit_seconds * sum((rows / result.fit_rows) ** power for rows in refit_rows)
-    if needed <= seconds_left:
+    if needed == 0.0 or needed <= seconds_left:
         return 1.0
     fraction = (max(seconds_left, 0.0) / needed) ** (1 / power)
     return min(1.0, max(fraction, result.fit_rows / sum(refit_rows)))

@@ -60,12 +60,13 @@ def test_augmented_copies_join_the_refit() -> None:
 
 
 class FakeClock:
-    """Seconds that pass only when a ``TimedFit`` fits."""
+    """Seconds that pass when a ``TimedFit`` fits, and a millisecond at each reading."""
 
     def __init__(self) -> None:
         self.now = 0.0
 
     def __call__(self) -> float:
+        self.now += 0.001
         return self.now
 
     def __deepcopy__(self, memo: dict) -> FakeClock:
@@ -96,27 +97,32 @@ class TimedFit(ClassifierMixin, BaseEstimator):
 CLEAN, COPY = 0.0, 1.0  # the last feature column says which rows are copies
 
 
-def _fit_timed(monkeypatch: pytest.MonkeyPatch, budget_seconds: float):
-    """60 clean rows (a search fit: 40 rows, 40 s), 240 copies and 60 over-exposed rows (the
-    refit and its expert: 360 s), three grid points, seed 0."""
+def _fit_timed(monkeypatch: pytest.MonkeyPatch, budget_seconds: float, attributes: tuple[str, ...] = ("color",)):
+    """Per attribute: 60 clean rows (a search fit: 40 rows, 40 s), 240 copies and 60
+    over-exposed rows (the refit and its expert: 360 s), three grid points, seed 0.
+
+    Returns:
+        The fitted candidate and its first attribute's refit rows.
+    """
     clock = FakeClock()
     monkeypatch.setitem(CANDIDATES, "timed", lambda seed: CandidateSpec(TimedFit(clock), {"C": [0.1, 1.0, 10.0]}))
     X, y = _data()
     X = np.column_stack([X, np.full(60, CLEAN)])
     copies = np.vstack([X] * 4)
     copies[:, -1] = COPY
-    split = (copies, {"color": np.tile(y, 4)})
-    over = (X.copy(), {"color": y})
+    split = (copies, dict.fromkeys(attributes, np.tile(y, 4)))
+    over = (X.copy(), dict.fromkeys(attributes, y))
+    ys = dict.fromkeys(attributes, y)
     fitted = fit_candidate(
-        "timed", X, {"color": y}, budget_seconds=budget_seconds, augmented=split, over_exposed=over, clock=clock
+        "timed", X, ys, budget_seconds=budget_seconds, augmented=split, over_exposed=over, clock=clock
     )
-    return fitted, fitted.heads["color"].head.X_
+    return fitted, fitted.heads[attributes[0]].head.X_
 
 
 def test_the_search_stops_where_the_refit_on_every_row_still_fits(monkeypatch: pytest.MonkeyPatch) -> None:
     # All three points (360 s) and the refit (360 s) would take 720 s.
     fitted, refit = _fit_timed(monkeypatch, budget_seconds=620)
-    assert fitted.search_seconds == 2 * 3 * 40 and fitted.fit_seconds == 600
+    assert fitted.search_seconds == pytest.approx(2 * 3 * 40, abs=1) and fitted.fit_seconds == pytest.approx(600, abs=1)
     assert fitted.trials["color"] == 2 and len(refit) == 300
     assert fitted.stopped_early == {"color": "search stopped after 2 of 3 points"}
 
@@ -134,7 +140,13 @@ def test_a_budget_without_room_for_one_point_skips_the_search_and_refits_on_fewe
     assert fitted.stopped_early["color"].endswith(f"refit on {len(refit) + 32} of 360 rows")
 
 
-def test_a_budget_smaller_than_one_fit_refits_on_as_many_rows_as_one_fit(monkeypatch: pytest.MonkeyPatch) -> None:
-    fitted, refit = _fit_timed(monkeypatch, budget_seconds=1)
-    assert len(refit) < 60 and set(refit[:, -1]) == {CLEAN}
-    assert fitted.fit_seconds <= 40 + 40, "the probing fold and a refit the size of one fit"
+def test_a_budget_smaller_than_one_fit_refits_each_attribute_on_as_many_rows_as_one_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The first attribute overruns the whole budget; the second starts with none left.
+    fitted, _ = _fit_timed(monkeypatch, budget_seconds=1, attributes=("color", "vehicle_type"))
+    for attribute, head in fitted.heads.items():
+        refit = head.head.X_
+        assert len(refit) < 60 and set(refit[:, -1]) == {CLEAN}, attribute
+        assert fitted.trials[attribute] == 0 and "refit on" in fitted.stopped_early[attribute]
+    assert fitted.fit_seconds <= 2 * (40 + 40), "per attribute, the probing fold and a refit the size of one fit"
