@@ -111,6 +111,22 @@ def test_a_vote_that_cannot_beat_the_best_candidate_scores_below_it() -> None:
     assert honest < evaluate_heads(candidates["best"], X, {"t": y}, "val")["val.macro_f1"] == 1.0
 
 
+def test_each_rows_validation_answer_comes_from_a_vote_chosen_without_it() -> None:
+    X, y = np.arange(2)[:, None], np.array(["a", "a"])
+    # A is right on row 0 only, B on row 1 only, C on both. On one row alone the vote takes C
+    # and the one right there, which is wrong on the other row; on both rows it takes all three.
+    candidates = {
+        name: {"t": _binary(y, np.array(p))} for name, p in {"A": [0.9, 0.1], "B": [0.1, 0.9], "C": [0.6, 0.6]}.items()
+    }
+
+    vote = choose_vote(candidates, X, {"t": y}, folds=2)
+
+    assert sorted(vote.members["t"]) == ["A", "B", "C"]
+    assert evaluate_heads(vote.heads, X, {"t": y}, "val")["val.accuracy"] == 1.0, "in sample, a perfect score"
+    np.testing.assert_allclose(vote.validation["t"].predict_proba(X)[:, 0], [0.35, 0.35])
+    assert evaluate_heads(vote.validation, X, {"t": y}, "val")["val.accuracy"] == 0.0
+
+
 def test_each_attribute_chooses_its_own_members() -> None:
     X, y, third = _validation()
     good, poor = np.full(len(y), 0.9), np.where(third == 0, 0.2, 0.9)
