@@ -39,7 +39,7 @@ from vehicle_model.records import Prediction
 
 logger = logging.getLogger("serving.learning")
 EXPIRE_EVERY_SECONDS = 3600.0
-FEEDBACK: str = "feedback"
+FEEDBACK = "feedback"
 
 
 class LabelStoreUnavailable(Exception):
@@ -129,13 +129,13 @@ class LearningLoop:
         if self.labels is not None:
             return
         try:
-            self.labels = await asyncio.to_thread(LabelStore, self.settings.labels_database_url)
-            self.images = ImageStore(self.settings.review_images_url)
+            images = ImageStore(self.settings.review_images_url)
+            labels = await asyncio.to_thread(LabelStore, self.settings.labels_database_url)
         except Exception as exc:  # any driver's error: the loop waits for the store, serving goes on
-            self.problem = f"the label store at LABELS_DATABASE_URL cannot be opened: {type(exc).__name__}: {exc}"
+            self.problem = f"the label store cannot be opened: {type(exc).__name__}: {exc}"
             logger.warning("%s; retrying every %.0f s", self.problem, self.settings.review_refresh_seconds)
             return
-        self.problem = None
+        self.labels, self.images, self.problem = labels, images, None
 
     def require(self) -> LabelStore:
         """The open label store.

@@ -137,3 +137,18 @@ async def test_feedback_off_keeps_no_receipts(learning_app, redis_url, redis_pre
     finally:
         redis.close()
     assert "FEEDBACK_WINDOW_SECONDS=0" in assert_error(refused, 404, "prediction_not_found")["message"]
+
+
+async def test_without_a_label_store_answers_go_on_and_feedback_is_503(learning_app):
+    app, _ = learning_app(labels_database_url="mysql://127.0.0.1:1/labels", review_uniform_share=1.0)
+    async with AsyncTestClient(app) as client:
+        answer = await client.post(CLASSIFY, **png_body(unique_png(6)))
+        feedback = await client.post(
+            FEEDBACK, json={"request_id": answer.json()["request_id"], "labels": {"color": "red"}}
+        )
+        queue = await client.get("/api/labels/queue")
+        stats = await client.get("/api/stats/regions")
+    assert answer.status_code == 200 and stats.status_code == 200
+    for response in (feedback, queue):
+        error = assert_error(response, 503, "store_unavailable")
+        assert "sqlite:/// or postgresql://" in error["message"] and int(response.headers["retry-after"]) >= 1
