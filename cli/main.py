@@ -154,11 +154,16 @@ def train(
     metric: Annotated[str, typer.Option(help="Selection metric: macro_f1, accuracy, log_loss, ece.")] = "macro_f1",
     min_improvement: Annotated[float, typer.Option(help="Gain over the champion needed to promote.")] = MIN_IMPROVEMENT,
     seed: Annotated[int, typer.Option(help="Seed for split, search, models and the gate's bootstrap.")] = 0,
-    time_budget: Annotated[float, typer.Option(help="Per-candidate search budget in seconds.")] = TIME_BUDGET_SECONDS,
+    time_budget: Annotated[
+        float, typer.Option(help="Per-candidate budget in seconds: search and refit end within it plus one fit.")
+    ] = TIME_BUDGET_SECONDS,
     augment_copies: Annotated[
         int, typer.Option(help="Shifted copies of each training image (0: none).")
     ] = AUGMENT_COPIES,
     force: Annotated[bool, typer.Option("--force", help="Train even if nothing changed since the champion.")] = False,
+    vote: Annotated[
+        bool, typer.Option("--vote/--no-vote", help="Also score the soft vote of the best candidates as one more.")
+    ] = True,
 ) -> None:
     """Run the training flow: prepare, train candidates, evaluate, gate, register, promote.
 
@@ -178,6 +183,7 @@ def train(
         time_budget_seconds=time_budget,
         augment_copies=augment_copies,
         force=force,
+        vote=vote,
     )
     _check_flow_parameters(train_pipeline, parameters)
     try:
@@ -244,6 +250,11 @@ def _leaderboard_table(leaderboard: list[dict], metric: str) -> Table:
         table.add_column(header, justify="right", overflow="fold", min_width=max(map(len, cells[column]), default=0))
     for i, row in enumerate(leaderboard):
         table.add_row(str(row["rank"]), names[i], *(cells[column][i] for column in columns))
+    cut = [
+        f"{row['candidate']} stopped early ({row['stopped_early']})" for row in leaderboard if row.get("stopped_early")
+    ]
+    if cut:
+        table.caption = "Time budget: " + "; ".join(cut)
     return table
 
 

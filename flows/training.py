@@ -84,7 +84,8 @@ def train_pipeline(
         metric: metric that picks the winner (validation) and judges it against the champion.
         min_improvement: gain over the champion (same unseen test images) needed to promote.
         seed: seed for the split, the searches, the models and the gate's bootstrap.
-        time_budget_seconds: per-candidate budget for the hyperparameter search.
+        time_budget_seconds: per-candidate budget for the search and the refit together; a
+            candidate ends within it plus one fit, and says on the leaderboard when it was cut.
         augment_copies: shifted copies of each training image added to the heads' refit
             (``tasks.data.shifts``); 0 trains on the clean images alone.
         force: train even when the data and featurizer are unchanged since the champion.

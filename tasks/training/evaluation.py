@@ -203,6 +203,7 @@ class CandidateResult:
     params: dict
     metrics: dict[str, float] = field(default_factory=dict)
     decisions_path: str | None = None  # the heads' decision policy (JSON), when fitted
+    budget_cut: str = ""  # what the time budget cut (search points, refit rows); "" when nothing
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ def leaderboard(results: list[CandidateResult], metric: str) -> pd.DataFrame:
             # Shown, never ranked on: the shifted images are the test split's.
             **_worst_shift_columns(r.metrics),
             "fit_seconds": r.metrics["fit_seconds"],
+            "stopped_early": r.budget_cut,
             "predict_ms_per_image": r.metrics["predict_ms_per_image"],
             "model_bytes": int(r.metrics["model_bytes"]),
             "run_id": r.run_id,

@@ -98,6 +98,9 @@ def train_candidate_task(
         metrics |= {f"cv.{a}.macro_f1": s for a, s in fitted.cv_scores.items() if not math.isnan(s)}
         heads_path = Path(out_dir) / f"{name}.joblib"
         decisions_path, selective = fit_decisions(fitted.heads, features, attributes, target_precision, heads_path)
+        budget_cut = "; ".join(f"{attribute}: {why}" for attribute, why in fitted.stopped_early.items())
+        if budget_cut:
+            mlflow.set_tag("budget_cut", budget_cut[:5000])
         mlflow.log_metrics(metrics | selective)
         log_validation_reports(name, fitted.heads, X_val, ys_val)
         heads_path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +109,13 @@ def train_candidate_task(
         "%s: val macro-F1 %.4f in %.1f s (params %s)", name, metrics["val.macro_f1"], fitted.fit_seconds, fitted.params
     )
     return CandidateResult(
-        name, run.info.run_id, str(heads_path), fitted.params, metrics | selective, decisions_path=decisions_path
+        name,
+        run.info.run_id,
+        str(heads_path),
+        fitted.params,
+        metrics | selective,
+        decisions_path=decisions_path,
+        budget_cut=budget_cut,
     )
 
 

@@ -50,3 +50,14 @@ def test_the_leaderboard_fits_80_columns_with_every_name_and_number_whole(monkey
     rows = [line.split() for line in lines if line[:1].isdigit()]
     assert [row[:2] for row in rows] == [[str(rank), name] for rank, name in enumerate(CANDIDATES, start=1)]
     assert "1234.6" in {cell for row in rows for cell in row}
+
+
+def test_the_leaderboard_says_which_candidate_the_time_budget_cut(monkeypatch):
+    console = Console(width=80, record=True)
+    monkeypatch.setattr(cli.main, "console", console)
+    summary = _summary()
+    summary.leaderboard[1]["stopped_early"] = "color: search stopped after 2 of 3 points"
+    cli.main._print_summary(summary, "macro_f1")
+    text = " ".join(console.export_text().split())
+    assert f"{summary.leaderboard[1]['candidate']} stopped early (color: search stopped after 2 of 3 points)" in text
+    assert f"{summary.leaderboard[0]['candidate']} stopped early" not in text
