@@ -86,9 +86,11 @@ def knn_training(trained_sandbox: Sandbox, tiny_dataset: Path) -> subprocess.Com
 
 def test_train_ranks_the_candidates_and_promotes_the_winner(trained: TrainedStore, prefect_server: str):
     result = trained.result
+    # The two candidates asked for, and their vote as a third.
+    ranked = sorted([*QUICK_CANDIDATES, "vote"])
     rows = _leaderboard(result.stdout)
-    assert [rank for rank, _ in rows] == [str(i) for i in range(1, len(QUICK_CANDIDATES) + 1)], result.stdout
-    assert sorted(name for _, name in rows) == sorted(QUICK_CANDIDATES)
+    assert [rank for rank, _ in rows] == [str(i) for i in range(1, len(ranked) + 1)], result.stdout
+    assert sorted(name for _, name in rows) == ranked
     assert rows[0][1] == trained.winner
     assert f"Winner {trained.winner} registered as version 1" in result.stdout
     assert "promoted to champion" in _decision(result.stdout)
@@ -100,7 +102,7 @@ def test_train_ranks_the_candidates_and_promotes_the_winner(trained: TrainedStor
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    assert sorted(run.data.tags["candidate"] for run in children) == sorted(QUICK_CANDIDATES)
+    assert sorted(run.data.tags["candidate"] for run in children) == ranked
     assert {run.info.status for run in children} == {"FINISHED"}
     assert version.tags["candidate"] == trained.winner
     assert _aliases(client) == {"champion": "1"}
@@ -112,7 +114,7 @@ def test_train_ranks_the_candidates_and_promotes_the_winner(trained: TrainedStor
 
     logs = trained.sandbox.root / "logs"
     logged = [e for e in _json_lines(logs / "training.log") if e["message"] == "candidate trained"]
-    assert sorted(e["candidate"] for e in logged) == sorted(QUICK_CANDIDATES)
+    assert sorted(e["candidate"] for e in logged) == ranked
     decision = next(e for e in _json_lines(logs / "evaluation.log") if e["message"] == "decision")
     assert (decision["version"], decision["promoted"], decision["winner"]) == ("1", True, trained.winner)
 
