@@ -52,6 +52,23 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _review_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A label store and kept-images folder for the session, never the checkout's data/review:
+    anything that builds settings without a test's own folders (a CLI command, an app on default
+    settings) would otherwise write there and change what a later skipped retrain reports."""
+    root = tmp_path_factory.mktemp("review")
+    given = {name: os.environ.get(name) for name in ("LABELS_DATABASE_URL", "REVIEW_IMAGES_URL")}
+    os.environ["LABELS_DATABASE_URL"] = f"sqlite:///{root / 'labels.db'}"
+    os.environ["REVIEW_IMAGES_URL"] = str(root / "images")
+    yield
+    for name, value in given.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """One Prefect API for the whole session: flows in this process use it through the harness's
@@ -128,6 +145,9 @@ def _point_pipeline_at(
     monkeypatch.setenv("PIPELINE_PREPARED_DIR", str(root / "prepared"))
     monkeypatch.setenv("PIPELINE_FEATURE_CACHE_DIR", str(feature_cache))
     monkeypatch.setenv("PIPELINE_LOG_DIR", str(root / "logs"))
+    # Never the checkout's data/review: the label store decides what a skipped retrain says.
+    monkeypatch.setenv("LABELS_DATABASE_URL", f"sqlite:///{root / 'review' / 'labels.db'}")
+    monkeypatch.setenv("REVIEW_IMAGES_URL", str(root / "review" / "images"))
     monkeypatch.setenv("PIPELINE_TASK_RUNNER", "thread")
     monkeypatch.setenv("PIPELINE_GATE_MIN_IMAGES", "5")  # the tiny set has ~13 test images
     monkeypatch.setenv("PIPELINE_SHIFTED_EVALUATION", str(shifted_evaluation).lower())

@@ -89,6 +89,8 @@ class Sandbox:
             PIPELINE_PREPARED_DIR=str(root / "prepared"),
             PIPELINE_FEATURE_CACHE_DIR=str(feature_cache),
             PIPELINE_LOG_DIR=str(root / "logs"),
+            LABELS_DATABASE_URL=f"sqlite:///{root / 'review' / 'labels.db'}",
+            REVIEW_IMAGES_URL=str(root / "review" / "images"),
             PIPELINE_SHIFTED_EVALUATION="false",  # no e2e test reads the robustness report
             PREFECT_HOME=str(root / "prefect"),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",

@@ -39,6 +39,7 @@ FLOW_PARAMETERS = {
     "force",
     "trigger",
     "drift_regions",
+    "vote",
 }
 MONITOR = "monitor-drift/monitor-drift-hourly"
 RUN_TIMEOUT = 240
