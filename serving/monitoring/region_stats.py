@@ -172,16 +172,15 @@ class RegionStats:
 
     async def one(self, region: str) -> tuple[RegionSummary | None, str]:
         """One region's summary (None when it has made no requests) and its source."""
-        batch = self._batch  # the one in flight, if any: Redis may have applied it already
         try:
-            counts, applied = await self.guard.run(lambda redis: self._read(redis, region, batch))
+            counts = await self.guard.run(lambda redis: self._read(redis, region))
         except RedisUnavailable:
             summary = self._from_pending(region)
             return (summary if summary.requests else None), "memory"
         summary = RegionSummary(region)
         for kind, kind_counts in counts.items():
             _add(summary, kind, kind_counts)
-        _add_pending(summary, self._pending + (batch[1] if batch is not None and not applied else Counter()))
+        _add_pending(summary, self._unsent())
         return (summary if summary.requests else None), "redis"
 
     async def drift(self) -> dict[str, dict]:
@@ -192,19 +191,13 @@ class RegionStats:
             return {}
         return {as_text(region): json.loads(status) for region, status in statuses.items()}
 
-    async def _read(
-        self, redis: Redis, region: str, batch: tuple[str, Counter[Delta]] | None
-    ) -> tuple[dict[str, dict], bool]:
-        """Kind (``requests`` and each of ``COUNTED``) -> the region's hash of that kind, and
-        whether ``batch`` is already in them: read in one transaction, so a batch applied
-        between two reads is never both in Redis's counts and added again from memory."""
+    async def _read(self, redis: Redis, region: str) -> dict[str, dict]:
+        """Kind (``requests`` and each of ``COUNTED``) -> the region's hash of that kind."""
         kinds = ("requests", *COUNTED)
-        async with redis.pipeline(transaction=True) as pipe:
+        async with redis.pipeline(transaction=False) as pipe:
             for kind in kinds:
                 pipe.hgetall(self._key(region, kind))
-            pipe.exists(f"{self.prefix}:batch:{batch[0]}" if batch is not None else f"{self.prefix}:batch:none")
-            *hashes, applied = await pipe.execute()
-        return dict(zip(kinds, hashes, strict=True)), bool(applied)
+            return dict(zip(kinds, await pipe.execute(), strict=True))
 
     def _from_pending(self, region: str) -> RegionSummary:
         summary = RegionSummary(region)
