@@ -23,6 +23,7 @@ from tasks.data.shifts import (
 )
 from tasks.defaults import TARGET_PRECISION
 from tasks.tracking import MLFLOW_RETRIES, MLFLOW_RETRY_DELAY, STAGE_TAG
+from tasks.training.answers import remember, save_answers
 from tasks.training.evaluation import (
     LOWER_IS_BETTER,
     SHIFT_METRIC_PREFIX,
@@ -88,8 +89,10 @@ def train_candidate_task(
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
         mlflow.log_params(_flat_params(fitted, budget_seconds, seed, _rows(augmented), _rows(over_exposed)))
-        metrics = evaluate_heads(fitted.heads, X_val, ys_val, "val")
-        metrics |= shift_metrics(fitted.heads, load_shifted(features, attributes))
+        # Scored through remembered heads: each set is predicted once, and the vote reuses it.
+        scored = remember(fitted.heads)
+        metrics = evaluate_heads(scored, X_val, ys_val, "val")
+        metrics |= shift_metrics(scored, load_shifted(features, attributes))
         metrics |= {
             "fit_seconds": fitted.fit_seconds,
             "predict_ms_per_image": fitted.predict_ms_per_image(X_val),
@@ -97,14 +100,15 @@ def train_candidate_task(
         }
         metrics |= {f"cv.{a}.macro_f1": s for a, s in fitted.cv_scores.items() if not math.isnan(s)}
         heads_path = Path(out_dir) / f"{name}.joblib"
-        decisions_path, selective = fit_decisions(fitted.heads, features, attributes, target_precision, heads_path)
+        decisions_path, selective = fit_decisions(scored, features, attributes, target_precision, heads_path)
         budget_cut = "; ".join(f"{attribute}: {why}" for attribute, why in fitted.stopped_early.items())
         if budget_cut:
             mlflow.set_tag("budget_cut", budget_cut[:5000])
         mlflow.log_metrics(metrics | selective)
-        log_validation_reports(name, fitted.heads, X_val, ys_val)
+        log_validation_reports(name, scored, X_val, ys_val)
         heads_path.parent.mkdir(parents=True, exist_ok=True)
         joblib.dump(fitted.heads, heads_path)
+        save_answers(scored, heads_path)
     logger.info(
         "%s: val macro-F1 %.4f in %.1f s (params %s)", name, metrics["val.macro_f1"], fitted.fit_seconds, fitted.params
     )
@@ -228,7 +232,7 @@ def score_on_test_task(
     Returns:
         The clean test metrics, its decisions' precision and coverage (``test.selective.*``) among them.
     """
-    heads = joblib.load(result.heads_path)
+    heads = remember(joblib.load(result.heads_path))
     X_test, ys_test = load_split(features, "test", attributes)
     metrics = evaluate_heads(heads, X_test, ys_test, "test")
     if result.decisions_path:

@@ -12,11 +12,13 @@ from prefect import get_run_logger, task
 from tasks.data.features import load_shifted, load_split
 from tasks.defaults import TARGET_PRECISION
 from tasks.tracking import STAGE_TAG
+from tasks.training.answers import load_answers, remember
 from tasks.training.evaluation import CandidateResult, evaluate_heads, shift_metrics
 from tasks.training.search import FittedCandidate
 from tasks.training.train_steps import fit_decisions, log_validation_reports
 from tasks.training.vote import VOTE, Vote, choose_vote
 from vehicle_model.metadata import CANDIDATE_TAG
+from vehicle_model.vote import VoteHead
 
 MEMBERS_TAG = "members"
 
@@ -45,8 +47,11 @@ def train_vote_task(
     with mlflow.start_run(experiment_id=experiment_id, run_name=VOTE, parent_run_id=parent_run_id, tags=tags) as run:
         try:
             started = time.perf_counter()
-            vote = choose_vote({c.name: joblib.load(c.heads_path) for c in candidates}, X_val, ys_val, metric, seed)
+            # The members answer from what they answered when they were scored (tasks.training.answers).
+            members = {c.name: remember(joblib.load(c.heads_path), load_answers(c.heads_path)) for c in candidates}
+            vote = choose_vote(members, X_val, ys_val, metric, seed)
             choosing = time.perf_counter() - started
+            shipped = {attribute: _forgetting(head) for attribute, head in vote.heads.items()}
         except Exception as exc:
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
@@ -55,7 +60,7 @@ def train_vote_task(
         mlflow.log_params(_flat_params(vote, params, seed, metric))
         # Its members' fits count: the vote cannot exist without them.
         member_seconds = sum(c.metrics["fit_seconds"] for c in candidates if c.name in _distinct(vote.members))
-        fitted = FittedCandidate(VOTE, vote.heads, fit_seconds=choosing + member_seconds)
+        fitted = FittedCandidate(VOTE, shipped, fit_seconds=choosing + member_seconds)
         metrics = evaluate_heads(vote.validation, X_val, ys_val, "val")
         metrics |= shift_metrics(vote.heads, load_shifted(features, attributes))
         metrics |= {
@@ -68,11 +73,16 @@ def train_vote_task(
         decisions_path, selective = fit_decisions(vote.heads, features, attributes, target_precision, heads_path)
         mlflow.log_metrics(metrics | selective)
         log_validation_reports(VOTE, vote.validation, X_val, ys_val)
-        joblib.dump(vote.heads, heads_path)
+        joblib.dump(shipped, heads_path)
     get_run_logger().info("vote of %s: val macro-F1 %.4f", vote.members_line(), metrics["val.macro_f1"])
     return CandidateResult(
         VOTE, run.info.run_id, str(heads_path), params, metrics | selective, decisions_path=decisions_path
     )
+
+
+def _forgetting(head: VoteHead) -> VoteHead:
+    """The vote as it ships: its members themselves, not their remembered answers."""
+    return VoteHead([member.head for member in head.members], head.names)
 
 
 def _flat_params(vote: Vote, params: dict[str, dict], seed: int, metric: str) -> dict[str, str]:
