@@ -111,12 +111,14 @@ def k_nearest_neighbors(seed: int) -> CandidateSpec:
     return CandidateSpec(model, {"clf__n_neighbors": [5, 15]})
 
 
+# Slowest first: the flow submits them in this order, so the longest fits start at once and the
+# short ones fill the workers' gaps at the end (on the default data: 116, 69, 39, 18, 6 and 3 s).
 CANDIDATES: dict[str, Callable[[int], CandidateSpec]] = {
-    "logistic_regression": logistic_regression,
-    "linear_svm": linear_svm,
-    "rbf_svm": rbf_svm,
     "extra_trees": extra_trees,
     "hist_gradient_boosting": hist_gradient_boosting,
+    "linear_svm": linear_svm,
+    "rbf_svm": rbf_svm,
+    "logistic_regression": logistic_regression,
     "knn": k_nearest_neighbors,
 }
 
