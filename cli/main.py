@@ -8,14 +8,17 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cli.labels import labels_app
+from cli.shadow import shadow
 from tasks.defaults import AUGMENT_COPIES, MIN_IMPROVEMENT, TIME_BUDGET_SECONDS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Vehicle classification pipeline.")
 app.add_typer(labels_app, name="labels", help="Review labels: status, Label Studio export/import, harvest, expire.")
+app.command("shadow")(shadow)
 console = Console()
 
 
@@ -260,14 +263,29 @@ def _leaderboard_table(leaderboard: list[dict], metric: str) -> Table:
 
 @app.command()
 def promote(
-    version: Annotated[str, typer.Option("--version", help="Model version to make champion.")],
-    yes: Annotated[bool, typer.Option("--yes", help="Confirm a change of what clients receive.")] = False,
+    version: Annotated[str | None, typer.Option("--version", help="Model version to make champion.")] = None,
+    from_shadow: Annotated[
+        bool,
+        typer.Option("--from-shadow", help="Promote the shadowed challenger if the shadow report recommends it."),
+    ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", help="Confirm a change of what clients receive, or promote against the shadow report."),
+    ] = False,
 ) -> None:
     """Make a registered version the champion (the old champion becomes 'previous').
 
-    If its attributes or labels differ from the champion's, print what changes for clients
-    and promote only with --yes. Takes the registry lock the training flow takes.
+    With --from-shadow, the version is the challenger the shadow report (`vehicles shadow`)
+    compared, promoted only when the report recommends it; --yes promotes it against the
+    recommendation. Either way, if its attributes or labels differ from the champion's, print
+    what changes for clients and promote only with --yes. Takes the registry lock the training
+    flow takes.
     """
+    if (version is None) == (not from_shadow):
+        raise typer.BadParameter("give either --version N or --from-shadow", param_hint="--version / --from-shadow")
+    if from_shadow:
+        _promote_from_shadow(yes)
+        return
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -296,6 +314,92 @@ def promote(
         console.print(f"{settings.model_name}: v{version} is already the champion; nothing changed")
         return
     console.print(f"{settings.model_name}: champion is now v{version} (previous: {'v' + old if old else 'none'})")
+
+
+def _promote_from_shadow(yes: bool) -> None:
+    """Promotes the version the shadow report compared, on its evidence (or on --yes), and records
+    the decision with that evidence: the report as an MLflow run, its numbers as version tags."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from cli.prefect_api import prefect_api
+    from flows.monitor_settings import get_monitor_settings
+    from tasks.monitoring.shadow import recommends_promotion
+    from tasks.monitoring.shadow_steps import announce_promotion, promote_on_evidence, stale_evidence, track_shadow
+    from tasks.registry.lock import registry_lock
+    from tasks.tracking import local_artifact_root, use_tracking_store
+
+    settings = get_monitor_settings()
+    use_tracking_store(settings.mlflow_tracking_uri)
+    client = MlflowClient()
+    report = _evidence_or_exit(settings, yes)
+    version = report["challenger"]
+    try:
+        # As with --version: checked at once, then again under the lock.
+        refusal = stale_evidence(client, settings.model_name, settings.model_alias, settings.shadow_alias, report)
+        if refusal is not None:
+            console.print(f"[red]Cannot promote from the shadow:[/red] {escape(refusal)}", soft_wrap=True)
+            raise typer.Exit(1)
+        champion, changes = _contract_check(client, settings, version)
+        _confirm(changes, champion, version, yes)
+        with prefect_api(), registry_lock(settings.model_name):
+            now, changes = _contract_check(client, settings, version)
+            if now != champion:
+                _confirm(changes, now, version, yes)
+            artifact_root = local_artifact_root(settings.mlflow_tracking_uri, settings.mlflow_artifact_root)
+            tags = {"model": settings.model_name, "trigger": "vehicles promote --from-shadow"}
+            run = track_shadow(report, tags, settings.experiment, artifact_root, settings.mlflow_ui_url)
+            promotion = promote_on_evidence(
+                client,
+                settings.model_name,
+                settings.model_alias,
+                settings.shadow_alias,
+                report,
+                run.run_id,
+                by="vehicles promote --from-shadow",
+                override=not recommends_promotion(report),  # only --yes gets here without the recommendation
+                contract_checked=True,
+            )
+            if promotion.promoted:
+                announce_promotion(settings.model_name, promotion, run.run_id)
+    except MlflowException as exc:
+        console.print(f"[red]Cannot promote:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+    if not promotion.promoted:
+        console.print(f"[red]Cannot promote from the shadow:[/red] {escape(promotion.reason)}", soft_wrap=True)
+        raise typer.Exit(1)
+    previous = f"v{promotion.previous}" if promotion.previous else "none"
+    console.print(f"{settings.model_name}: champion is now v{version} (previous: {previous})")
+    console.print(f"Why: {escape(promotion.reason)}; evidence: {run.url}", soft_wrap=True)
+
+
+def _evidence_or_exit(settings, yes: bool) -> dict:
+    """The shadow report; stops with its reason unless it recommends promotion or ``--yes`` names
+    a version to promote anyway."""
+    from tasks.monitoring.shadow import recommends_promotion
+    from tasks.monitoring.shadow_steps import gather_report
+
+    report, notes = gather_report(
+        settings.redis_url,
+        settings.redis_key_prefix,
+        settings.labels_database_url,
+        settings.max_records,
+        settings.shadow_alpha,
+        settings.shadow_min_pairs,
+    )
+    for note in notes:
+        console.print(f"note: {escape(note)}", soft_wrap=True)
+    if recommends_promotion(report) or (yes and report["challenger"] is not None):
+        return report
+    recommendation = report["recommendation"]
+    console.print(
+        f"[yellow]Not promoted:[/yellow] the shadow report says {recommendation['action']}: "
+        f"{escape(recommendation['reason'])}",
+        soft_wrap=True,
+    )
+    if report["challenger"] is not None:
+        console.print(f"Run again with --yes to promote v{report['challenger']} anyway.")
+    raise typer.Exit(1)
 
 
 def _contract_check(client, settings, version: str) -> tuple[str | None, list[str]]:
@@ -470,7 +574,7 @@ def deploy(
     work_pool: Annotated[str, typer.Option(help="Process work pool (created if missing).")] = "vehicles-process",
 ) -> None:
     """Register the deployments of prefect.yaml ('train', 'retrain-nightly', 'monitor-drift-hourly',
-    'harvest-labels-daily') and their automations on a Prefect server (PREFECT_API_URL)."""
+    'shadow-report-hourly', 'harvest-labels-daily') and their automations on a Prefect server (PREFECT_API_URL)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
@@ -488,7 +592,7 @@ def deploy(
             pass
     ids = deploy_to_pool(work_pool)
     console.print(
-        f"Deployed train, retrain-nightly (retrains on drift too), monitor-drift-hourly and "
+        f"Deployed train, retrain-nightly (retrains on drift too), monitor-drift-hourly, shadow-report-hourly and "
         f"harvest-labels-daily (harvests when labels are ready too) ({', '.join(ids)}) on pool '{work_pool}'."
     )
     console.print(f"Start a worker: [bold]prefect worker start --pool {work_pool}[/bold]")

@@ -2,7 +2,8 @@
 
 Redis, the registry and the label store are read with the serving app's variable names
 (``REDIS_URL``, ``REDIS_KEY_PREFIX``, ``MLFLOW_TRACKING_URI``, ``MODEL_NAME``, ``MODEL_ALIAS``,
-``LABELS_DATABASE_URL``), so one environment serves both; the thresholds take the ``MONITOR_`` prefix.
+``LABELS_DATABASE_URL``, ``SHADOW_ALIAS``), so one environment serves both; the thresholds take the
+``MONITOR_`` prefix, the shadow report's policy the ``SHADOW_`` one serving's shadow settings use.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from feedback.shadow import ALPHA, MIN_PAIRS
 from flows.settings import LabelSettings, RegistrySettings
 from tasks.monitoring.drift import Thresholds
+from tasks.registry.aliases import CHALLENGER
 
 
 class MonitorSettings(RegistrySettings, LabelSettings):
-    """Where the log and the labels are, which model they are compared for, and when a difference is drift."""
+    """Where the log, the shadow pairs and the labels are, which model they are compared for, when a
+    difference is drift, and when the shadow's evidence promotes."""
 
     model_config = SettingsConfigDict(env_prefix="MONITOR_")
 
@@ -26,7 +30,17 @@ class MonitorSettings(RegistrySettings, LabelSettings):
     min_effect: float = Field(Thresholds.min_effect, ge=0, le=1)
     feature_share: float = Field(Thresholds.feature_share, gt=0, le=1)
     min_records: int = Field(Thresholds.min_records, ge=2)
-    max_records: int = Field(100_000, ge=1, description="most records one run reads")
+    max_records: int = Field(100_000, ge=1, description="most records (and shadow pairs) one run reads")
+    shadow_alias: str = Field(CHALLENGER, alias="SHADOW_ALIAS", description="the alias serving mirrors traffic to")
+    shadow_auto_promote: bool = Field(
+        False,
+        alias="SHADOW_AUTO_PROMOTE",
+        description="the hourly shadow report promotes the challenger when it recommends it (off: a person does)",
+    )
+    shadow_alpha: float = Field(ALPHA, gt=0, lt=1, alias="SHADOW_ALPHA", description="McNemar level that is evidence")
+    shadow_min_pairs: int = Field(
+        MIN_PAIRS, ge=1, alias="SHADOW_MIN_PAIRS", description="fewest pairs a recommendation to act rests on"
+    )
 
     def thresholds(self) -> Thresholds:
         return Thresholds(self.p_value, self.min_effect, self.feature_share, self.min_records)

@@ -16,7 +16,13 @@ REPO = Path(__file__).resolve().parents[2]
 def test_specs_are_read_from_prefect_yaml():
     specs = {spec.name: spec for spec in load_specs(REPO / "prefect.yaml")}
 
-    assert set(specs) == {"train", "retrain-nightly", "monitor-drift-hourly", "harvest-labels-daily"}
+    assert set(specs) == {
+        "train",
+        "retrain-nightly",
+        "monitor-drift-hourly",
+        "shadow-report-hourly",
+        "harvest-labels-daily",
+    }
     assert specs["train"].schedules == []
     [nightly] = specs["retrain-nightly"].schedules
     assert (nightly.cron, nightly.timezone) == ("0 2 * * *", "UTC")
@@ -40,6 +46,18 @@ def test_labels_are_harvested_daily_before_the_retrain_and_when_a_region_has_eno
     assert on_labels.expect == {"vehicle.labels.ready"}
     assert on_labels.match.root == {"prefect.resource.id": "vehicle.monitoring.*"}
     assert harvest.parameters == {}, "no root: the worker's PIPELINE_TRAINING_DATA, the retrain's, decides"
+
+
+def test_the_shadow_report_runs_hourly_and_leaves_promotion_to_the_workers_policy():
+    specs = {spec.name: spec for spec in load_specs(REPO / "prefect.yaml")}
+    shadow = specs["shadow-report-hourly"]
+
+    assert shadow.entrypoint == "flows/shadow.py:report_shadow"
+    [hourly] = shadow.schedules
+    assert (hourly.cron, hourly.timezone) == ("30 * * * *", "UTC")
+    [drift] = specs["monitor-drift-hourly"].schedules
+    assert hourly.cron.split()[0] != drift.cron.split()[0], "not at the same minute as the drift monitor"
+    assert shadow.parameters == {}, "no auto_promote: the worker's SHADOW_AUTO_PROMOTE decides"
 
 
 def test_a_changed_prefect_yaml_changes_what_is_deployed(tmp_path: Path):
