@@ -48,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -175,6 +176,7 @@ class Phase:
     redis_cpu_seconds: float = float("nan")  # redis-server's own CPU, when the app uses Redis
     loop_cpu_seconds: float = float("nan")  # the app's event loop thread alone
     idle: float = float("nan")  # share of the machine's CPU time left idle during the phase
+    rss_mb: float = float("nan")  # the server's resident memory (process tree) at the end of the phase
 
     def _per_image(self, seconds: float) -> float:
         images = len(self.latencies) * self.images_per_request
@@ -281,6 +283,21 @@ def thread_cpu_seconds(pid: int, tid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its descendants, in MB, from /proc."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            continue
+    return total / 1024
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its descendants, from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -331,6 +348,17 @@ class Server:
                 pass
             time.sleep(0.3)
         raise RuntimeError(f"{self.label} not ready in {timeout:.0f} s:\n{self.log.read_text()[-3000:]}")
+
+    def wait_shadow(self, timeout: float) -> None:
+        """Until the app names a loaded shadow version in its metadata (``SHADOW_ALIAS``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(f"http://127.0.0.1:{self.port}/api/models/metadata", timeout=10) as response:
+                if json.load(response).get("shadow"):
+                    return
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.label}: no shadow loaded in {timeout:.0f} s:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -521,7 +549,8 @@ def _blank() -> list[bytes]:
 def build_tiny_registry(folder: Path, console: Console) -> str:
     """A SQLite registry with a logistic-regression model on 84 synthetic images per backbone
     precision, each behind an alias of its name (``fp32``, ``int8``); ``champion`` is the one
-    training would pick on this CPU (``BACKBONE_PRECISION=auto``)."""
+    training would pick on this CPU (``BACKBONE_PRECISION=auto``). ``int8-heads`` is a retrain
+    of the INT8 one with other heads on the same features: a shadow that shares its featurizer."""
     sys.path.insert(0, str(ROOT))
     import mlflow
     from mlflow import MlflowClient
@@ -550,6 +579,12 @@ def build_tiny_registry(folder: Path, console: Console) -> str:
             client.set_registered_model_alias(MODEL_NAME, precision, version.version)
             if precision == resolve_precision("auto"):
                 client.set_registered_model_alias(MODEL_NAME, "champion", version.version)
+            if precision == "int8":
+                heads = {a: LogisticRegression(C=0.05, max_iter=1000).fit(features, dataset.frame[a]) for a in heads}
+                with mlflow.start_run(experiment_id=experiment):
+                    info = log_classifier(VehicleClassifier(featurizer, heads), {"candidate": "logistic_regression"})
+                version = register_version(info.model_uri, MODEL_NAME, {"candidate": "logistic_regression"})
+                client.set_registered_model_alias(MODEL_NAME, "int8-heads", version.version)
     return uri
 
 
@@ -605,6 +640,7 @@ async def one_repeat(
                     redis_cpu=args.redis_cpu if server in apps else None,
                     loop_cpu=server.loop_cpu if server in apps else None,
                 )
+            phase.rss_mb = tree_rss_mb(server.process.pid)
             results.add(server.label, concurrency, phase)
             if server.label == FLOOR and concurrency == 1:
                 # The floor again, busy on a worker thread for as long as the model took in process:
@@ -706,6 +742,7 @@ def report(console: Console, results: Results, apps: list[Server], args: argpars
         "machine idle %",
         "client core-ms/img",
         "redis core-ms/img",
+        "RSS MB",
         "failed",
     ):
         table.add_column(column, justify="left" if column == "configuration" else "right")
@@ -725,6 +762,7 @@ def report(console: Console, results: Results, apps: list[Server], args: argpars
             spread([100 * p.idle for p in phases], "{:.0f}"),
             spread([p.client_ms_per_image for p in phases], "{:.2f}"),
             spread([p.redis_ms_per_image for p in phases], "{:.2f}"),
+            spread([p.rss_mb for p in phases], "{:.0f}"),
             f"{failed}" + (f" +{hits} hits" if hits else ""),
         )
     console.print(table)
@@ -974,6 +1012,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             model = InProcess(load_champion(tracking_uri, model_uri), load_champion(tracking_uri, model_uri, 1))
             for server in servers:
                 server.wait_ready("/ping" if server.label == MLFLOW else "/ready", 600)
+            for server, (_, _, extra) in zip(apps, args.apps):
+                if extra.get("SHADOW_ALIAS"):
+                    server.wait_shadow(600)
         asyncio.run(warm_up(servers, images))
         results = Results()
         for repeat in range(args.repeats):

@@ -62,6 +62,12 @@ class ServingSettings(BaseSettings):
         prediction_log_max_per_second: most records per second this process logs; 0 is no cap.
         prediction_log_maxlen: approximate length cap of the Redis stream (``XADD MAXLEN ~``).
         prediction_log_flush_seconds: how often the background writer appends queued records.
+        shadow_alias: alias of the version scored in the shadow of the champion (after each answer,
+            never seen by clients); empty turns the shadow off, as does an unset ``redis_url``.
+        shadow_share: share of the images the champion answered (batch items each on their own)
+            that the shadow scores; 0 turns the shadow off.
+        shadow_queue_size: images waiting for the shadow; beyond it mirrored images are dropped.
+        shadow_stream_maxlen: approximate length cap of the Redis stream of shadow pairs.
         labels_database_url: SQLAlchemy URL of the label store (kept items, labels, reviews).
         review_images_url: fsspec URL (or folder) where the images kept for review are stored.
         review_sampling: keep a sample of answered images for review; false keeps none (feedback
@@ -128,6 +134,11 @@ class ServingSettings(BaseSettings):
     prediction_log_max_per_second: float = Field(20.0, ge=0)
     prediction_log_maxlen: int = Field(100_000, ge=1)
     prediction_log_flush_seconds: float = Field(0.5, gt=0)
+
+    shadow_alias: str = "challenger"
+    shadow_share: float = Field(1.0, ge=0, le=1)
+    shadow_queue_size: int = Field(256, ge=1)
+    shadow_stream_maxlen: int = Field(100_000, ge=1)
 
     labels_database_url: str = labels_defaults.DATABASE_URL
     review_images_url: str = labels_defaults.IMAGES_URL

@@ -21,6 +21,7 @@ from serving.monitoring.prediction_log import PredictionLog
 from serving.monitoring.region_stats import RegionStats
 from serving.results.reports import ReportStore
 from serving.settings import ServingSettings
+from serving.shadow.service import Shadow
 from serving.storage.stores import RedisGuard, ResilientStore, redis_client
 from vehicle_model.images import ImageLimits
 
@@ -43,6 +44,7 @@ class Services:
     rate_limit_store: ResilientStore
     prediction_log: PredictionLog
     learning: LearningLoop
+    shadow: Shadow | None = None
     _flusher: asyncio.Task | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -54,7 +56,11 @@ class Services:
             self._flusher = asyncio.create_task(self.stats.keep_flushing(retry), name="stats-flusher")
         if self.settings.api_key is None:
             logger.warning("API_KEY is not set: admin endpoints are open")
+        if self.shadow is None and self.settings.shadow_alias and self.guard.redis is None:
+            logger.warning("SHADOW_ALIAS is set but REDIS_URL is not: shadow pairs would go nowhere, so it is off")
         await self.models.start(wait=self.settings.registry_timeout_seconds)
+        if self.shadow is not None:
+            await self.shadow.start()  # after the champion's first load, whose backbone it may borrow
         await self.prediction_log.start()
         await self.learning.start()
 
@@ -74,6 +80,8 @@ class Services:
             for _ in range(LAST_FLUSH_ATTEMPTS):
                 if await self.stats.flush(force=True):
                     break
+        if self.shadow is not None:
+            await self.shadow.stop()  # the images it has queued are scored and written first
         await self.models.close()
         await self.prediction_log.stop()
         await self.guard.close()
@@ -138,4 +146,18 @@ def build_services(settings: ServingSettings, models: ModelService | None = None
         rate_limit_store=store("rate_limit"),
         prediction_log=log,
         learning=learning,
+        shadow=_shadow(settings, models, guard, metrics, limits),
     )
+
+
+def _shadow(
+    settings: ServingSettings, models: ModelService, guard: RedisGuard, metrics: ServingMetrics, limits: ImageLimits
+) -> Shadow | None:
+    """The shadow, when one is asked for and its pairs have somewhere to go.
+
+    A model handed in without a registry has no aliases to follow; without Redis the pairs
+    could reach no report, so scoring them would only cost CPU.
+    """
+    if not settings.shadow_alias or settings.shadow_share <= 0 or models.source is None or guard.redis is None:
+        return None
+    return Shadow(settings, models, guard, metrics.registry, limits)

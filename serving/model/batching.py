@@ -20,15 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import numpy as np
-
-from serving.model.runtime import decode_and_predict
+from serving.model.runtime import Inferred, decode_and_predict
 from vehicle_model.images import ImageDecodeError, ImageLimits
 from vehicle_model.model import VehicleClassifier
-from vehicle_model.records import Prediction
 
 T = TypeVar("T")
-Result = Prediction | ImageDecodeError
 _STOP = object()  # queued once per thread by ``close``
 
 
@@ -70,10 +66,11 @@ class BatchingExecutor:
         blobs: Sequence[bytes],
         limits: ImageLimits,
         wide: VehicleClassifier | None = None,
-    ) -> tuple[list[Result], np.ndarray]:
+    ) -> Inferred:
         """``decode_and_predict`` over ``blobs``, possibly in one call with other requests' images.
 
-        ``wide`` (the same model on every core) is used when the call runs alone.
+        ``wide`` (the same model on every core) is used when the call runs alone. The answer
+        holds this caller's share only: its blobs' results, features and summaries.
         """
         return await self._submit(classifier=classifier, blobs=blobs, limits=limits, wide=wide)
 
@@ -141,15 +138,16 @@ class BatchingExecutor:
                 self._busy -= 1
 
     @staticmethod
-    def _predict(classifier: VehicleClassifier, batch: list[_Job]) -> list[tuple[list[Result], np.ndarray]]:
+    def _predict(classifier: VehicleClassifier, batch: list[_Job]) -> list[Inferred]:
         head = batch[0]
-        results, summaries = decode_and_predict(classifier, [blob for job in batch for blob in job.blobs], head.limits)
-        shares, start, row = [], 0, 0  # summaries exist for predicted images only
+        inferred = decode_and_predict(classifier, [blob for job in batch for blob in job.blobs], head.limits)
+        shares, start, row = [], 0, 0  # features and summaries exist for predicted images only
         for job in batch:
-            share = results[start : start + len(job.blobs)]
-            predicted = sum(not isinstance(r, ImageDecodeError) for r in share)
-            shares.append((share, summaries[row : row + predicted]))
-            start, row = start + len(job.blobs), row + predicted
+            results = inferred.results[start : start + len(job.blobs)]
+            end = row + sum(not isinstance(r, ImageDecodeError) for r in results)
+            rows = slice(row, end)
+            shares.append(Inferred(results, inferred.features[rows], inferred.summaries[rows], inferred.ms_per_image))
+            start, row = start + len(job.blobs), end
         return shares
 
     @staticmethod

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from litestar.stores.base import Store
 
 from serving.model.service import ModelService
@@ -40,11 +41,16 @@ class ImageOutcome:
         prediction: attribute -> label and class probabilities; None when rejected.
         error: why ``decode_image`` rejected the file; None when predicted.
         cached: the prediction came from the cache.
+        features: the image's featurizer row when the model predicted it now (None when cached
+            or rejected), for a shadow version that shares the featurizer.
+        model_ms: the model call's decode and inference time per image (0 unless predicted now).
     """
 
     prediction: Prediction | None
     error: ImageDecodeError | None = None
     cached: bool = False
+    features: np.ndarray | None = None
+    model_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -111,21 +117,22 @@ class Predictor:
         inference_ms = 0.0
         if misses:
             started = time.perf_counter()
-            results, summaries = await self.models.predict(model, [blobs[i] for i in misses], self.limits)
+            inferred = await self.models.predict(model, [blobs[i] for i in misses], self.limits)
             elapsed = time.perf_counter() - started
             self.metrics.inference_seconds.labels("batch" if len(misses) > 1 else "single").observe(elapsed)
             inference_ms = elapsed * 1000
             fills: dict[str, str] = {}
-            for i, result in zip(misses, results, strict=True):
+            rows = iter(inferred.features)  # one per predicted image
+            for i, result in zip(misses, inferred.results, strict=True):
                 if isinstance(result, ImageDecodeError):
                     outcomes[i] = ImageOutcome(prediction=None, error=result)
                 else:
-                    outcomes[i] = ImageOutcome(prediction=result)
+                    outcomes[i] = ImageOutcome(result, features=next(rows), model_ms=inferred.ms_per_image)
                     fills[keys[i]] = json.dumps(result)
             self._write_later(fills)
             if self.log is not None:
-                predicted = [r for r in results if not isinstance(r, ImageDecodeError)]
-                self.log.submit(model.name, model.version, region, predicted, summaries)
+                predicted = [r for r in inferred.results if not isinstance(r, ImageDecodeError)]
+                self.log.submit(model.name, model.version, region, predicted, inferred.summaries)
         done = [outcome for outcome in outcomes if outcome is not None]
         self.metrics.count_predictions(o.prediction for o in done if o.prediction is not None)
         return Classified(model=model, outcomes=done, inference_ms=inference_ms)

@@ -6,27 +6,42 @@ through the model in one batched call.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from vehicle_model.images import ImageDecodeError, ImageLimits, decode_image
 from vehicle_model.model import VehicleClassifier
-from vehicle_model.records import SUMMARY_DIM, Prediction
+from vehicle_model.records import Prediction, summarise
 
 WARM_UP_IMAGE_SIZE = (64, 48)
 
 
-def decode_and_predict(
-    classifier: VehicleClassifier, blobs: Sequence[bytes], limits: ImageLimits
-) -> tuple[list[Prediction | ImageDecodeError], np.ndarray]:
-    """Decodes each blob and predicts all decodable ones in one batched call.
+@dataclass(frozen=True)
+class Inferred:
+    """What one inference call made of its blobs.
 
-    Returns:
-        One entry per blob, in order: its prediction, or the error that rejected it; and the
-        predicted images' summaries for the prediction log (``vehicle_model.records``), in order.
+    Attributes:
+        results: one entry per blob, in order: its prediction, or the error that rejected it.
+        features: the predicted images' featurizer rows, in order: a shadow version trained on
+            the same featurizer runs its heads on them instead of paying for the backbone again.
+        summaries: the predicted images' summaries for the prediction log
+            (``vehicle_model.records.summarise``), in order.
+        ms_per_image: the call's decode and model time divided by its blobs (waiting excluded).
     """
+
+    results: list[Prediction | ImageDecodeError]
+    features: np.ndarray
+    summaries: np.ndarray
+    ms_per_image: float
+
+
+def decode_and_predict(classifier: VehicleClassifier, blobs: Sequence[bytes], limits: ImageLimits) -> Inferred:
+    """Decodes each blob and predicts all decodable ones in one batched call."""
+    started = time.perf_counter()
     decoded: list[Image.Image | ImageDecodeError] = []
     for blob in blobs:
         try:
@@ -34,9 +49,12 @@ def decode_and_predict(
         except ImageDecodeError as exc:
             decoded.append(exc)
     good = [image for image in decoded if isinstance(image, Image.Image)]
-    predicted, summaries = classifier.predict_images_summarised(good) if good else ([], np.empty((0, SUMMARY_DIM)))
-    predictions = iter(predicted)
-    return [item if isinstance(item, ImageDecodeError) else next(predictions) for item in decoded], summaries
+    features = classifier.featurizer.transform_images(good)
+    predictions = iter(classifier.predict_features(features) if good else [])
+    results = [item if isinstance(item, ImageDecodeError) else next(predictions) for item in decoded]
+    summaries = summarise(features)
+    ms = (time.perf_counter() - started) * 1000 / max(1, len(blobs))
+    return Inferred(results, features, summaries, ms)
 
 
 def warm_up(classifier: VehicleClassifier, images: int = 1) -> Prediction:

@@ -18,18 +18,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import numpy as np
+from prometheus_client import Counter
 
 from serving.model.batching import BatchingExecutor
-from serving.model.runtime import warm_up
+from serving.model.runtime import Inferred, warm_up
 from serving.model.source import LoadedModel, ModelSource, NoChampion, RegistryUnavailable
 from serving.monitoring.metrics import ServingMetrics
 from vehicle_model.featurizer import usable_cores
-from vehicle_model.images import ImageDecodeError, ImageLimits
-from vehicle_model.records import Prediction
+from vehicle_model.images import ImageLimits
 
 T = TypeVar("T")
 RefreshOutcome = Literal["loaded", "unchanged", "failed", "skipped", "no_champion", "unreachable"]
@@ -38,6 +37,18 @@ logger = logging.getLogger("serving.model")
 
 class ModelUnavailable(Exception):
     """No model is loaded; the message says why and how to get one."""
+
+
+class LifecycleMetrics(Protocol):
+    """What a ``ModelService`` records: ``ServingMetrics`` for the champion, the shadow's own for
+    the shadow, so the two never overwrite each other's series."""
+
+    model_reloads: Counter
+    model_reload_failures: Counter
+
+    def serving(self, name: str, version: str, alias: str) -> None: ...
+
+    def released(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,12 @@ class ModelService:
         retry_failed_after: seconds before a version that failed to load is tried again
             (``/admin/reload`` retries at once).
         load_timeout: longest one download + load + warm-up may take before it counts as failed.
+        prepare: applied to each freshly loaded version before its warm-up (after the thread
+            layout); the shadow uses it to take the champion's featurizer instead of its own.
+        role: what the logs say this service does with its version (``serving``, ``shadowing``).
+        release_when_absent: drop the held version when the registry says the alias is gone
+            (the shadow: a promoted challenger loses its alias and must stop being compared
+            with itself); the champion keeps serving what it has.
     """
 
     def __init__(
@@ -84,14 +101,20 @@ class ModelService:
         inference_threads: int = 1,
         onnx_threads: int | None = None,
         batch_images: int = 32,
-        metrics: ServingMetrics | None = None,
+        metrics: LifecycleMetrics | None = None,
         poll_interval: float = 30.0,
         registry_timeout: float = 30.0,
         retry_failed_after: float = 300.0,
         load_timeout: float = 600.0,
+        prepare: Callable[[LoadedModel], LoadedModel] | None = None,
+        role: str = "serving",
+        release_when_absent: bool = False,
     ) -> None:
         self.source = source
         self.metrics = metrics or ServingMetrics()
+        self.prepare = prepare
+        self.role = role
+        self.release_when_absent = release_when_absent
         self.onnx_threads = onnx_threads
         self.poll_interval = poll_interval
         self.registry_timeout = registry_timeout
@@ -131,9 +154,7 @@ class ModelService:
         """Runs blocking model code on an inference thread, by itself."""
         return await self._inference.run(fn, *args)
 
-    async def predict(
-        self, model: LoadedModel, blobs: Sequence[bytes], limits: ImageLimits
-    ) -> tuple[list[Prediction | ImageDecodeError], np.ndarray]:
+    async def predict(self, model: LoadedModel, blobs: Sequence[bytes], limits: ImageLimits) -> Inferred:
         """``decode_and_predict`` on an inference thread, batched with other requests waiting for one.
 
         A call that finds the other inference threads idle and nobody waiting runs on the
@@ -145,12 +166,14 @@ class ModelService:
         """Starts following the alias; waits up to ``wait`` s for the first load.
 
         The app answers either way: if the first load is slow or impossible, ``/ready`` says
-        why and the model is swapped in whenever a later poll succeeds.
+        why and the model is swapped in whenever a later poll succeeds. ``wait`` 0 does not wait.
         """
         if self.source is None:
             return
         first_attempt = asyncio.Event()
-        self._poller = asyncio.create_task(self._follow(first_attempt), name="model-poller")
+        self._poller = asyncio.create_task(self._follow(first_attempt), name=f"model-poller-{self.source.alias}")
+        if wait <= 0:
+            return
         try:
             async with asyncio.timeout(wait):
                 await first_attempt.wait()
@@ -197,6 +220,14 @@ class ModelService:
                 return RefreshResult("skipped", version, self._serving, f"version {version} failed to load recently")
             return await self._load(version)
 
+    async def reload(self) -> RefreshResult:
+        """Loads the version held now once more, so ``prepare`` decides afresh (the shadow does
+        when the champion it shares a featurizer with has changed); a failure keeps the one held."""
+        async with self._refresh_lock:
+            if self._model is None or self.source is None:
+                return RefreshResult("unchanged", self._serving, self._serving, "nothing to reload")
+            return await self._load(self._model.version)
+
     async def _load(self, version: str) -> RefreshResult:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
@@ -209,7 +240,7 @@ class ModelService:
         except TimeoutError:
             self._failed[version] = time.monotonic()
             self.metrics.model_reload_failures.inc()
-            detail = f"version {version} did not load within {self.load_timeout:g} s; still serving {self._serving}"
+            detail = f"version {version} did not load within {self.load_timeout:g} s; still {self.role} {self._serving}"
             logger.error(detail)
             if self._model is None:
                 self._problem = f"{detail}; {self._retry_note}"
@@ -217,7 +248,7 @@ class ModelService:
         except Exception as exc:
             self._failed[version] = time.monotonic()
             self.metrics.model_reload_failures.inc()
-            logger.exception("version %s failed to load; still serving %s", version, self._serving)
+            logger.exception("version %s failed to load; still %s %s", version, self.role, self._serving)
             detail = f"version {version} failed to load: {type(exc).__name__}: {exc}"
             if self._model is None:
                 self._problem = f"{detail}; {self._retry_note}"
@@ -228,7 +259,8 @@ class ModelService:
         self.metrics.model_reloads.inc()
         seconds = time.perf_counter() - started
         logger.info(
-            "serving version %s (was %s), loaded in %.2f s",
+            "%s version %s (was %s), loaded in %.2f s",
+            self.role,
             version,
             old,
             seconds,
@@ -243,6 +275,8 @@ class ModelService:
             model = self.source.load(version, Path(folder))
             if self.onnx_threads is not None:
                 model = with_thread_layout(model, self.onnx_threads, usable_cores())
+            if self.prepare is not None:
+                model = self.prepare(model)
             for classifier in (model.classifier, model.wide):
                 if classifier is not None:
                     # The backbone never sees more than one featurizer batch per call.
@@ -263,10 +297,14 @@ class ModelService:
             raise RegistryUnavailable(f"no answer within {self.registry_timeout:.0f} s") from exc
 
     def _without_version(self, outcome: RefreshOutcome, detail: str) -> RefreshResult:
+        if self._model is not None and outcome == "no_champion" and self.release_when_absent:
+            logger.info("%s; no longer %s version %s", detail, self.role, self._model.version)
+            self._model = None
+            self.metrics.released()
         if self._model is None:
             self._problem = detail
         else:
-            logger.warning("%s; still serving version %s", detail, self._model.version)
+            logger.warning("%s; still %s version %s", detail, self.role, self._model.version)
         return RefreshResult(outcome, None, self._serving, detail)
 
     @property

@@ -100,6 +100,13 @@ class ServingMetrics:
         self.model_info.labels(name, version, alias).set(1)
         self.model_loaded.set(1)
 
+    def released(self) -> None:
+        """No version is served any more."""
+        if self._served is not None:
+            self.model_info.remove(*self._served)
+        self._served = None
+        self.model_loaded.set(0)
+
     def count_predictions(self, predictions: Iterable[Prediction]) -> None:
         for prediction in predictions:
             for attribute, result in prediction.items():

@@ -8,7 +8,6 @@ from litestar.response import Template
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving.http.schemas import ReadyBody, error_responses
-from serving.model.service import ModelService
 from serving.security.rate_limit import PUBLIC
 from serving.settings import ServingSettings
 from serving.wiring import Services
@@ -34,9 +33,12 @@ async def ready(services: NamedDependency[Services]) -> Response[ReadyBody]:
 
 
 @get("/api/models/metadata", tags=["models"], responses=error_responses(503))
-async def metadata(models: NamedDependency[ModelService]) -> dict:
-    """The served version: name, version, alias, run, candidate, metrics, classes, featurizer."""
-    return models.require().describe()
+async def metadata(services: NamedDependency[Services]) -> dict:
+    """The served version: name, version, alias, run, candidate, metrics, classes, featurizer; and
+    ``shadow``, the version scored in its shadow (name, version, alias, featurizer, whether it shares
+    the champion's, share), null when there is none."""
+    shadow = services.shadow.describe() if services.shadow is not None else None
+    return {**services.models.require().describe(), "shadow": shadow}
 
 
 @get("/metrics", opt=PUBLIC, include_in_schema=False)

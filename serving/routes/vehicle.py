@@ -41,6 +41,7 @@ from serving.results.reports import (
 from serving.security.clients import client_name
 from serving.settings import ServingSettings
 from serving.storage.stores import RedisUnavailable
+from serving.wiring import Services
 from vehicle_model.records import Prediction
 
 TopK = Annotated[int, QueryParameter(ge=1, le=100, description="Classes listed per attribute, most probable first.")]
@@ -69,6 +70,7 @@ class VehicleController(Controller):
     async def classify(
         self,
         request: Request,
+        services: NamedDependency[Services],
         predictor: NamedDependency[Predictor],
         stats: NamedDependency[RegionStats],
         learning: NamedDependency[LearningLoop],
@@ -92,13 +94,16 @@ class VehicleController(Controller):
             predictions = [outcome.prediction]
             answer = Answer(request_id(request.scope), outcome.prediction, image)
             learning.answered(client_name(request), caller_region, result.model, [answer])
-            return {
+            body: ClassifyResponse = {
                 "model": {"name": result.model.name, "version": result.model.version},
                 "predictions": present(outcome.prediction, top_k),
                 "cached": outcome.cached,
                 "timing": _timing(started, result.inference_ms),
                 "request_id": request_id(request.scope),
             }
+            if services.shadow is not None:
+                services.shadow.answered(caller_region, result, [answer])
+            return body
         finally:
             stats.record(caller_region, "classify", predictions)
 
@@ -108,6 +113,7 @@ class VehicleController(Controller):
         request: Request,
         data: MultipartBody[BatchUpload],
         settings: NamedDependency[ServingSettings],
+        services: NamedDependency[Services],
         predictor: NamedDependency[Predictor],
         stats: NamedDependency[RegionStats],
         learning: NamedDependency[LearningLoop],
@@ -137,7 +143,7 @@ class VehicleController(Controller):
                 _batch_item(i, upload.filename, outcome, predictor, top_k)
                 for i, (upload, outcome) in enumerate(zip(data.files, result.outcomes, strict=True))
             ]
-            return {
+            body: BatchResponse = {
                 "model": {"name": result.model.name, "version": result.model.version},
                 "results": items,
                 "summary": {
@@ -151,6 +157,9 @@ class VehicleController(Controller):
                 "timing": _timing(started, result.inference_ms),
                 "request_id": request_id(request.scope),
             }
+            if services.shadow is not None:
+                services.shadow.answered(caller_region, result, answers)
+            return body
         finally:
             stats.record(caller_region, "classify-batch", predictions)
 

@@ -42,6 +42,8 @@ pytestmark = pytest.mark.stack
 TRAIN = "train-pipeline/train"
 NIGHTLY = "train-pipeline/retrain-nightly"
 HARVEST = "harvest-labels/harvest-labels-daily"
+SHADOW = "shadow-report/shadow-report-hourly"
+SHADOW_REGION = "stack-shadow"
 POOL = "vehicles-process"
 RUN_TIMEOUT = 600
 FOLLOW_TIMEOUT = 90
@@ -120,6 +122,9 @@ def worker(stack: Stack, tiny_dataset: Path) -> Iterator[None]:
         cwd=REPO,
         env={
             **stack.env,
+            # The replicas' Redis, where the shadow report reads their pairs.
+            "REDIS_URL": stack.redis_url,
+            "REDIS_KEY_PREFIX": "stack",
             # The tiny test split is too small for the default gate; these let a forced run promote.
             "PIPELINE_GATE_MIN_IMAGES": "1",
             "PIPELINE_GATE_MIN_LOWER_BOUND": "-2",
@@ -273,6 +278,72 @@ def test_promotion_gate_and_rollback_are_followed_by_both_replicas(
     assert rollback.returncode == 0, rollback.stdout + rollback.stderr
     assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
     wait_until_served(replicas, "1")
+
+
+def shadow_versions(replicas: list[str]) -> list[str | None]:
+    """The version each replica scores in its shadow (None: none loaded)."""
+    shadows = [
+        httpx.get(f"{url}/api/models/metadata", headers=FLEET, timeout=10, trust_env=False).json() for url in replicas
+    ]
+    return [body["shadow"]["version"] if body.get("shadow") else None for body in shadows]
+
+
+def shadow_pairs_written(url: str) -> float:
+    """The replica's ``vehicle_shadow_pairs_total``."""
+    text = httpx.get(f"{url}/metrics", timeout=10, trust_env=False).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("vehicle_shadow_pairs_total"))
+
+
+def test_both_replicas_shadow_the_challenger_and_one_report_covers_both(
+    stack: Stack, replicas: list[str], first_run: UUID, tiny_dataset: Path
+):
+    """After the rollback the champion is v1 and the rejected v3 is the challenger: each replica
+    scores v3 in its shadow, and the hourly report on the worker counts both replicas' pairs."""
+    client = registry(stack)
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    challenger = client.get_model_version_by_alias(MODEL, "challenger").version
+    assert champion != challenger
+    wait_until_served(replicas, champion)
+    deadline = time.monotonic() + FOLLOW_TIMEOUT
+    while shadow_versions(replicas) != [challenger, challenger]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"replicas shadow {shadow_versions(replicas)}, expected v{challenger} on both")
+        time.sleep(1)
+    before = [shadow_pairs_written(url) for url in replicas]
+    # Images no earlier test sent: a cached answer has no features to mirror, so it is not shadowed.
+    images = sorted((tiny_dataset / "images").iterdir())[70:78]
+    for i, path in enumerate(images):
+        response = httpx.post(
+            f"{replicas[i % 2]}/api/vehicle/classify",
+            files={"file": (path.name, path.read_bytes())},
+            headers={**FLEET, "X-Region": SHADOW_REGION},
+            timeout=30,
+            trust_env=False,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["model"]["version"] == champion  # the client's answer is the champion's
+    deadline = time.monotonic() + FOLLOW_TIMEOUT
+    while [after - start for after, start in zip(map(shadow_pairs_written, replicas), before)] != [4, 4]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"pairs written: {[shadow_pairs_written(url) for url in replicas]}, before: {before}")
+        time.sleep(0.5)
+
+    shown = stack.sandbox.run(
+        [stack.sandbox.command("vehicles"), "shadow", "--json"],
+        env={**stack.env, "REDIS_URL": stack.redis_url, "REDIS_KEY_PREFIX": "stack"},
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stdout[-2000:] + shown.stderr[-2000:]
+    report = json.loads(shown.stdout)
+    assert (report["champion"], report["challenger"], report["pairs"]) == (champion, challenger, len(images))
+    assert set(report["agreement"]) == set(ATTRIBUTES)
+
+    trigger(stack, {}, deployment=SHADOW)
+    experiment = client.get_experiment_by_name("vehicle-monitoring")
+    [run] = client.search_runs([experiment.experiment_id], "tags.kind = 'shadow'", max_results=1)
+    assert run.data.metrics["shadow.pairs"] == len(images)
+    assert (run.data.tags["champion"], run.data.tags["challenger"]) == (champion, challenger)
+    assert client.get_model_version_by_alias(MODEL, "champion").version == champion  # auto-promotion is off
 
 
 def rendered(url: str, profile: Path) -> str:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
-from PIL import Image
 from serving_helpers import unique_png
 
 from serving.model.batching import BatchingExecutor
 from serving.model.runtime import decode_and_predict
+from vehicle_model.featurizer import FEATURE_DIM
 from vehicle_model.images import ImageDecodeError, ImageLimits
 from vehicle_model.model import VehicleClassifier
 from vehicle_model.records import Prediction
@@ -27,9 +26,9 @@ class RecordingClassifier(VehicleClassifier):
         super().__init__(classifier.featurizer, classifier.heads, classifier.policy)
         self.calls: list[int] = []
 
-    def predict_images_summarised(self, images: Sequence[Image.Image]) -> tuple[list[Prediction], np.ndarray]:
-        self.calls.append(len(images))
-        return super().predict_images_summarised(images)
+    def predict_features(self, features: np.ndarray) -> list[Prediction]:
+        self.calls.append(len(features))
+        return super().predict_features(features)
 
 
 async def _hold_the_only_thread(executor: BatchingExecutor) -> tuple[threading.Event, asyncio.Task]:
@@ -57,11 +56,13 @@ async def test_requests_waiting_together_share_one_model_call_and_keep_their_own
     executor.close()
 
     assert model.calls == [4 + 2]  # one call for everything that waited; the bad file is not in it
-    for blobs, (answer, summaries) in zip(requests, answers, strict=True):
-        expected, expected_summaries = decode_and_predict(small_model.classifier, blobs, ImageLimits())
-        assert len(answer) == len(blobs)
-        assert summaries.shape == expected_summaries.shape  # each request gets its own images' summaries
-        for got, want in zip(answer, expected, strict=True):
+    for blobs, inferred in zip(requests, answers, strict=True):
+        expected = decode_and_predict(small_model.classifier, blobs, ImageLimits())
+        assert len(inferred.results) == len(blobs)
+        # Each request gets its own images' summaries and feature rows.
+        assert inferred.summaries.shape == expected.summaries.shape
+        assert inferred.features.shape == expected.features.shape == (len(expected.summaries), FEATURE_DIM)
+        for got, want in zip(inferred.results, expected.results, strict=True):
             if isinstance(want, ImageDecodeError):
                 assert isinstance(got, ImageDecodeError) and got.reason == want.reason
             else:
@@ -79,7 +80,7 @@ def _same_labels(got: Prediction, want: Prediction) -> bool:
 async def test_one_request_alone_is_not_held_back(small_model):
     model = RecordingClassifier(small_model.classifier)
     executor = BatchingExecutor(threads=1, max_images=32)
-    [answer], _ = await executor.predict(model, [unique_png(20)], ImageLimits())
+    [answer] = (await executor.predict(model, [unique_png(20)], ImageLimits())).results
     executor.close()
     assert model.calls == [1] and set(answer) == {"vehicle_type", "color"}
 
@@ -99,7 +100,7 @@ async def test_a_batch_never_exceeds_the_image_limit_nor_mixes_models(small_mode
     await blocker
     executor.close()
 
-    assert [len(a) for a, _ in answers] == [n for _, n in jobs]
+    assert [len(a.results) for a in answers] == [n for _, n in jobs]
     assert max(old.calls) <= 3 and sum(old.calls) == 6 and new.calls == [1]
 
 
@@ -111,7 +112,7 @@ async def test_a_failing_call_fails_its_callers_and_the_thread_goes_on(small_mod
 
     with pytest.raises(RuntimeError, match="backbone exploded"):
         await executor.run(boom)
-    [answer], _ = await executor.predict(small_model.classifier, [unique_png(30)], ImageLimits())
+    [answer] = (await executor.predict(small_model.classifier, [unique_png(30)], ImageLimits())).results
     executor.close()
     assert set(answer) == {"vehicle_type", "color"}
 
@@ -124,7 +125,7 @@ async def test_a_caller_that_gave_up_does_not_disturb_the_others(small_model):
     await asyncio.sleep(0.05)
     abandoned.cancel()
     release.set()
-    [answer], _ = await kept
+    [answer] = (await kept).results
     await blocker
     executor.close()
     assert abandoned.cancelled() and set(answer) == {"vehicle_type", "color"}
@@ -137,7 +138,7 @@ async def test_close_lets_queued_work_finish_then_stops_the_threads(small_model)
     await asyncio.sleep(0.05)
     executor.close()
     release.set()
-    [answer], _ = await queued
+    [answer] = (await queued).results
     await blocker
     for thread in executor._threads:
         await asyncio.to_thread(thread.join, 30)
@@ -162,21 +163,21 @@ async def test_several_threads_share_the_waiting_requests(small_model):
     answers = await asyncio.gather(*calls)
     await asyncio.gather(*blockers)
     executor.close()
-    assert all(len(a) == 1 for a, _ in answers)
+    assert all(len(a.results) == 1 for a in answers)
     assert sum(model.calls) == 8 and max(model.calls) <= 4  # no thread took more than half
 
 
 async def test_a_call_made_alone_runs_on_the_wide_model_and_one_beside_another_on_its_share(small_model):
     narrow, wide = RecordingClassifier(small_model.classifier), RecordingClassifier(small_model.classifier)
     executor = BatchingExecutor(threads=2, max_images=32)
-    [alone], _ = await executor.predict(narrow, [unique_png(300)], ImageLimits(), wide=wide)
+    [alone] = (await executor.predict(narrow, [unique_png(300)], ImageLimits(), wide=wide)).results
     assert (narrow.calls, wide.calls) == ([], [1])
 
     release, blocker = await _hold_the_only_thread(executor)  # one of the two threads is now busy
-    [beside], _ = await executor.predict(narrow, [unique_png(301)], ImageLimits(), wide=wide)
+    [beside] = (await executor.predict(narrow, [unique_png(301)], ImageLimits(), wide=wide)).results
     release.set()
     await blocker
     executor.close()
     assert (narrow.calls, wide.calls) == ([1], [1])
-    assert alone == decode_and_predict(small_model.classifier, [unique_png(300)], ImageLimits())[0][0]
-    assert beside == decode_and_predict(small_model.classifier, [unique_png(301)], ImageLimits())[0][0]
+    assert alone == decode_and_predict(small_model.classifier, [unique_png(300)], ImageLimits()).results[0]
+    assert beside == decode_and_predict(small_model.classifier, [unique_png(301)], ImageLimits()).results[0]

@@ -227,11 +227,10 @@ async def test_model_service_serves_a_model_it_is_handed(small_model):
     assert service.require() is small_model and service.problem is None
     refreshed = await service.refresh()
     assert (refreshed.outcome, refreshed.serving) == ("unchanged", "1")
-    predictions, summaries = await service.infer(
-        decode_and_predict, small_model.classifier, [unique_png(5), b"nope"], ImageLimits()
-    )
+    inferred = await service.infer(decode_and_predict, small_model.classifier, [unique_png(5), b"nope"], ImageLimits())
+    predictions = inferred.results
     assert set(predictions[0]) == {"vehicle_type", "color"} and predictions[1].reason == "unsupported_format"
-    assert summaries.shape == (1, SUMMARY_DIM), "one summary per predicted image, for the prediction log"
+    assert inferred.summaries.shape == (1, SUMMARY_DIM), "one summary per predicted image, for the prediction log"
     await service.close()
     with pytest.raises(ModelUnavailable, match="loading"):
         ModelService(None).require()
