@@ -96,18 +96,18 @@ def train_candidate_task(
         metrics |= {
             "fit_seconds": fitted.fit_seconds,
             "predict_ms_per_image": fitted.predict_ms_per_image(X_val),
-            "model_bytes": float(fitted.model_bytes()),
         }
         metrics |= {f"cv.{a}.macro_f1": s for a, s in fitted.cv_scores.items() if not math.isnan(s)}
         heads_path = Path(out_dir) / f"{name}.joblib"
+        heads_path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(fitted.heads, heads_path)
+        metrics["model_bytes"] = float(heads_path.stat().st_size)  # the pickle's size, without pickling twice
         decisions_path, selective = fit_decisions(scored, features, attributes, target_precision, heads_path)
         budget_cut = "; ".join(f"{attribute}: {why}" for attribute, why in fitted.stopped_early.items())
         if budget_cut:
             mlflow.set_tag("budget_cut", budget_cut[:5000])
         mlflow.log_metrics(metrics | selective)
         log_validation_reports(name, scored, X_val, ys_val)
-        heads_path.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump(fitted.heads, heads_path)
         save_answers(scored, heads_path)
     logger.info(
         "%s: val macro-F1 %.4f in %.1f s (params %s)", name, metrics["val.macro_f1"], fitted.fit_seconds, fitted.params

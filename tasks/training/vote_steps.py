@@ -67,13 +67,13 @@ def train_vote_task(
             "fit_seconds": fitted.fit_seconds,
             "vote_seconds": choosing,
             "predict_ms_per_image": fitted.predict_ms_per_image(X_val),
-            "model_bytes": float(fitted.model_bytes()),
         }
         heads_path = Path(out_dir) / f"{VOTE}.joblib"
+        joblib.dump(shipped, heads_path)
+        metrics["model_bytes"] = float(heads_path.stat().st_size)
         decisions_path, selective = fit_decisions(vote.heads, features, attributes, target_precision, heads_path)
         mlflow.log_metrics(metrics | selective)
         log_validation_reports(VOTE, vote.validation, X_val, ys_val)
-        joblib.dump(shipped, heads_path)
     get_run_logger().info("vote of %s: val macro-F1 %.4f", vote.members_line(), metrics["val.macro_f1"])
     return CandidateResult(
         VOTE, run.info.run_id, str(heads_path), params, metrics | selective, decisions_path=decisions_path
