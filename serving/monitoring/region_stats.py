@@ -8,7 +8,11 @@ A request only adds its increments in memory; a background task (``keep_flushing
 has accumulated, so under load one round trip carries many requests' counts and no request
 waits for Redis. While
 Redis is away the increments accumulate in memory and are flushed into Redis when it answers
-again. Reads add what is not sent yet, so the numbers served are always exact.
+again. Reads add what is not sent yet, so the numbers served are always exact: every batch of
+counts has its id from the moment it starts to accumulate, the script that applies a batch
+marks its id in the same step, and a read asks for the hashes and for those marks in one
+transaction, then adds from memory exactly the batches Redis had not applied. A flush landing
+during the read can neither hide a batch nor count it twice.
 
 Each region's latest drift status is written by the drift monitor (``flows/monitoring.py``)
 into the hash ``<prefix>:monitoring:drift`` (region -> JSON) and read here next to the counts.
@@ -88,6 +92,7 @@ class RegionStats:
         self.max_regions = max_regions
         self._seen: set[str] = set()
         self._pending: Counter[Delta] = Counter()
+        self._pending_id = uuid.uuid4().hex  # the id ``_pending`` will be sent under
         self._batch: tuple[str, Counter[Delta]] | None = None  # sent, not yet confirmed
         self._flushing = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -144,7 +149,8 @@ class RegionStats:
             try:
                 while self.unsent:
                     if self._batch is None:
-                        self._batch, self._pending = (uuid.uuid4().hex, self._pending), Counter()
+                        self._batch = (self._pending_id, self._pending)
+                        self._pending, self._pending_id = Counter(), uuid.uuid4().hex
                     await self.guard.run(self._send, force=force)
                     self._batch = None
             except RedisUnavailable:
@@ -157,30 +163,39 @@ class RegionStats:
         args = [str(BATCH_ID_TTL_SECONDS)]
         for (region, kind, name), count in counts.items():
             args += [region, self._key(region, kind), name, str(count)]
-        await redis.eval(APPLY_ONCE, 2, f"{self.prefix}:batch:{batch_id}", f"{self.prefix}:regions", *args)
+        await redis.eval(APPLY_ONCE, 2, self._mark(batch_id), f"{self.prefix}:regions", *args)
+
+    def _mark(self, batch_id: str) -> str:
+        """The key the apply script sets with a batch's counts (and a read checks)."""
+        return f"{self.prefix}:batch:{batch_id}"
 
     async def all(self) -> tuple[list[RegionSummary], str]:
         """Every region's summary and where the numbers come from (``redis`` or ``memory``)."""
+        # Names in memory first: a batch applied during the read below is then in its answer.
+        in_memory = {region for region, _, _ in self._unsent()}
         try:
             regions = await self.guard.run(lambda redis: redis.smembers(f"{self.prefix}:regions"))
         except RedisUnavailable:
             names = {region for region, _, _ in self._unsent()}
             return [self._from_pending(name) for name in sorted(names)], "memory"
-        names = {as_text(r) for r in regions} | {r for r, _, _ in self._unsent()}
+        names = {as_text(r) for r in regions} | in_memory
         summaries = [await self.one(name) for name in sorted(names)]
         return [s for s, _ in summaries if s is not None], "redis"
 
     async def one(self, region: str) -> tuple[RegionSummary | None, str]:
         """One region's summary (None when it has made no requests) and its source."""
+        batches = self._in_memory()
         try:
-            counts = await self.guard.run(lambda redis: self._read(redis, region))
+            counts, applied = await self.guard.run(lambda redis: self._read(redis, region, list(batches)))
         except RedisUnavailable:
             summary = self._from_pending(region)
             return (summary if summary.requests else None), "memory"
         summary = RegionSummary(region)
         for kind, kind_counts in counts.items():
             _add(summary, kind, kind_counts)
-        _add_pending(summary, self._unsent())
+        for batch_id, batch in batches.items():
+            if batch_id not in applied:
+                _add_pending(summary, batch)
         return (summary if summary.requests else None), "redis"
 
     async def drift(self) -> dict[str, dict]:
@@ -191,13 +206,26 @@ class RegionStats:
             return {}
         return {as_text(region): json.loads(status) for region, status in statuses.items()}
 
-    async def _read(self, redis: Redis, region: str) -> dict[str, dict]:
-        """Kind (``requests`` and each of ``COUNTED``) -> the region's hash of that kind."""
+    async def _read(self, redis: Redis, region: str, batch_ids: list[str]) -> tuple[dict[str, dict], set[str]]:
+        """Kind (``requests`` and each of ``COUNTED``) -> the region's hash of that kind, and which
+        of ``batch_ids`` Redis had applied, read in one transaction (no batch lands in between)."""
         kinds = ("requests", *COUNTED)
-        async with redis.pipeline(transaction=False) as pipe:
+        async with redis.pipeline(transaction=True) as pipe:
             for kind in kinds:
                 pipe.hgetall(self._key(region, kind))
-            return dict(zip(kinds, await pipe.execute(), strict=True))
+            for batch_id in batch_ids:
+                pipe.exists(self._mark(batch_id))
+            answers = await pipe.execute()
+        applied = {batch_id for batch_id, found in zip(batch_ids, answers[len(kinds) :], strict=True) if found}
+        return dict(zip(kinds, answers[: len(kinds)], strict=True)), applied
+
+    def _in_memory(self) -> dict[str, Counter[Delta]]:
+        """Batch id -> counts held here: the batch in flight, and the pending counts under the id
+        they will be sent with (copied: later requests add to the live counter, not to this)."""
+        batches = {self._pending_id: Counter(self._pending)} if self._pending else {}
+        if self._batch is not None:
+            batches[self._batch[0]] = self._batch[1]
+        return batches
 
     def _from_pending(self, region: str) -> RegionSummary:
         summary = RegionSummary(region)
