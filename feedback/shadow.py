@@ -21,7 +21,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from scipy.stats import binomtest
 
@@ -75,8 +75,22 @@ class Pair:
     champion: Side
     challenger: Side
 
+    @property
+    def agreement(self) -> dict[str, bool]:
+        """Attribute -> whether both versions gave the same label (attributes both answer)."""
+        theirs = self.challenger.answers
+        return {a: label == theirs[a][0] for a, (label, _) in self.champion.answers.items() if a in theirs}
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # Built by hand: ``dataclasses.asdict`` deep-copies every answer, several times the cost.
+        sides = {
+            name: {"version": side.version, "ms": side.ms, "answers": side.answers}
+            for name, side in (("champion", self.champion), ("challenger", self.challenger))
+        }
+        return json.dumps(
+            {"item_id": self.item_id, "at": self.at, "region": self.region, **sides, "agreement": self.agreement},
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Pair:

@@ -76,20 +76,33 @@ def borrow_backbone(shadow: LoadedModel, champion: LoadedModel | None) -> Loaded
 def on_features(shadow: LoadedModel, items: Sequence[Mirrored]) -> list[Pair]:
     """Pairs from the shadow's heads on the champion's features (same featurizer version)."""
     started = time.perf_counter()
-    predictions = shadow.classifier.predict_features(np.stack([item.features for item in items]))
-    return _pairs(shadow, items, predictions, started)
+    answers = _answers(shadow, np.stack([item.features for item in items]))
+    return _pairs(shadow, items, answers, started)
 
 
 def on_images(shadow: LoadedModel, items: Sequence[Mirrored], limits: ImageLimits) -> list[Pair]:
     """Pairs from the shadow's own decode, backbone and heads (another featurizer version); every
     item carries its image."""
     started = time.perf_counter()
-    images = [decode_image(item.image, limits) for item in items]
-    predictions = shadow.classifier.predict_images(images)
-    return _pairs(shadow, items, predictions, started)
+    features = shadow.classifier.featurizer.transform_images([decode_image(item.image, limits) for item in items])
+    return _pairs(shadow, items, _answers(shadow, features), started)
 
 
-def _pairs(shadow: LoadedModel, items: Sequence[Mirrored], predictions: list[Prediction], started: float) -> list[Pair]:
+def _answers(shadow: LoadedModel, features: np.ndarray) -> list[dict[str, tuple[str, float]]]:
+    """Each row's attribute -> (label, its probability): all a pair records, without the full
+    answer a client gets (every class's probability, the decision), which costs more than the heads."""
+    rows: list[dict[str, tuple[str, float]]] = [{} for _ in range(len(features))]
+    for attribute, proba in shadow.classifier.predict_proba_features(features).items():
+        labels = np.asarray(shadow.classifier.heads[attribute].classes_).astype(str)
+        best = proba.argmax(axis=1)
+        for row, (label, confidence) in enumerate(zip(labels[best], proba[np.arange(len(best)), best], strict=True)):
+            rows[row][attribute] = (str(label), float(confidence))
+    return rows
+
+
+def _pairs(
+    shadow: LoadedModel, items: Sequence[Mirrored], answers: list[dict[str, tuple[str, float]]], started: float
+) -> list[Pair]:
     ms = (time.perf_counter() - started) * 1000 / len(items)  # the batch's time, shared evenly
     return [
         Pair(
@@ -97,7 +110,7 @@ def _pairs(shadow: LoadedModel, items: Sequence[Mirrored], predictions: list[Pre
             item.at,
             item.region,
             Side(item.champion, item.champion_ms, answers_of(item.prediction)),
-            Side(shadow.version, ms, answers_of(prediction)),
+            Side(shadow.version, ms, answer),
         )
-        for item, prediction in zip(items, predictions, strict=True)
+        for item, answer in zip(items, answers, strict=True)
     ]

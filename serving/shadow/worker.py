@@ -15,6 +15,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 
@@ -26,6 +27,7 @@ from vehicle_model.images import ImageLimits
 
 logger = logging.getLogger("serving.shadow")
 NICENESS = 10  # added to the worker thread's nice; client inference keeps the process's own
+GATHER_SECONDS = 0.1  # how long the worker waits for more images before scoring what it holds
 _STOP = object()  # queued by ``close`` behind the work already accepted
 
 
@@ -88,9 +90,12 @@ class ShadowWorker:
             if item is _STOP:
                 return
             batch: list[Mirrored] = [item]
+            # Waits a little for more: the heads cost per call far more than per row, and a pair
+            # is not late for anyone.
+            gather_until = time.monotonic() + GATHER_SECONDS
             while len(batch) < self.batch_images:
                 try:
-                    more = self._queue.get_nowait()
+                    more = self._queue.get(timeout=max(0.0, gather_until - time.monotonic()))
                 except queue.Empty:
                     break
                 if more is _STOP:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from scipy.stats import binomtest
 
@@ -123,4 +125,5 @@ def test_only_the_latest_pair_of_versions_counts_and_pairs_round_trip() -> None:
     report = shadow_report(old + new, {})
     assert report["challenger"] == "3" and report["pairs"] == 5 and report["agreement"]["vehicle_type"] == 1.0
     assert Pair.from_json(new[0].to_json()) == new[0]
+    assert json.loads(old[0].to_json())["agreement"] == {"vehicle_type": False, "color": True}
     assert shadow_report([], {})["recommendation"]["action"] == UNDECIDED
