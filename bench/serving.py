@@ -642,6 +642,8 @@ async def one_repeat(
                 )
             phase.rss_mb = tree_rss_mb(server.process.pid)
             results.add(server.label, concurrency, phase)
+            # Work a server finishes after its answers (a shadow's queue) must not land on the next one.
+            await asyncio.sleep(args.settle_seconds)
             if server.label == FLOOR and concurrency == 1:
                 # The floor again, busy on a worker thread for as long as the model took in process:
                 # what handing the work off the event loop and back costs on this machine.
@@ -976,6 +978,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", help="back the app with this Redis (keys under a throwaway prefix)")
     parser.add_argument("--max-seconds", type=float, default=60, help="stop any one phase after this long")
     parser.add_argument("--quick", action="store_true", help="one repeat, a third of the requests")
+    parser.add_argument(
+        "--settle-seconds", type=float, default=0.0, help="pause after each server's phase (shadow work drains)"
+    )
     args = parser.parse_args(argv)
     args.redis_prefixes = []
     args.redis_cpu = redis_cpu_reader(args.redis_url) if args.redis_url else None
