@@ -377,16 +377,8 @@ def _evidence_or_exit(settings, yes: bool) -> dict:
     """The shadow report; stops with its reason unless it recommends promotion or ``--yes`` names
     a version to promote anyway."""
     from tasks.monitoring.shadow import recommends_promotion
-    from tasks.monitoring.shadow_steps import gather_report
 
-    report, notes = gather_report(
-        settings.redis_url,
-        settings.redis_key_prefix,
-        settings.labels_database_url,
-        settings.max_records,
-        settings.shadow_alpha,
-        settings.shadow_min_pairs,
-    )
+    report, notes = settings.shadow_report()
     for note in notes:
         console.print(f"note: {escape(note)}", soft_wrap=True)
     if recommends_promotion(report) or (yes and report["challenger"] is not None):

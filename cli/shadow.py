@@ -33,17 +33,8 @@ def shadow(
     """Compare the challenger with the champion on mirrored traffic: agreement per attribute,
     accuracy on labelled pairs with an exact McNemar test, and whether to promote."""
     from flows.monitor_settings import get_monitor_settings
-    from tasks.monitoring.shadow_steps import gather_report
 
-    settings = get_monitor_settings()
-    report, notes = gather_report(
-        settings.redis_url,
-        settings.redis_key_prefix,
-        settings.labels_database_url,
-        settings.max_records,
-        settings.shadow_alpha,
-        settings.shadow_min_pairs,
-    )
+    report, notes = get_monitor_settings().shadow_report()
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     if as_json:

@@ -45,6 +45,20 @@ class MonitorSettings(RegistrySettings, LabelSettings):
     def thresholds(self) -> Thresholds:
         return Thresholds(self.p_value, self.min_effect, self.feature_share, self.min_records)
 
+    def shadow_report(self) -> tuple[dict, list[str]]:
+        """The shadow report over serving's pairs and their labels, with notes on what was left
+        out (``tasks.monitoring.shadow_steps.gather_report`` on these settings)."""
+        from tasks.monitoring.shadow_steps import gather_report
+
+        return gather_report(
+            self.redis_url,
+            self.redis_key_prefix,
+            self.labels_database_url,
+            self.max_records,
+            self.shadow_alpha,
+            self.shadow_min_pairs,
+        )
+
 
 def get_monitor_settings() -> MonitorSettings:
     return MonitorSettings()
